@@ -1,0 +1,257 @@
+//! `cargo bench`: a full snapshot of about 1 GiB of incompressible values to a
+//! local directory, against `cp -r` of the same exported files, in the same run.
+//!
+//! Each measured snapshot runs in a child process of this benchmark, so that
+//! its peak resident memory is its own and not the dataset builder's.
+//!
+//! Environment: `ROCKSNAP_BENCH_BYTES` (dataset size, default 1 GiB),
+//! `ROCKSNAP_BENCH_RUNS` (default 3), `ROCKSNAP_BENCH_DIR` (where the dataset
+//! is kept between runs; default `<target dir>/rocksnap-bench`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use rocksnap::{
+    Destination, Lsn, OpenMode, PartitionId, PartitionStore, PipelineConfig, Repository,
+    SnapshotRequest, Supervisor, SupervisorArgs,
+};
+
+const PARTITION: PartitionId = PartitionId(0);
+const VALUE: usize = 4096;
+
+fn main() {
+    if let Ok(mode) = std::env::var("ROCKSNAP_BENCH_CHILD") {
+        child(&mode);
+        return;
+    }
+    let bytes: u64 = env_or("ROCKSNAP_BENCH_BYTES", 1 << 30);
+    let runs: usize = env_or("ROCKSNAP_BENCH_RUNS", 3);
+    let root = std::env::var_os("ROCKSNAP_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("rocksnap-bench"));
+    let db = root.join(format!("db-{bytes}"));
+    build_dataset(&db, bytes);
+
+    let idle = run_child("idle", &db, &root.join("unused"));
+    let mut snap = Vec::new();
+    let mut copy = Vec::new();
+    let mut copy_sync = Vec::new();
+    let mut peak = Vec::new();
+    let mut stored = 0;
+    for run in 0..runs {
+        // Baseline: export the same column family, then copy its files.
+        let export = root.join(format!("export-{run}"));
+        let _ = std::fs::remove_dir_all(&export);
+        {
+            let store = PartitionStore::open_existing(&db).unwrap();
+            store.export_column_family("data-0", &export).unwrap();
+        }
+        let dest = root.join(format!("copy-{run}"));
+        let _ = std::fs::remove_dir_all(&dest);
+        let t = Instant::now();
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(&export)
+            .arg(&dest)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp -r failed");
+        copy.push(t.elapsed());
+        let status = Command::new("sync").arg("-f").arg(&dest).status().unwrap();
+        assert!(status.success(), "sync failed");
+        copy_sync.push(t.elapsed());
+        std::fs::remove_dir_all(&dest).unwrap();
+        std::fs::remove_dir_all(&export).unwrap();
+
+        let repo = root.join(format!("repo-{run}"));
+        let _ = std::fs::remove_dir_all(&repo);
+        let r = run_child("snapshot", &db, &repo);
+        snap.push(Duration::from_secs_f64(r.seconds));
+        peak.push(r.peak_rss);
+        stored = r.bytes;
+        std::fs::remove_dir_all(&repo).unwrap();
+    }
+
+    let config = PipelineConfig::default();
+    let bound = config.part_size as u64 * (config.max_parts_in_flight as u64 + 1);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "\nfull snapshot of {:.0} MiB to a local directory, {runs} runs (median [min, max])",
+        mib(stored)
+    );
+    row("rocksnap snapshot", &snap, stored);
+    row("cp -r", &copy, stored);
+    row("cp -r + sync", &copy_sync, stored);
+    println!(
+        "ratio rocksnap / cp -r         {:.2}\nratio rocksnap / cp -r + sync  {:.2}",
+        ratio(&snap, &copy),
+        ratio(&snap, &copy_sync)
+    );
+    let peak_med = median_u64(&peak);
+    println!(
+        "peak RSS: snapshot process {:.0} MiB, same process idle {:.0} MiB, difference {:.0} MiB (pipeline bound {:.0} MiB)",
+        mib(peak_med),
+        mib(idle.peak_rss),
+        mib(peak_med.saturating_sub(idle.peak_rss)),
+        mib(bound)
+    );
+}
+
+struct ChildReport {
+    seconds: f64,
+    bytes: u64,
+    peak_rss: u64,
+}
+
+fn run_child(mode: &str, db: &Path, repo: &Path) -> ChildReport {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("ROCKSNAP_BENCH_CHILD", mode)
+        .env("ROCKSNAP_BENCH_DB", db)
+        .env("ROCKSNAP_BENCH_REPO", repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ChildReport {
+        seconds: v["seconds"].as_f64().unwrap(),
+        bytes: v["bytes"].as_u64().unwrap(),
+        peak_rss: v["peak_rss"].as_u64().unwrap(),
+    }
+}
+
+/// One measured snapshot (or none, for `idle`) in a fresh process.
+fn child(mode: &str) {
+    let db = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_DB").unwrap());
+    let repo = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_REPO").unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (seconds, bytes) = rt.block_on(async {
+        let partitions = PartitionStore::open_existing(&db).unwrap();
+        let repository = Repository::new(
+            Destination::open(repo.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
+        );
+        let (sup, _) = Supervisor::start(SupervisorArgs::new(
+            PipelineConfig::default(),
+            partitions,
+            repository,
+        ))
+        .await
+        .unwrap();
+        let mut result = (0.0, 0);
+        if mode == "snapshot" {
+            let t = Instant::now();
+            let o = Supervisor::snapshot(
+                &sup,
+                SnapshotRequest {
+                    partition: PARTITION,
+                    min_lsn: None,
+                },
+            )
+            .await
+            .unwrap();
+            result = (t.elapsed().as_secs_f64(), o.bytes);
+        }
+        sup.stop(None);
+        result
+    });
+    println!(
+        "{}",
+        serde_json::json!({"seconds": seconds, "bytes": bytes, "peak_rss": peak_rss()})
+    );
+}
+
+fn build_dataset(db: &Path, bytes: u64) {
+    let done = db.with_extension("complete");
+    if done.exists() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(db);
+    eprintln!(
+        "building a {} MiB dataset at {} (once)",
+        bytes >> 20,
+        db.display()
+    );
+    let store = PartitionStore::open(db, &[PARTITION]).unwrap();
+    let mut rng = rand::rng();
+    let records = bytes / VALUE as u64;
+    let mut lsn = 0;
+    let mut i = 0u64;
+    while i < records {
+        lsn += 1;
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = (i..(i + 256).min(records))
+            .map(|k| {
+                let mut v = vec![0u8; VALUE];
+                rng.fill_bytes(&mut v);
+                (format!("key-{k:012}").into_bytes(), v)
+            })
+            .collect();
+        i += batch.len() as u64;
+        store.apply(PARTITION, Lsn(lsn), batch).unwrap();
+    }
+    let cf = store.db().cf_handle("data-0").unwrap();
+    store.db().flush_cf(&cf).unwrap();
+    drop(cf);
+    drop(store);
+    std::fs::write(done, b"").unwrap();
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn sorted(d: &[Duration]) -> Vec<Duration> {
+    let mut v = d.to_vec();
+    v.sort();
+    v
+}
+
+fn median(d: &[Duration]) -> Duration {
+    sorted(d)[d.len() / 2]
+}
+
+fn median_u64(v: &[u64]) -> u64 {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ratio(a: &[Duration], b: &[Duration]) -> f64 {
+    median(a).as_secs_f64() / median(b).as_secs_f64()
+}
+
+fn row(name: &str, d: &[Duration], bytes: u64) {
+    let s = sorted(d);
+    let med = median(d);
+    println!(
+        "{name:<20} {:>8.2} s [{:.2}, {:.2}]  {:>7.0} MiB/s",
+        med.as_secs_f64(),
+        s[0].as_secs_f64(),
+        s[s.len() - 1].as_secs_f64(),
+        bytes as f64 / (1 << 20) as f64 / med.as_secs_f64()
+    );
+}

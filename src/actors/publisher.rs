@@ -1,0 +1,150 @@
+//! The publisher: one per partition, the only writer of its `latest.json`.
+//!
+//! It publishes a snapshot whose files are all stored: it checks the current
+//! pointer first (a pointer it cannot parse, or one of another cluster, is
+//! never overwritten; a newer one is never moved back), writes
+//! `metadata.json` create-only, and then swaps the pointer by
+//! compare-and-swap. A conflict means another writer (an old or a new leader)
+//! moved the pointer in between: the publisher reads it again and decides
+//! again, never overwrites blindly.
+
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::format::{Lsn, PartitionId, SnapshotMetadata};
+use crate::metrics as m;
+use crate::repository::{RepoError, Repository};
+
+/// How often a conflicting swap is retried before giving up.
+const MAX_SWAP_ATTEMPTS: u32 = 16;
+
+pub enum PublisherMsg {
+    Publish(
+        Box<SnapshotMetadata>,
+        RpcReplyPort<Result<Published, PublishError>>,
+    ),
+}
+
+/// A published snapshot.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Compare-and-swap conflicts met on the way.
+    pub conflicts: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("latest.json already points at LSN {current}, newer than this snapshot's {new}; the pointer never moves back")]
+    Stale { current: Lsn, new: Lsn },
+    #[error("latest.json belongs to cluster {found:?}, not {ours:?}, and is left as it is")]
+    ForeignCluster { found: String, ours: String },
+    #[error("gave up after {0} compare-and-swap conflicts on latest.json")]
+    TooManyConflicts(u32),
+    #[error("metadata.json was written but it is unknown whether latest.json moved: {0}")]
+    Uncertain(#[source] RepoError),
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+}
+
+impl PublishError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PublishError::Stale { .. } => "stale",
+            PublishError::ForeignCluster { .. } => "foreign_cluster",
+            PublishError::TooManyConflicts(_) => "conflicts",
+            PublishError::Uncertain(_) => "uncertain",
+            PublishError::Repository(RepoError::Malformed { .. }) => "malformed_pointer",
+            PublishError::Repository(_) => "repository",
+        }
+    }
+}
+
+pub struct Publisher;
+
+pub struct PublisherArgs {
+    pub partition: PartitionId,
+    pub repository: Repository,
+}
+
+impl Actor for Publisher {
+    type Msg = PublisherMsg;
+    type State = PublisherArgs;
+    type Arguments = PublisherArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: PublisherArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PublisherMsg::Publish(meta, reply) => {
+                assert_eq!(
+                    meta.partition_id, state.partition,
+                    "routed to its own publisher"
+                );
+                let started = Instant::now();
+                let result = publish(&state.repository, &meta).await;
+                m::stage_duration("publish").record(started.elapsed().as_secs_f64());
+                if result.is_ok() {
+                    let p = state.partition.0;
+                    m::latest_lsn(p).set(meta.min_applied_lsn.0 as f64);
+                    m::latest_timestamp(p).set(meta.created_at.timestamp() as f64);
+                }
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn publish(repo: &Repository, meta: &SnapshotMetadata) -> Result<Published, PublishError> {
+    let pointer = meta.pointer();
+    let mut metadata_written = false;
+    for attempt in 0..MAX_SWAP_ATTEMPTS {
+        let current = repo.read_pointer(meta.partition_id).await?;
+        if let Some(cur) = &current {
+            if cur.pointer.cluster_name != meta.cluster_name {
+                return Err(PublishError::ForeignCluster {
+                    found: cur.pointer.cluster_name.clone(),
+                    ours: meta.cluster_name.clone(),
+                });
+            }
+            if cur.pointer.min_applied_lsn > meta.min_applied_lsn {
+                return Err(PublishError::Stale {
+                    current: cur.pointer.min_applied_lsn,
+                    new: meta.min_applied_lsn,
+                });
+            }
+        }
+        if !metadata_written {
+            repo.put_metadata(meta).await?;
+            metadata_written = true;
+        }
+        match repo
+            .swap_pointer(current.as_ref().map(|c| &c.version), &pointer)
+            .await
+        {
+            Ok(_) => return Ok(Published { conflicts: attempt }),
+            Err(RepoError::Conflict { .. }) => {
+                tracing::debug!(partition = %meta.partition_id, attempt, "latest.json changed underneath, reading it again");
+                m::cas_conflicts(meta.partition_id.0).increment(1);
+                continue;
+            }
+            // A failed conditional write may still have landed (a timeout after
+            // the store applied it); the snapshot is complete, so it stays.
+            Err(e @ RepoError::Store { .. }) => return Err(PublishError::Uncertain(e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(PublishError::TooManyConflicts(MAX_SWAP_ATTEMPTS))
+}

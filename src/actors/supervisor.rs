@@ -1,0 +1,508 @@
+//! The supervisor: the entry point a host node starts.
+//!
+//! It owns the pipeline (exporter → chunker → uploader) and one publisher per
+//! partition, takes snapshot requests, and answers each with a
+//! [`SnapshotOutcome`] or a typed [`SnapshotError`]. Snapshots of different
+//! partitions run at once, sharing the pipeline's bounds; a second request for
+//! a partition that is already being snapshotted is refused, not queued.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::join_all;
+use object_store::ObjectStoreExt;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde::Serialize;
+
+use crate::actors::chunker::{Chunker, ChunkerArgs, ChunkerMsg, FileUpload};
+use crate::actors::exporter::{ExportRequest, Exporter, ExporterArgs, ExporterMsg, LsnSource};
+use crate::actors::publisher::{Publisher, PublisherArgs, PublisherMsg};
+use crate::actors::uploader::{UploadError, Uploader, UploaderArgs, UploaderMsg};
+use crate::error::SnapshotError;
+use crate::flow::{BoundedMailbox, Credits, PipelineStats};
+use crate::format::{
+    snapshot_folder, FileEntry, FormatVersion, KeyRange, Lsn, PartitionId, SnapshotId,
+    SnapshotMetadata, CHECKSUM_ALGORITHM,
+};
+use crate::metrics as m;
+use crate::partition::{cf_name, PartitionStore};
+use crate::repository::Repository;
+
+/// Default part size: S3 needs 5 MiB for every part but the last.
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Default number of parts in flight across all files and partitions.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 8;
+
+/// How the pipeline runs; the defaults suit S3 and a local directory alike.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub cluster_name: String,
+    pub node_name: String,
+    /// Bytes per part; every part but a file's last has exactly this size.
+    pub part_size: usize,
+    /// Parts read and not yet stored, across all files: the memory bound is
+    /// `part_size × (max_parts_in_flight + 1)`.
+    pub max_parts_in_flight: usize,
+    /// Files queued at the chunker.
+    pub chunker_queue: usize,
+    /// Where exports are staged; default `<database>.rocksnap-staging` beside
+    /// the database, on the same filesystem so that export can hard-link.
+    pub staging_dir: Option<PathBuf>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            cluster_name: "localcluster".into(),
+            node_name: "node".into(),
+            part_size: DEFAULT_PART_SIZE,
+            max_parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+            chunker_queue: 2,
+            staging_dir: None,
+        }
+    }
+}
+
+/// How one partition is found in the database; the default is column family
+/// `data-<id>`, its stored LSN, and the full key range.
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    pub cf: String,
+    pub lsn: LsnSource,
+    pub key_range: KeyRange,
+}
+
+impl PartitionSpec {
+    pub fn for_partition(partition: PartitionId) -> Self {
+        PartitionSpec {
+            cf: cf_name(partition),
+            lsn: LsnSource::Stored,
+            key_range: KeyRange::FULL,
+        }
+    }
+}
+
+/// Asks for a snapshot of `partition` whose LSN is at least `min_lsn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub partition: PartitionId,
+    pub min_lsn: Option<Lsn>,
+}
+
+/// A published snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotOutcome {
+    pub partition_id: PartitionId,
+    pub snapshot_id: SnapshotId,
+    pub min_applied_lsn: Lsn,
+    /// Key of the snapshot's `metadata.json`.
+    pub key: String,
+    pub bytes: u64,
+    pub files: usize,
+    #[serde(with = "duration_seconds")]
+    pub duration: Duration,
+}
+
+mod duration_seconds {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+pub enum SupervisorMsg {
+    Snapshot(
+        SnapshotRequest,
+        RpcReplyPort<Result<SnapshotOutcome, SnapshotError>>,
+    ),
+    /// A snapshot of the partition ended (either way).
+    Finished(PartitionId),
+}
+
+pub struct Supervisor;
+
+pub struct SupervisorArgs {
+    pub config: PipelineConfig,
+    pub partitions: PartitionStore,
+    pub repository: Repository,
+    /// Partitions that are not found the default way.
+    pub overrides: HashMap<PartitionId, PartitionSpec>,
+    pub stats: Arc<PipelineStats>,
+}
+
+impl SupervisorArgs {
+    pub fn new(config: PipelineConfig, partitions: PartitionStore, repository: Repository) -> Self {
+        SupervisorArgs {
+            config,
+            partitions,
+            repository,
+            overrides: HashMap::new(),
+            stats: Arc::new(PipelineStats::default()),
+        }
+    }
+}
+
+pub struct SupervisorState {
+    job: Job,
+    partitions: PartitionStore,
+    overrides: HashMap<PartitionId, PartitionSpec>,
+    publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
+    running: HashSet<PartitionId>,
+}
+
+/// What a snapshot run needs from the supervisor; cheap to clone.
+#[derive(Clone)]
+struct Job {
+    config: Arc<PipelineConfig>,
+    repository: Repository,
+    exporter: ActorRef<ExporterMsg>,
+    chunker: BoundedMailbox<ChunkerMsg>,
+}
+
+impl Supervisor {
+    /// Starts the supervisor and its pipeline.
+    pub async fn start(
+        args: SupervisorArgs,
+    ) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
+        Actor::spawn(None, Supervisor, args).await
+    }
+
+    /// Sends a snapshot request and waits for its outcome.
+    pub async fn snapshot(
+        supervisor: &ActorRef<SupervisorMsg>,
+        request: SnapshotRequest,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
+        match supervisor
+            .call(|reply| SupervisorMsg::Snapshot(request, reply), None)
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(_) | Err(_) => Err(SnapshotError::Stopped("supervisor".into())),
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let config = args.config;
+        if config.part_size == 0 || config.max_parts_in_flight == 0 || config.chunker_queue == 0 {
+            return Err("part size, parts in flight and chunker queue must be above zero".into());
+        }
+        let staging_root = config
+            .staging_dir
+            .clone()
+            .unwrap_or_else(|| default_staging_dir(args.partitions.path()));
+        let cell = myself.get_cell();
+        let (exporter, _) = Actor::spawn_linked(
+            None,
+            Exporter,
+            ExporterArgs {
+                partitions: args.partitions.clone(),
+                staging_root,
+            },
+            cell.clone(),
+        )
+        .await?;
+        let (uploader, _) = Actor::spawn_linked(
+            None,
+            Uploader,
+            UploaderArgs {
+                store: args.repository.store().clone(),
+                stats: args.stats.clone(),
+            },
+            cell.clone(),
+        )
+        .await?;
+        let uploader: BoundedMailbox<UploaderMsg> =
+            BoundedMailbox::new(uploader, Credits::new("upload", config.max_parts_in_flight));
+        let (chunker, _) = Actor::spawn_linked(
+            None,
+            Chunker,
+            ChunkerArgs {
+                uploader,
+                stats: args.stats.clone(),
+            },
+            cell,
+        )
+        .await?;
+        let chunker = BoundedMailbox::new(chunker, Credits::new("chunk", config.chunker_queue));
+        Ok(SupervisorState {
+            job: Job {
+                config: Arc::new(config),
+                repository: args.repository,
+                exporter,
+                chunker,
+            },
+            partitions: args.partitions,
+            overrides: args.overrides,
+            publishers: HashMap::new(),
+            running: HashSet::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Snapshot(request, reply) => {
+                let partition = request.partition;
+                let spec = state
+                    .overrides
+                    .get(&partition)
+                    .cloned()
+                    .unwrap_or_else(|| PartitionSpec::for_partition(partition));
+                if !state.partitions.has_column_family(&spec.cf) {
+                    let _ = reply.send(Err(SnapshotError::UnknownPartition {
+                        partition,
+                        cf: spec.cf,
+                    }));
+                    return Ok(());
+                }
+                if !state.running.insert(partition) {
+                    let _ = reply.send(Err(SnapshotError::InProgress(partition)));
+                    return Ok(());
+                }
+                let publisher = state.publisher(&myself, partition).await?;
+                let job = state.job.clone();
+                m::snapshots_started(partition.0).increment(1);
+                tokio::spawn(async move {
+                    let result = job.run(request, spec, publisher).await;
+                    match &result {
+                        Ok(o) => {
+                            m::snapshots_succeeded(partition.0).increment(1);
+                            tracing::info!(
+                                partition = %partition, snapshot_id = %o.snapshot_id,
+                                lsn = %o.min_applied_lsn, bytes = o.bytes, files = o.files,
+                                duration_ms = o.duration.as_millis() as u64, "snapshot published"
+                            );
+                        }
+                        Err(e) => {
+                            m::snapshots_failed(partition.0, e.reason()).increment(1);
+                            tracing::warn!(partition = %partition, reason = e.reason(), error = %e, "snapshot failed");
+                        }
+                    }
+                    let _ = myself.cast(SupervisorMsg::Finished(partition));
+                    let _ = reply.send(result);
+                });
+            }
+            SupervisorMsg::Finished(partition) => {
+                state.running.remove(&partition);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(who, error) => {
+                // A pipeline stage that panics takes the node's snapshots with
+                // it; stop so that the host's own supervision restarts us.
+                tracing::error!(actor = ?who.get_id(), %error, "pipeline actor failed");
+                myself.stop(Some(format!("pipeline actor failed: {error}")));
+            }
+            SupervisionEvent::ActorTerminated(who, _, _) => {
+                state.publishers.retain(|_, p| p.get_id() != who.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn publisher(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        partition: PartitionId,
+    ) -> Result<ActorRef<PublisherMsg>, ActorProcessingErr> {
+        if let Some(p) = self.publishers.get(&partition) {
+            return Ok(p.clone());
+        }
+        let (publisher, _) = Actor::spawn_linked(
+            None,
+            Publisher,
+            PublisherArgs {
+                partition,
+                repository: self.job.repository.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        self.publishers.insert(partition, publisher.clone());
+        Ok(publisher)
+    }
+}
+
+/// `<database>.rocksnap-staging`, beside the database.
+pub fn default_staging_dir(db: &std::path::Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".rocksnap-staging");
+    db.with_file_name(name)
+}
+
+impl Job {
+    async fn run(
+        &self,
+        request: SnapshotRequest,
+        spec: PartitionSpec,
+        publisher: ActorRef<PublisherMsg>,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
+        let started = Instant::now();
+        let partition = request.partition;
+        let snapshot_id = SnapshotId::new();
+        let export_request = ExportRequest {
+            partition,
+            cf: spec.cf,
+            lsn: spec.lsn,
+            min_lsn: request.min_lsn,
+            snapshot_id,
+        };
+        let export = match self
+            .exporter
+            .call(|reply| ExporterMsg::Export(export_request, reply), None)
+            .await
+        {
+            Ok(CallResult::Success(export)) => export?,
+            _ => return Err(SnapshotError::Stopped("exporter".into())),
+        };
+
+        let upload_started = Instant::now();
+        let folder = snapshot_folder(export.min_applied_lsn, snapshot_id);
+        let layout = self.repository.layout();
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut pending = Vec::with_capacity(export.files.len());
+        for file in &export.files {
+            let name =
+                crate::format::plain_file_name(&file.name).map_err(|e| SnapshotError::Export {
+                    partition,
+                    reason: e.to_string(),
+                })?;
+            let (upload, done) = FileUpload::new(
+                export.file_path(file),
+                layout.file(partition, &folder, name),
+                file.size,
+                self.config.part_size,
+                failed.clone(),
+            );
+            self.chunker
+                .send(|credit| ChunkerMsg::File(upload, credit))
+                .await
+                .map_err(|e| SnapshotError::Stopped(e.to_string()))?;
+            pending.push(done);
+        }
+        let results = join_all(pending).await;
+        m::stage_duration("upload").record(upload_started.elapsed().as_secs_f64());
+
+        let mut stored = Vec::with_capacity(results.len());
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(Ok(file)) => stored.push(file),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(UploadError::Stopped("uploader")),
+            }
+        }
+        // The cause is the first failure that is not a cancellation caused by it.
+        let cause = errors
+            .iter()
+            .position(|e| !matches!(e, UploadError::Cancelled))
+            .unwrap_or(0);
+        let first_error = (!errors.is_empty()).then(|| errors.swap_remove(cause));
+        if let Some(source) = first_error {
+            // No metadata names these objects, so nothing can reference them.
+            for file in &stored {
+                if let Err(e) = self.repository.store().delete(&file.key).await {
+                    tracing::debug!(key = %file.key, error = %e, "cannot remove object of a failed snapshot");
+                }
+            }
+            return Err(SnapshotError::Upload {
+                partition,
+                source: Box::new(source),
+            });
+        }
+
+        let files = export
+            .files
+            .iter()
+            .zip(&stored)
+            .map(|(f, s)| FileEntry {
+                column_family_name: f.column_family_name.clone(),
+                name: f.name.clone(),
+                directory: f.directory.clone(),
+                size: f.size,
+                level: f.level,
+                start_key: hex::encode(&f.smallest_key),
+                end_key: hex::encode(&f.largest_key),
+                smallest_seqno: f.smallest_seqno,
+                largest_seqno: f.largest_seqno,
+                num_entries: f.num_entries,
+                num_deletions: f.num_deletions,
+                checksum: Some(format!("{:08x}", s.crc32c)),
+            })
+            .collect();
+        let meta = SnapshotMetadata {
+            version: FormatVersion::V1,
+            cluster_name: self.config.cluster_name.clone(),
+            partition_id: partition,
+            node_name: self.config.node_name.clone(),
+            created_at: Utc::now(),
+            snapshot_id,
+            key_range: spec.key_range,
+            min_applied_lsn: export.min_applied_lsn,
+            db_comparator_name: export.comparator_name.clone(),
+            checksum_algorithm: Some(CHECKSUM_ALGORITHM.into()),
+            files,
+        };
+        let key = layout.metadata(partition, &folder).to_string();
+        let lsn = export.min_applied_lsn;
+        let bytes = meta.total_bytes();
+        let file_count = meta.files.len();
+        // The staging files are no longer needed once every file is stored.
+        drop(export);
+        match publisher
+            .call(|reply| PublisherMsg::Publish(Box::new(meta), reply), None)
+            .await
+        {
+            Ok(CallResult::Success(Ok(_))) => {}
+            Ok(CallResult::Success(Err(source))) => {
+                return Err(SnapshotError::Publish {
+                    partition,
+                    source: Box::new(source),
+                })
+            }
+            _ => return Err(SnapshotError::Stopped("publisher".into())),
+        }
+        Ok(SnapshotOutcome {
+            partition_id: partition,
+            snapshot_id,
+            min_applied_lsn: lsn,
+            key,
+            bytes,
+            files: file_count,
+            duration: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! `rocksnap demo`: the whole pipeline on the embedded default, a local directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use futures::future::join_all;
+use rand::RngCore;
+
+use super::progress::UploadProgress;
+use super::{CliResult, PipelineArgs};
+use crate::flow::PipelineStats;
+use crate::format::{Lsn, PartitionId};
+use crate::{
+    Destination, OpenMode, PartitionStore, Repository, SnapshotRequest, Supervisor, SupervisorArgs,
+};
+
+/// Marks a directory as the demo's own, so a rerun may clear it.
+const MARKER: &str = ".rocksnap-demo";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's database and repository.
+    #[arg(long, default_value = "rocksnap-demo")]
+    pub dir: PathBuf,
+    /// Number of partitions.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u64,
+    /// Records written to each partition per round (values of 1 KiB).
+    #[arg(long, default_value_t = 5_000)]
+    pub records: u64,
+    /// Rounds of writes, each with a snapshot of every partition taken while writing.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u64,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+pub async fn run(args: DemoArgs) -> CliResult {
+    let started = Instant::now();
+    prepare_dir(&args.dir)?;
+    let db_path = args.dir.join("db");
+    let repo_path = args.dir.join("repository");
+    let ids: Vec<PartitionId> = (0..args.partitions).map(PartitionId).collect();
+    let partitions = PartitionStore::open(&db_path, &ids)?;
+    let repository = Repository::new(Destination::open(
+        repo_path.to_str().ok_or("demo directory is not UTF-8")?,
+        OpenMode::CreateMissing,
+    )?);
+    let stats = Arc::new(PipelineStats::default());
+    let mut sup_args = SupervisorArgs::new(args.pipeline.config(), partitions.clone(), repository);
+    sup_args.stats = stats.clone();
+    let (supervisor, handle) = Supervisor::start(sup_args).await?;
+
+    println!(
+        "database   {}\nrepository {}\n",
+        db_path.display(),
+        repo_path.display()
+    );
+    let mut lsn = 0u64;
+    let mut published = 0u64;
+    for round in 1..=args.rounds {
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let partitions = partitions.clone();
+            let ids = ids.clone();
+            let written = written.clone();
+            let (records, first_lsn) = (args.records, lsn);
+            tokio::task::spawn_blocking(move || {
+                write_round(&partitions, &ids, records, first_lsn, &written)
+            })
+        };
+        // Snapshot in the middle of the round, while the writer goes on.
+        while written.load(Ordering::Relaxed) < args.records / 2 && !writer.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let progress = UploadProgress::start(stats.clone(), format!("round {round}"));
+        let snapshots = join_all(ids.iter().map(|&partition| {
+            Supervisor::snapshot(
+                &supervisor,
+                SnapshotRequest {
+                    partition,
+                    min_lsn: None,
+                },
+            )
+        }))
+        .await;
+        lsn = writer.await??;
+        progress.finish();
+        for outcome in snapshots {
+            let o = outcome?;
+            published += o.bytes;
+            println!(
+                "round {round}: partition {} snapshot {} at LSN {:>6}: {:>2} files, {:>9} in {:.2?}",
+                o.partition_id,
+                o.snapshot_id,
+                o.min_applied_lsn,
+                o.files,
+                indicatif::HumanBytes(o.bytes).to_string(),
+                o.duration
+            );
+        }
+    }
+    supervisor.stop(None);
+    let _ = handle.await;
+
+    println!("\nrepository tree:");
+    print_tree(&repo_path, 1)?;
+    for id in &ids {
+        let latest = repo_path.join(id.to_string()).join(crate::format::LATEST);
+        println!(
+            "\npartition {id} latest.json:\n{}",
+            std::fs::read_to_string(latest)?
+        );
+    }
+    println!(
+        "\npublished {} in {} snapshots; {} written to the database; {:.2?} in all",
+        indicatif::HumanBytes(published),
+        args.rounds * args.partitions,
+        indicatif::HumanBytes(args.rounds * args.partitions * args.records * 1024),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Writes `records` values of 1 KiB to every partition, 100 per write batch,
+/// each batch one LSN, counting records in `written`. Returns the last LSN written.
+fn write_round(
+    partitions: &PartitionStore,
+    ids: &[PartitionId],
+    records: u64,
+    mut lsn: u64,
+    written: &AtomicU64,
+) -> Result<u64, crate::partition::PartitionError> {
+    let mut rng = rand::rng();
+    let mut value = vec![0u8; 1024];
+    let mut next = 0u64;
+    while next < records {
+        let batch_end = (next + 100).min(records);
+        lsn += 1;
+        for &p in ids {
+            let batch: Vec<(Vec<u8>, Vec<u8>)> = (next..batch_end)
+                .map(|i| {
+                    rng.fill_bytes(&mut value);
+                    (format!("key-{lsn:010}-{i:08}").into_bytes(), value.clone())
+                })
+                .collect();
+            partitions.apply(p, Lsn(lsn), batch)?;
+        }
+        next = batch_end;
+        written.store(next, Ordering::Relaxed);
+    }
+    Ok(lsn)
+}
+
+fn prepare_dir(dir: &Path) -> CliResult {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            return Err(format!(
+                "{} exists and is not a demo directory; choose another with --dir",
+                dir.display()
+            )
+            .into());
+        }
+        for sub in ["db", "repository", "db.rocksnap-staging"] {
+            let p = dir.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p)?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(MARKER),
+        b"created by rocksnap demo; safe to delete\n",
+    )?;
+    Ok(())
+}
+
+fn print_tree(dir: &Path, depth: usize) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let indent = "  ".repeat(depth);
+        if e.file_type()?.is_dir() {
+            println!("{indent}{name}/");
+            print_tree(&e.path(), depth + 1)?;
+        } else {
+            let size = e.metadata()?.len();
+            println!("{indent}{name}  {}", indicatif::HumanBytes(size));
+        }
+    }
+    Ok(())
+}

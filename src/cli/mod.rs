@@ -1,0 +1,107 @@
+//! The `rocksnap` command line: one module per command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::format::{Lsn, PartitionId, SnapshotId};
+
+pub mod demo;
+pub mod inspect;
+pub mod progress;
+pub mod snapshot;
+
+/// Consistent snapshots of RocksDB partitions, published to object storage.
+///
+/// A repository is a URL: file:///dir (or a plain directory path), s3://bucket/prefix,
+/// gs://bucket/prefix, az://container/prefix. S3 settings come from the usual AWS_*
+/// variables. Set RUST_LOG (e.g. RUST_LOG=rocksnap=debug) for logs on stderr.
+#[derive(Debug, Parser)]
+#[command(name = "rocksnap", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on a local directory: build a database with 4
+    /// partitions, write to it while snapshots are taken, and show what was published.
+    Demo(demo::DemoArgs),
+    /// Take one snapshot of one column family of a database that is not open elsewhere.
+    Snapshot(snapshot::SnapshotArgs),
+    /// List the partitions and snapshots of a repository.
+    List(inspect::ListArgs),
+    /// Show one snapshot's metadata (the latest by default).
+    Show(inspect::ShowArgs),
+}
+
+/// Pipeline settings shared by the commands that upload.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Cluster name written into the snapshot; a repository's pointer from
+    /// another cluster is never overwritten.
+    #[arg(long, default_value = "localcluster")]
+    pub cluster: String,
+    /// Node name written into the snapshot.
+    #[arg(long, default_value_t = default_node_name())]
+    pub node: String,
+    /// Part size in bytes for uploads (S3 needs at least 5 MiB).
+    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PART_SIZE)]
+    pub part_size: usize,
+    /// Parts in flight at once; memory stays below part size × (this + 1).
+    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PARTS_IN_FLIGHT)]
+    pub parts_in_flight: usize,
+    /// Where exports are staged (default: beside the database, <db>.rocksnap-staging).
+    #[arg(long)]
+    pub staging_dir: Option<PathBuf>,
+}
+
+impl PipelineArgs {
+    pub fn config(&self) -> crate::PipelineConfig {
+        crate::PipelineConfig {
+            cluster_name: self.cluster.clone(),
+            node_name: self.node.clone(),
+            part_size: self.part_size,
+            max_parts_in_flight: self.parts_in_flight,
+            staging_dir: self.staging_dir.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
+
+pub fn parse_partition(s: &str) -> Result<PartitionId, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a partition id (a non-negative integer)"))
+}
+
+pub fn parse_lsn(s: &str) -> Result<Lsn, String> {
+    s.parse()
+        .map(Lsn)
+        .map_err(|_| format!("{s:?} is not an LSN (a non-negative integer)"))
+}
+
+pub fn parse_snapshot_id(s: &str) -> Result<SnapshotId, String> {
+    s.parse()
+        .map_err(|e: crate::format::FormatError| e.to_string())
+}
+
+/// An error for the user: one line on stderr, non-zero exit.
+pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Snapshot(args) => snapshot::run(args).await,
+        Command::List(args) => inspect::list(args).await,
+        Command::Show(args) => inspect::show(args).await,
+    }
+}

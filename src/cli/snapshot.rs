@@ -1,0 +1,97 @@
+//! `rocksnap snapshot`: one snapshot of one column family.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::progress::UploadProgress;
+use super::{parse_lsn, parse_partition, CliResult, PipelineArgs};
+use crate::flow::PipelineStats;
+use crate::format::{Lsn, PartitionId};
+use crate::partition::{cf_name, PartitionStore};
+use crate::{
+    Destination, LsnSource, OpenMode, PartitionSpec, Repository, SnapshotRequest, Supervisor,
+    SupervisorArgs,
+};
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Path of the RocksDB database (it must not be open in another process).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Partition id the snapshot is published under.
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: PartitionId,
+    /// Repository URL or directory to publish to.
+    #[arg(long)]
+    pub to: String,
+    /// Column family to export [default: data-<PARTITION>].
+    #[arg(long)]
+    pub cf: Option<String>,
+    /// LSN to record [default: the LSN stored in the partition, else the
+    /// database's latest sequence number].
+    #[arg(long, value_parser = parse_lsn)]
+    pub lsn: Option<Lsn>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+pub async fn run(args: SnapshotArgs) -> CliResult {
+    let repository = Repository::new(Destination::open(&args.to, OpenMode::CreateMissing)?);
+    let partitions = PartitionStore::open_existing(&args.db)?;
+    let cf = args.cf.clone().unwrap_or_else(|| cf_name(args.partition));
+    if !partitions.has_column_family(&cf) {
+        let mut names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &args.db)?;
+        names.sort();
+        return Err(format!(
+            "{} has no column family {cf:?} (it has: {})",
+            args.db.display(),
+            names.join(", ")
+        )
+        .into());
+    }
+    let stats = Arc::new(PipelineStats::default());
+    let mut sup_args = SupervisorArgs::new(args.pipeline.config(), partitions, repository);
+    sup_args.stats = stats.clone();
+    sup_args.overrides.insert(
+        args.partition,
+        PartitionSpec {
+            cf,
+            lsn: args.lsn.map(LsnSource::Fixed).unwrap_or_default(),
+            ..PartitionSpec::for_partition(args.partition)
+        },
+    );
+    let (supervisor, handle) = Supervisor::start(sup_args).await?;
+    let progress = UploadProgress::start(stats, format!("partition {}", args.partition));
+    let result = Supervisor::snapshot(
+        &supervisor,
+        SnapshotRequest {
+            partition: args.partition,
+            min_lsn: None,
+        },
+    )
+    .await;
+    progress.finish();
+    supervisor.stop(None);
+    let _ = handle.await;
+    let outcome = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        println!(
+            "published {} of partition {} at LSN {}: {} files, {} in {:.2?}\n  {}",
+            outcome.snapshot_id,
+            outcome.partition_id,
+            outcome.min_applied_lsn,
+            outcome.files,
+            indicatif::HumanBytes(outcome.bytes),
+            outcome.duration,
+            outcome.key
+        );
+    }
+    Ok(())
+}

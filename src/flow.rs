@@ -1,0 +1,230 @@
+//! Bounded mailboxes between pipeline stages.
+//!
+//! ractor's mailboxes are unbounded, so the bound is built here with credits:
+//! a sender takes a [`Credit`] from the receiving stage before it sends, the
+//! credit travels inside the message, and it returns to the stage when the
+//! message (or the part it carries) is dropped after the work is done. With
+//! no credit left the sender waits, so a slow object store slows the chunker,
+//! which slows the exporter, instead of filling memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ractor::{ActorRef, Message};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics as m;
+
+/// The credits of one stage: at most `capacity` messages queued or in work.
+#[derive(Debug, Clone)]
+pub struct Credits {
+    stage: &'static str,
+    capacity: usize,
+    semaphore: Arc<Semaphore>,
+}
+
+impl Credits {
+    pub fn new(stage: &'static str, capacity: usize) -> Self {
+        assert!(capacity > 0, "a stage needs at least one credit");
+        Credits {
+            stage,
+            capacity,
+            semaphore: Arc::new(Semaphore::new(capacity)),
+        }
+    }
+
+    /// Waits for a free credit.
+    pub async fn acquire(&self) -> Credit {
+        let permit = self
+            .semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("stage semaphores are never closed");
+        m::mailbox_depth(self.stage).set(self.in_use() as f64);
+        Credit {
+            stage: self.stage,
+            semaphore: self.semaphore.clone(),
+            capacity: self.capacity,
+            _permit: permit,
+        }
+    }
+
+    /// Credits currently held by messages queued or in work.
+    pub fn in_use(&self) -> usize {
+        self.capacity - self.semaphore.available_permits()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// One unit of a stage's capacity, held by the message that used it.
+#[derive(Debug)]
+pub struct Credit {
+    stage: &'static str,
+    semaphore: Arc<Semaphore>,
+    capacity: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        // The permit returns right after this; report the depth it leaves.
+        let in_use = self.capacity - self.semaphore.available_permits() - 1;
+        m::mailbox_depth(self.stage).set(in_use as f64);
+    }
+}
+
+/// An actor behind a credit bound.
+#[derive(Debug)]
+pub struct BoundedMailbox<M: Message> {
+    actor: ActorRef<M>,
+    credits: Credits,
+}
+
+impl<M: Message> Clone for BoundedMailbox<M> {
+    fn clone(&self) -> Self {
+        BoundedMailbox {
+            actor: self.actor.clone(),
+            credits: self.credits.clone(),
+        }
+    }
+}
+
+impl<M: Message> BoundedMailbox<M> {
+    pub fn new(actor: ActorRef<M>, credits: Credits) -> Self {
+        BoundedMailbox { actor, credits }
+    }
+
+    /// Waits for a credit, then sends the message built around it.
+    pub async fn send(&self, build: impl FnOnce(Credit) -> M) -> Result<(), StageGone> {
+        let credit = self.credits.acquire().await;
+        self.actor
+            .cast(build(credit))
+            .map_err(|_| StageGone(self.credits.stage))
+    }
+
+    pub fn actor(&self) -> &ActorRef<M> {
+        &self.actor
+    }
+
+    pub fn credits(&self) -> &Credits {
+        &self.credits
+    }
+}
+
+/// The receiving actor has stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the {0} stage has stopped")]
+pub struct StageGone(pub &'static str);
+
+/// Counters that make the memory bound observable: how many parts were read
+/// and how many bytes are held in parts that are not yet uploaded.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    parts_read: AtomicU64,
+    parts_alive: AtomicU64,
+    parts_alive_peak: AtomicU64,
+    bytes_alive: AtomicU64,
+    bytes_alive_peak: AtomicU64,
+    bytes_uploaded: AtomicU64,
+}
+
+impl PipelineStats {
+    pub fn parts_read(&self) -> u64 {
+        self.parts_read.load(Ordering::SeqCst)
+    }
+    /// Parts read from disk and not yet released by the uploader.
+    pub fn parts_alive(&self) -> u64 {
+        self.parts_alive.load(Ordering::SeqCst)
+    }
+    pub fn parts_alive_peak(&self) -> u64 {
+        self.parts_alive_peak.load(Ordering::SeqCst)
+    }
+    /// Bytes held in those parts.
+    pub fn bytes_alive(&self) -> u64 {
+        self.bytes_alive.load(Ordering::SeqCst)
+    }
+    pub fn bytes_alive_peak(&self) -> u64 {
+        self.bytes_alive_peak.load(Ordering::SeqCst)
+    }
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.bytes_uploaded.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn uploaded(&self, bytes: u64) {
+        self.bytes_uploaded.fetch_add(bytes, Ordering::SeqCst);
+        m::uploaded_bytes().increment(bytes);
+    }
+}
+
+/// A part of a file on its way to the store. It holds the uploader credit it
+/// was read under; dropping it (after the upload) frees both the memory and
+/// the credit.
+#[derive(Debug)]
+pub struct Part {
+    bytes: Bytes,
+    stats: Arc<PipelineStats>,
+    _credit: Credit,
+}
+
+impl Part {
+    pub fn new(bytes: Bytes, credit: Credit, stats: Arc<PipelineStats>) -> Self {
+        let len = bytes.len() as u64;
+        stats.parts_read.fetch_add(1, Ordering::SeqCst);
+        let parts = stats.parts_alive.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.parts_alive_peak.fetch_max(parts, Ordering::SeqCst);
+        let alive = stats.bytes_alive.fetch_add(len, Ordering::SeqCst) + len;
+        stats.bytes_alive_peak.fetch_max(alive, Ordering::SeqCst);
+        m::parts_in_flight().set(parts as f64);
+        Part {
+            bytes,
+            stats,
+            _credit: credit,
+        }
+    }
+
+    /// A cheap reference-counted handle on the part's bytes.
+    pub fn bytes(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        let parts = self.stats.parts_alive.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.stats
+            .bytes_alive
+            .fetch_sub(self.bytes.len() as u64, Ordering::SeqCst);
+        m::parts_in_flight().set(parts as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn credits_bound_and_return() {
+        let credits = Credits::new("test", 2);
+        let a = credits.acquire().await;
+        let _b = credits.acquire().await;
+        assert_eq!(credits.in_use(), 2);
+        let third = tokio::time::timeout(std::time::Duration::from_millis(50), credits.acquire());
+        assert!(third.await.is_err(), "a third credit was handed out");
+        drop(a);
+        assert_eq!(credits.in_use(), 1);
+        let _c = credits.acquire().await;
+    }
+}

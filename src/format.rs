@@ -1,0 +1,392 @@
+//! The snapshot repository format: object keys and the two JSON documents.
+//!
+//! This is the only module that knows how a repository is laid out. Everything
+//! else asks it for keys and hands it bytes to parse, so a change to the layout
+//! is a change here and nowhere else. The layout is documented in `FORMAT.md`
+//! at the root of the repository:
+//!
+//! ```text
+//! [prefix/]<partition_id>/latest.json
+//! [prefix/]<partition_id>/lsn_<min_applied_lsn:020>-<snapshot_id>/metadata.json
+//! [prefix/]<partition_id>/lsn_<min_applied_lsn:020>-<snapshot_id>/<file>.sst
+//! ```
+//!
+//! Everything read from a repository is untrusted: parsing refuses unknown
+//! versions, and file names are checked to be plain names before any key or
+//! local path is derived from them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// Name of the pointer object in a partition's folder.
+pub const LATEST: &str = "latest.json";
+/// Name of the metadata object in a snapshot's folder.
+pub const METADATA: &str = "metadata.json";
+/// The checksum algorithm written next to every file.
+pub const CHECKSUM_ALGORITHM: &str = "crc32c";
+
+/// Identifies a partition of the host system; one column family each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PartitionId(pub u64);
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for PartitionId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(PartitionId)
+    }
+}
+
+/// A position in the host's log. A snapshot covers every record up to its LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `snap_` followed by a ULID: two nodes that snapshot the same partition at
+/// the same LSN never pick the same folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotId(Ulid);
+
+impl SnapshotId {
+    pub fn new() -> Self {
+        SnapshotId(Ulid::new())
+    }
+}
+
+impl Default for SnapshotId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "snap_{}", self.0)
+    }
+}
+
+impl FromStr for SnapshotId {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ulid = s
+            .strip_prefix("snap_")
+            .and_then(|u| Ulid::from_string(u).ok())
+            .ok_or_else(|| FormatError::BadSnapshotId(s.to_string()))?;
+        Ok(SnapshotId(ulid))
+    }
+}
+
+impl Serialize for SnapshotId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SnapshotId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Versions of the documents this build reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FormatVersion {
+    V1,
+}
+
+/// The half-open range of partition keys a partition owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl KeyRange {
+    pub const FULL: KeyRange = KeyRange {
+        start: 0,
+        end: u64::MAX,
+    };
+}
+
+/// One exported SST, as RocksDB's export metadata describes it, plus its
+/// checksum. Exactly what column family import needs on restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub column_family_name: String,
+    /// RocksDB's name for the file, with a leading `/` (`/000603.sst`).
+    pub name: String,
+    pub directory: String,
+    pub size: u64,
+    pub level: i32,
+    /// Smallest key in the file, hex.
+    pub start_key: String,
+    /// Largest key in the file, hex.
+    pub end_key: String,
+    pub smallest_seqno: u64,
+    pub largest_seqno: u64,
+    pub num_entries: u64,
+    pub num_deletions: u64,
+    /// CRC32C (Castagnoli) of the whole file, as 8 lowercase hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+impl FileEntry {
+    /// The file's plain name (`000603.sst`), after checking that it is one:
+    /// no separator, no `..`, no NUL, not empty. Names come from an untrusted
+    /// repository on restore, so no key or path is built from anything else.
+    pub fn file_name(&self) -> Result<&str, FormatError> {
+        plain_file_name(&self.name)
+    }
+}
+
+/// `name` without its one optional leading `/`, if what remains is a plain file name.
+pub fn plain_file_name(name: &str) -> Result<&str, FormatError> {
+    let plain = name.strip_prefix('/').unwrap_or(name);
+    let bad = plain.is_empty()
+        || plain == "."
+        || plain == ".."
+        || plain.contains(['/', '\\', '\0'])
+        || plain.chars().any(|c| c.is_control());
+    if bad {
+        return Err(FormatError::UnsafeFileName(name.to_string()));
+    }
+    Ok(plain)
+}
+
+/// `metadata.json`: written once, after every file it names is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMetadata {
+    pub version: FormatVersion,
+    pub cluster_name: String,
+    pub partition_id: PartitionId,
+    pub node_name: String,
+    pub created_at: DateTime<Utc>,
+    pub snapshot_id: SnapshotId,
+    pub key_range: KeyRange,
+    pub min_applied_lsn: Lsn,
+    pub db_comparator_name: String,
+    /// Name of the per-file checksum algorithm (`crc32c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
+    pub files: Vec<FileEntry>,
+}
+
+impl SnapshotMetadata {
+    /// Folder name of this snapshot inside its partition's folder.
+    pub fn path(&self) -> String {
+        snapshot_folder(self.min_applied_lsn, self.snapshot_id)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Parses and checks an untrusted `metadata.json`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
+        check_version(bytes)?;
+        let meta: SnapshotMetadata =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::Json(METADATA, e))?;
+        for file in &meta.files {
+            file.file_name()?;
+        }
+        Ok(meta)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("metadata serializes")
+    }
+
+    /// The pointer that makes this snapshot the partition's latest.
+    pub fn pointer(&self) -> LatestPointer {
+        LatestPointer {
+            version: FormatVersion::V1,
+            partition_id: self.partition_id,
+            cluster_name: self.cluster_name.clone(),
+            node_name: self.node_name.clone(),
+            created_at: self.created_at,
+            snapshot_id: self.snapshot_id,
+            min_applied_lsn: self.min_applied_lsn,
+            path: self.path(),
+        }
+    }
+}
+
+/// `latest.json`: the one object that is ever replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestPointer {
+    pub version: FormatVersion,
+    pub partition_id: PartitionId,
+    pub cluster_name: String,
+    pub node_name: String,
+    pub created_at: DateTime<Utc>,
+    pub snapshot_id: SnapshotId,
+    pub min_applied_lsn: Lsn,
+    pub path: String,
+}
+
+impl LatestPointer {
+    /// Parses and checks an untrusted `latest.json`: its `path` must be the
+    /// folder its own LSN and snapshot id name.
+    pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
+        check_version(bytes)?;
+        let pointer: LatestPointer =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::Json(LATEST, e))?;
+        let expected = snapshot_folder(pointer.min_applied_lsn, pointer.snapshot_id);
+        if pointer.path != expected {
+            return Err(FormatError::PointerPathMismatch {
+                path: pointer.path,
+                expected,
+            });
+        }
+        Ok(pointer)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("pointer serializes")
+    }
+}
+
+/// Refuses a document whose `version` this build does not know, before the
+/// rest is read, so the error says "version" rather than "missing field".
+fn check_version(bytes: &[u8]) -> Result<(), FormatError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: serde_json::Value,
+    }
+    let doc: Versioned =
+        serde_json::from_slice(bytes).map_err(FormatError::NotAVersionedDocument)?;
+    match doc.version.as_str() {
+        Some("V1") => Ok(()),
+        _ => Err(FormatError::UnknownVersion(doc.version.to_string())),
+    }
+}
+
+/// `lsn_<lsn:020>-<snapshot_id>`: zero-padded so a plain listing sorts oldest first.
+pub fn snapshot_folder(lsn: Lsn, id: SnapshotId) -> String {
+    format!("lsn_{:020}-{}", lsn.0, id)
+}
+
+/// Parses a snapshot folder name back into its LSN and snapshot id.
+pub fn parse_snapshot_folder(name: &str) -> Option<(Lsn, SnapshotId)> {
+    let rest = name.strip_prefix("lsn_")?;
+    let (lsn, id) = rest.split_once('-')?;
+    if lsn.len() != 20 {
+        return None;
+    }
+    Some((Lsn(lsn.parse().ok()?), id.parse().ok()?))
+}
+
+/// Keys of one repository: a prefix inside a store.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    prefix: Path,
+}
+
+impl Layout {
+    pub fn new(prefix: Path) -> Self {
+        Layout { prefix }
+    }
+
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    pub fn partition_dir(&self, partition: PartitionId) -> Path {
+        self.prefix.clone().join(partition.to_string())
+    }
+
+    pub fn latest(&self, partition: PartitionId) -> Path {
+        self.partition_dir(partition).join(LATEST)
+    }
+
+    pub fn snapshot_dir(&self, partition: PartitionId, folder: &str) -> Path {
+        self.partition_dir(partition).join(folder)
+    }
+
+    pub fn metadata(&self, partition: PartitionId, folder: &str) -> Path {
+        self.snapshot_dir(partition, folder).join(METADATA)
+    }
+
+    /// Key of a snapshot's file; `name` must already be a checked plain name.
+    pub fn file(&self, partition: PartitionId, folder: &str, name: &str) -> Path {
+        self.snapshot_dir(partition, folder).join(name)
+    }
+}
+
+/// What is wrong with a document or a name read from a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a versioned JSON document: {0}")]
+    NotAVersionedDocument(#[source] serde_json::Error),
+    #[error("unknown format version {0} (this build reads \"V1\")")]
+    UnknownVersion(String),
+    #[error("malformed {0}: {1}")]
+    Json(&'static str, #[source] serde_json::Error),
+    #[error("file name {0:?} is not a plain file name")]
+    UnsafeFileName(String),
+    #[error("{0:?} is not a snapshot id (expected snap_<ULID>)")]
+    BadSnapshotId(String),
+    #[error(
+        "pointer path {path:?} does not match its LSN and snapshot id (expected {expected:?})"
+    )]
+    PointerPathMismatch { path: String, expected: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_round_trips_and_sorts_by_lsn() {
+        let a = SnapshotId::new();
+        let name = snapshot_folder(Lsn(96), a);
+        assert_eq!(name.len(), "lsn_".len() + 20 + 1 + "snap_".len() + 26);
+        assert_eq!(parse_snapshot_folder(&name), Some((Lsn(96), a)));
+        assert!(snapshot_folder(Lsn(9), a) < snapshot_folder(Lsn(10), a));
+        assert_eq!(parse_snapshot_folder("lsn_96-snap_x"), None);
+    }
+
+    #[test]
+    fn file_names_must_be_plain() {
+        assert_eq!(plain_file_name("/000603.sst").unwrap(), "000603.sst");
+        assert_eq!(plain_file_name("000603.sst").unwrap(), "000603.sst");
+        for bad in [
+            "../escape.sst",
+            "/..",
+            "a/b.sst",
+            "//etc/passwd",
+            "",
+            "/",
+            "x\0.sst",
+            "..\\x",
+        ] {
+            assert!(plain_file_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_refused_by_name() {
+        let err = LatestPointer::parse(br#"{"version":"V9"}"#).unwrap_err();
+        assert!(err.to_string().contains("V9"), "{err}");
+        assert!(LatestPointer::parse(b"{not json").is_err());
+    }
+}

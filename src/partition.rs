@@ -1,0 +1,205 @@
+//! The partition store: one RocksDB database, one column family per partition.
+//!
+//! A partition `N` lives in the column family `data-N`. The host tells
+//! rocksnap the LSN each write applies; it is stored under a reserved key in
+//! the partition's own column family, in the same write batch as the data it
+//! covers, so an export of the column family always carries the LSN that
+//! matches its contents.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{Options, WriteBatch, DB};
+
+use crate::format::{Lsn, PartitionId};
+use crate::rocks_ffi::{self, ExportedColumnFamily};
+
+/// The reserved key under which a partition's applied LSN is stored (8 bytes,
+/// big-endian). Host keys must not start with two zero bytes followed by `rocksnap`.
+pub const APPLIED_LSN_KEY: &[u8] = b"\x00\x00rocksnap/applied_lsn";
+
+/// Column family name of a partition.
+pub fn cf_name(partition: PartitionId) -> String {
+    format!("data-{partition}")
+}
+
+/// A RocksDB database holding partitions.
+#[derive(Clone)]
+pub struct PartitionStore {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for PartitionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl PartitionStore {
+    /// Opens (or creates) the database at `path` with every column family it
+    /// already has, and creates the column families of `partitions` that are missing.
+    pub fn open(path: &Path, partitions: &[PartitionId]) -> Result<Self, PartitionError> {
+        let store = Self::open_existing_or_new(path)?;
+        for &p in partitions {
+            store.create_partition(p)?;
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing database with all its column families; never creates one.
+    pub fn open_existing(path: &Path) -> Result<Self, PartitionError> {
+        if !path.join("CURRENT").is_file() {
+            return Err(PartitionError::NoDatabase(path.to_path_buf()));
+        }
+        Self::open_existing_or_new(path)
+    }
+
+    fn open_existing_or_new(path: &Path) -> Result<Self, PartitionError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = if path.join("CURRENT").is_file() {
+            DB::list_cf(&opts, path).map_err(|e| PartitionError::rocks(path, e))?
+        } else {
+            vec![]
+        };
+        let db = DB::open_cf(&opts, path, cfs).map_err(|e| PartitionError::rocks(path, e))?;
+        Ok(PartitionStore {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Wraps a database the host already opened.
+    pub fn from_db(db: Arc<DB>) -> Self {
+        let path = db.path().to_path_buf();
+        PartitionStore { db, path }
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the partition's column family if it is missing.
+    pub fn create_partition(&self, partition: PartitionId) -> Result<(), PartitionError> {
+        let name = cf_name(partition);
+        if self.db.cf_handle(&name).is_none() {
+            self.db
+                .create_cf(&name, &Options::default())
+                .map_err(|e| PartitionError::rocks(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn has_column_family(&self, name: &str) -> bool {
+        self.db.cf_handle(name).is_some()
+    }
+
+    /// Applies `records` to a partition together with the LSN they bring it
+    /// to, atomically: a reader (or an export) sees both or neither.
+    pub fn apply<K, V>(
+        &self,
+        partition: PartitionId,
+        lsn: Lsn,
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), PartitionError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let name = cf_name(partition);
+        let cf = self
+            .db
+            .cf_handle(&name)
+            .ok_or(PartitionError::UnknownPartition(partition))?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in records {
+            batch.put_cf(&cf, k, v);
+        }
+        batch.put_cf(&cf, APPLIED_LSN_KEY, lsn.0.to_be_bytes());
+        self.db
+            .write(batch)
+            .map_err(|e| PartitionError::rocks(&self.path, e))
+    }
+
+    /// Exports a column family into `dir` (which must not exist) with
+    /// RocksDB's checkpoint export: SST files hard-linked when `dir` is on the
+    /// database's filesystem, and RocksDB's description of each.
+    pub fn export_column_family(
+        &self,
+        cf: &str,
+        dir: &Path,
+    ) -> Result<ExportedColumnFamily, PartitionError> {
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
+        rocks_ffi::export_column_family(&self.db, &handle, dir).map_err(|e| {
+            PartitionError::Export {
+                cf: cf.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// The LSN stored in a column family, if the host ever reported one.
+    pub fn applied_lsn(&self, cf: &str) -> Result<Option<Lsn>, PartitionError> {
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
+        let raw = self
+            .db
+            .get_cf(&handle, APPLIED_LSN_KEY)
+            .map_err(|e| PartitionError::rocks(&self.path, e))?;
+        match raw {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] =
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| PartitionError::CorruptLsn {
+                            cf: cf.to_string(),
+                            len: v.len(),
+                        })?;
+                Ok(Some(Lsn(u64::from_be_bytes(bytes))))
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("RocksDB at {}: {source}", path.display())]
+    Rocks {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("no RocksDB database at {}", .0.display())]
+    NoDatabase(PathBuf),
+    #[error("unknown partition {0}")]
+    UnknownPartition(PartitionId),
+    #[error("no column family named {0:?}")]
+    UnknownColumnFamily(String),
+    #[error("cannot export column family {cf:?}: {reason}")]
+    Export { cf: String, reason: String },
+    #[error("column family {cf:?}: the applied LSN is {len} bytes, expected 8")]
+    CorruptLsn { cf: String, len: usize },
+}
+
+impl PartitionError {
+    fn rocks(path: &Path, source: rocksdb::Error) -> Self {
+        PartitionError::Rocks {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! A snapshot repository: the object-store I/O that the bucket format needs.
+//!
+//! Keys and parsing live in [`crate::format`]; this module adds the store
+//! calls and the one operation that needs care: replacing `latest.json` by
+//! compare-and-swap. Object stores do that with conditional puts
+//! (`If-None-Match: *`, `If-Match: <etag>`). `object_store`'s local directory
+//! store cannot replace by version, so for a local directory the swap runs
+//! under an exclusive lock file that every rocksnap process takes, with the
+//! version check inside it: two processes writing into one directory then
+//! behave like two nodes on S3.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+use crate::format::{
+    parse_snapshot_folder, FormatError, LatestPointer, Layout, Lsn, PartitionId, SnapshotId,
+    SnapshotMetadata,
+};
+use crate::store::Destination;
+
+/// A pointer together with the version it was read at, for a later swap.
+#[derive(Debug, Clone)]
+pub struct VersionedPointer {
+    pub pointer: LatestPointer,
+    pub version: UpdateVersion,
+}
+
+/// One snapshot folder found by listing a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFolder {
+    pub name: String,
+    pub lsn: Lsn,
+    pub snapshot_id: SnapshotId,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    local_root: Option<PathBuf>,
+    display: String,
+}
+
+impl Repository {
+    pub fn new(dest: Destination) -> Self {
+        Repository {
+            store: dest.store,
+            layout: Layout::new(dest.prefix),
+            local_root: dest.local_root,
+            display: dest.display,
+        }
+    }
+
+    /// A repository on any store, e.g. a test wrapper around a real one.
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
+        Repository {
+            store,
+            layout: Layout::new(prefix),
+            local_root: None,
+            display: "object store".into(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Where the repository is, safe to print.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Reads `latest.json`; `None` if the partition has none yet. A pointer
+    /// that does not parse is an error, and the caller must not replace it.
+    pub async fn read_pointer(
+        &self,
+        partition: PartitionId,
+    ) -> Result<Option<VersionedPointer>, RepoError> {
+        let key = self.layout.latest(partition);
+        let got = match self.store.get(&key).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(RepoError::store("read", &key, e)),
+        };
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| RepoError::store("read", &key, e))?;
+        let pointer = LatestPointer::parse(&bytes).map_err(|source| RepoError::Malformed {
+            key: key.to_string(),
+            source,
+        })?;
+        if pointer.partition_id != partition {
+            return Err(RepoError::Foreign {
+                key: key.to_string(),
+                reason: format!("it names partition {}", pointer.partition_id),
+            });
+        }
+        Ok(Some(VersionedPointer { pointer, version }))
+    }
+
+    /// Replaces `latest.json` if it is still at `expected` (`None`: if it
+    /// does not exist yet). Returns [`RepoError::Conflict`] if another writer
+    /// got there first; the caller re-reads and decides again.
+    pub async fn swap_pointer(
+        &self,
+        expected: Option<&UpdateVersion>,
+        pointer: &LatestPointer,
+    ) -> Result<UpdateVersion, RepoError> {
+        let key = self.layout.latest(pointer.partition_id);
+        let payload = PutPayload::from(pointer.to_json());
+        if let Some(root) = &self.local_root {
+            return self.swap_local(root, &key, expected, payload).await;
+        }
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(v.clone()),
+        };
+        match self.store.put_opts(&key, payload, mode.into()).await {
+            Ok(r) => Ok(UpdateVersion {
+                e_tag: r.e_tag,
+                version: r.version,
+            }),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Err(RepoError::Conflict {
+                key: key.to_string(),
+            }),
+            Err(object_store::Error::NotImplemented { .. }) => Err(RepoError::NoCompareAndSwap {
+                store: self.display.clone(),
+            }),
+            Err(e) => Err(RepoError::store("replace", &key, e)),
+        }
+    }
+
+    /// Compare-and-swap on a local directory: the version check and the write
+    /// happen under an exclusive lock that every writer takes. The write itself
+    /// is a rename, so readers never see half a pointer.
+    async fn swap_local(
+        &self,
+        root: &std::path::Path,
+        key: &Path,
+        expected: Option<&UpdateVersion>,
+        payload: PutPayload,
+    ) -> Result<UpdateVersion, RepoError> {
+        let lock_path = root.join(".locks").join(key.as_ref().replace('/', "%2F"));
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .expect("lock task")
+        .map_err(|e| RepoError::Lock {
+            key: key.to_string(),
+            source: e,
+        })?;
+        let current = match self.store.head(key).await {
+            Ok(meta) => Some(meta.e_tag),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(RepoError::store("read", key, e)),
+        };
+        let matches = match (expected, &current) {
+            (None, None) => true,
+            (Some(want), Some(have)) => want.e_tag.is_some() && &want.e_tag == have,
+            _ => false,
+        };
+        if !matches {
+            return Err(RepoError::Conflict {
+                key: key.to_string(),
+            });
+        }
+        let put = self
+            .store
+            .put_opts(key, payload, PutOptions::from(PutMode::Overwrite))
+            .await
+            .map_err(|e| RepoError::store("replace", key, e))?;
+        drop(lock);
+        Ok(UpdateVersion {
+            e_tag: put.e_tag,
+            version: put.version,
+        })
+    }
+
+    /// Writes `metadata.json` create-only: a snapshot's metadata is written once.
+    pub async fn put_metadata(&self, meta: &SnapshotMetadata) -> Result<(), RepoError> {
+        let key = self.layout.metadata(meta.partition_id, &meta.path());
+        let opts = PutOptions::from(PutMode::Create);
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(meta.to_json()), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(RepoError::Conflict {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(RepoError::store("write", &key, e)),
+        }
+    }
+
+    /// Reads and checks a snapshot's `metadata.json`.
+    pub async fn read_metadata(
+        &self,
+        partition: PartitionId,
+        folder: &str,
+    ) -> Result<SnapshotMetadata, RepoError> {
+        let key = self.layout.metadata(partition, folder);
+        let bytes = self.get_bytes(&key).await?;
+        let meta = SnapshotMetadata::parse(&bytes).map_err(|source| RepoError::Malformed {
+            key: key.to_string(),
+            source,
+        })?;
+        if meta.partition_id != partition || meta.path() != folder {
+            return Err(RepoError::Foreign {
+                key: key.to_string(),
+                reason: format!(
+                    "it describes partition {} folder {}",
+                    meta.partition_id,
+                    meta.path()
+                ),
+            });
+        }
+        Ok(meta)
+    }
+
+    pub async fn get_bytes(&self, key: &Path) -> Result<Bytes, RepoError> {
+        let got = self.store.get(key).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => RepoError::Missing {
+                key: key.to_string(),
+            },
+            e => RepoError::store("read", key, e),
+        })?;
+        got.bytes()
+            .await
+            .map_err(|e| RepoError::store("read", key, e))
+    }
+
+    /// The partitions that have a folder in the repository, in order.
+    pub async fn list_partitions(&self) -> Result<Vec<PartitionId>, RepoError> {
+        let prefix = self.layout.prefix();
+        let listing = self
+            .store
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map_err(|e| RepoError::store("list", prefix, e))?;
+        let mut ids: Vec<PartitionId> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename()?.parse().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The snapshot folders of a partition, oldest first (by LSN, then id).
+    pub async fn list_snapshots(
+        &self,
+        partition: PartitionId,
+    ) -> Result<Vec<SnapshotFolder>, RepoError> {
+        let dir = self.layout.partition_dir(partition);
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| RepoError::store("list", &dir, e))?;
+        let mut folders: Vec<SnapshotFolder> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| {
+                let name = p.filename()?;
+                let (lsn, snapshot_id) = parse_snapshot_folder(name)?;
+                Some(SnapshotFolder {
+                    name: name.to_string(),
+                    lsn,
+                    snapshot_id,
+                })
+            })
+            .collect();
+        folders.sort_by_key(|f| (f.lsn, f.snapshot_id));
+        Ok(folders)
+    }
+
+    /// Every object under a snapshot's folder with its size.
+    pub async fn list_objects(
+        &self,
+        partition: PartitionId,
+        folder: &str,
+    ) -> Result<Vec<(Path, u64)>, RepoError> {
+        let dir = self.layout.snapshot_dir(partition, folder);
+        self.store
+            .list(Some(&dir))
+            .map_ok(|m| (m.location, m.size))
+            .try_collect()
+            .await
+            .map_err(|e| RepoError::store("list", &dir, e))
+    }
+}
+
+/// What went wrong talking to a repository. Every variant names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("cannot {op} {key}: {source}")]
+    Store {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{key} does not exist")]
+    Missing { key: String },
+    #[error("{key} is malformed and is left as it is: {source}")]
+    Malformed {
+        key: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("{key} does not belong here ({reason}) and is left as it is")]
+    Foreign { key: String, reason: String },
+    #[error("{key} was changed by another writer")]
+    Conflict { key: String },
+    #[error("{store} cannot replace objects conditionally; configure conditional put (for S3: AWS_CONDITIONAL_PUT=etag)")]
+    NoCompareAndSwap { store: String },
+    #[error("cannot lock {key}: {source}")]
+    Lock {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RepoError {
+    fn store(op: &'static str, key: &Path, source: object_store::Error) -> Self {
+        RepoError::Store {
+            op,
+            key: key.to_string(),
+            source,
+        }
+    }
+}

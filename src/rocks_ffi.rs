@@ -1,0 +1,198 @@
+//! The one place rocksnap calls RocksDB's C API directly.
+//!
+//! The `rocksdb` crate does not wrap column family export, so this module
+//! calls `rocksdb_checkpoint_export_column_family` through `librocksdb-sys`
+//! with the raw handles the crate's `raw-ptr` feature exposes, and copies the
+//! result into owned Rust values before anything else sees it.
+//!
+//! # Safety argument
+//!
+//! * The `rocksdb_t` and column family pointers come from a `&DB` and a
+//!   `&impl AsColumnFamilyRef` borrowed for the whole call, so the database
+//!   and the handle outlive every use of the pointers. RocksDB's checkpoint
+//!   and export are thread-safe against concurrent reads and writes.
+//! * Every object the C API allocates (checkpoint, export metadata, file
+//!   list, strings, error messages) is owned by exactly one guard below and
+//!   released exactly once, on every path, by that guard's `Drop`.
+//! * Strings returned by the C API are copied while their owner is alive;
+//!   no pointer into RocksDB memory escapes this module.
+//! * Indices passed to `rocksdb_livefiles_*` are below
+//!   `rocksdb_livefiles_count` of the same list.
+
+use std::ffi::{c_char, CStr, CString};
+use std::path::Path;
+use std::ptr;
+
+use librocksdb_sys as ffi;
+use rocksdb::{AsColumnFamilyRef, AsRawPtr, DB};
+
+/// One SST file of an exported column family, as RocksDB describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedFile {
+    pub column_family_name: String,
+    /// With a leading `/`, as RocksDB writes it.
+    pub name: String,
+    pub directory: String,
+    pub size: u64,
+    pub level: i32,
+    pub smallest_key: Vec<u8>,
+    pub largest_key: Vec<u8>,
+    pub smallest_seqno: u64,
+    pub largest_seqno: u64,
+    pub num_entries: u64,
+    pub num_deletions: u64,
+}
+
+/// RocksDB's description of an exported column family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedColumnFamily {
+    pub comparator_name: String,
+    pub files: Vec<ExportedFile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FfiError {
+    #[error("RocksDB: {0}")]
+    Rocks(String),
+    #[error("path {0:?} contains a NUL byte")]
+    NulInPath(String),
+}
+
+/// Exports `cf` into `export_dir`, which must not exist yet and should be on
+/// the database's filesystem (RocksDB hard-links the SST files there, and
+/// copies them otherwise). The memtable is flushed first, so the export holds
+/// every write acknowledged before the call.
+pub fn export_column_family(
+    db: &DB,
+    cf: &impl AsColumnFamilyRef,
+    export_dir: &Path,
+) -> Result<ExportedColumnFamily, FfiError> {
+    let dir = path_cstring(export_dir)?;
+    // SAFETY: see the module's safety argument; `db` is borrowed for the call.
+    let db_ptr = unsafe { db.as_raw_ptr() };
+    let checkpoint = Checkpoint(call(|err| unsafe {
+        ffi::rocksdb_checkpoint_object_create(db_ptr, err)
+    })?);
+    // SAFETY: `checkpoint.0` is live until `checkpoint` drops at the end of
+    // this function; `cf.inner()` is live while `cf` is borrowed.
+    let metadata = Metadata(call(|err| unsafe {
+        ffi::rocksdb_checkpoint_export_column_family(checkpoint.0, cf.inner(), dir.as_ptr(), err)
+    })?);
+    // SAFETY: the comparator name is a strdup'd copy that `CString` below frees.
+    let comparator_name = unsafe {
+        owned_c_string(ffi::rocksdb_export_import_files_metadata_get_db_comparator_name(metadata.0))
+    };
+    // SAFETY: returns a new list owned by `LiveFiles`.
+    let files =
+        LiveFiles(unsafe { ffi::rocksdb_export_import_files_metadata_get_files(metadata.0) });
+    Ok(ExportedColumnFamily {
+        comparator_name,
+        files: files.read(),
+    })
+}
+
+fn path_cstring(path: &Path) -> Result<CString, FfiError> {
+    let s = path.to_string_lossy().into_owned();
+    CString::new(s.clone()).map_err(|_| FfiError::NulInPath(s))
+}
+
+/// Runs a C call that reports failure through `char** errptr`.
+fn call<T>(f: impl FnOnce(*mut *mut c_char) -> *mut T) -> Result<*mut T, FfiError> {
+    let mut err: *mut c_char = ptr::null_mut();
+    let out = f(&mut err);
+    if !err.is_null() {
+        // SAFETY: RocksDB allocated `err` with malloc; we copy and free it once.
+        let msg = unsafe { owned_c_string(err) };
+        return Err(FfiError::Rocks(msg));
+    }
+    if out.is_null() {
+        return Err(FfiError::Rocks("the C API returned no object".into()));
+    }
+    Ok(out)
+}
+
+/// Copies a malloc'd C string and frees it.
+///
+/// # Safety
+/// `s` is null or a NUL-terminated string from RocksDB's allocator, not used afterwards.
+unsafe fn owned_c_string(s: *mut c_char) -> String {
+    if s.is_null() {
+        return String::new();
+    }
+    let out = CStr::from_ptr(s).to_string_lossy().into_owned();
+    ffi::rocksdb_free(s.cast());
+    out
+}
+
+/// Copies a string that RocksDB still owns.
+///
+/// # Safety
+/// `s` is null or NUL-terminated and alive for the call.
+unsafe fn borrowed_c_string(s: *const c_char) -> String {
+    if s.is_null() {
+        return String::new();
+    }
+    CStr::from_ptr(s).to_string_lossy().into_owned()
+}
+
+struct Checkpoint(*mut ffi::rocksdb_checkpoint_t);
+
+impl Drop for Checkpoint {
+    fn drop(&mut self) {
+        // SAFETY: created by `rocksdb_checkpoint_object_create`, destroyed once.
+        unsafe { ffi::rocksdb_checkpoint_object_destroy(self.0) }
+    }
+}
+
+struct Metadata(*mut ffi::rocksdb_export_import_files_metadata_t);
+
+impl Drop for Metadata {
+    fn drop(&mut self) {
+        // SAFETY: created by the export call, destroyed once.
+        unsafe { ffi::rocksdb_export_import_files_metadata_destroy(self.0) }
+    }
+}
+
+struct LiveFiles(*mut ffi::rocksdb_livefiles_t);
+
+impl LiveFiles {
+    fn read(&self) -> Vec<ExportedFile> {
+        let lf = self.0;
+        // SAFETY: `lf` is a live list; every index is below its count, and
+        // every string and key is copied before the next call.
+        unsafe {
+            let count = ffi::rocksdb_livefiles_count(lf);
+            (0..count)
+                .map(|i| {
+                    let mut len = 0usize;
+                    let k = ffi::rocksdb_livefiles_smallestkey(lf, i, &mut len);
+                    let smallest_key = std::slice::from_raw_parts(k.cast::<u8>(), len).to_vec();
+                    let k = ffi::rocksdb_livefiles_largestkey(lf, i, &mut len);
+                    let largest_key = std::slice::from_raw_parts(k.cast::<u8>(), len).to_vec();
+                    ExportedFile {
+                        column_family_name: borrowed_c_string(
+                            ffi::rocksdb_livefiles_column_family_name(lf, i),
+                        ),
+                        name: borrowed_c_string(ffi::rocksdb_livefiles_name(lf, i)),
+                        directory: borrowed_c_string(ffi::rocksdb_livefiles_directory(lf, i)),
+                        size: ffi::rocksdb_livefiles_size(lf, i) as u64,
+                        level: ffi::rocksdb_livefiles_level(lf, i),
+                        smallest_key,
+                        largest_key,
+                        smallest_seqno: ffi::rocksdb_livefiles_smallest_seqno(lf, i),
+                        largest_seqno: ffi::rocksdb_livefiles_largest_seqno(lf, i),
+                        num_entries: ffi::rocksdb_livefiles_entries(lf, i),
+                        num_deletions: ffi::rocksdb_livefiles_deletions(lf, i),
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+impl Drop for LiveFiles {
+    fn drop(&mut self) {
+        // SAFETY: a list we own, destroyed once.
+        unsafe { ffi::rocksdb_livefiles_destroy(self.0) }
+    }
+}

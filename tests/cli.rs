@@ -1,0 +1,224 @@
+//! The command line on a database the test builds: snapshot, list, show, and
+//! the errors an operator meets.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::PartitionStore;
+
+fn rocksnap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rocksnap"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run rocksnap")
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = rocksnap(args);
+    assert!(
+        out.status.success(),
+        "rocksnap {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// One clear line on stderr, a non-zero exit, and no panic.
+fn fails_clearly(args: &[&str], expect: &str) {
+    let out = rocksnap(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rocksnap {args:?} succeeded");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(expect), "expected {expect:?} in {stderr}");
+}
+
+fn build_db(path: &Path) {
+    let store = PartitionStore::open(path, &[PartitionId(7)]).unwrap();
+    for lsn in 1..=5u64 {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
+            .map(|i| (common::key(lsn, i), common::value(lsn, i, 256)))
+            .collect();
+        store.apply(PartitionId(7), Lsn(lsn), records).unwrap();
+    }
+    // A column family written without rocksnap: no stored LSN.
+    store
+        .db()
+        .create_cf("events", &rocksdb::Options::default())
+        .unwrap();
+    let cf = store.db().cf_handle("events").unwrap();
+    store.db().put_cf(&cf, b"e1", b"payload").unwrap();
+}
+
+#[test]
+fn snapshot_then_list_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    build_db(&db);
+    let repo = dir.path().join("repo");
+    let (db_s, repo_s) = (db.to_str().unwrap(), repo.to_str().unwrap());
+
+    let outcome = ok_json(&[
+        "snapshot",
+        "--db",
+        db_s,
+        "--partition",
+        "7",
+        "--to",
+        repo_s,
+        "--json",
+    ]);
+    assert_eq!(outcome["partition_id"], 7);
+    assert_eq!(outcome["min_applied_lsn"], 5);
+    let id = outcome["snapshot_id"].as_str().unwrap().to_string();
+
+    // A foreign column family, published as partition 8 at a given LSN.
+    let url = format!("file://{repo_s}");
+    let other = ok_json(&[
+        "snapshot",
+        "--db",
+        db_s,
+        "--partition",
+        "8",
+        "--cf",
+        "events",
+        "--lsn",
+        "1234",
+        "--to",
+        &url,
+        "--json",
+    ]);
+    assert_eq!(other["min_applied_lsn"], 1234);
+
+    let list = ok_json(&["list", "--from", repo_s, "--json"]);
+    let parts = list.as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0]["partition_id"], 7);
+    assert_eq!(parts[0]["latest"]["snapshot_id"], id.as_str());
+    let snaps = parts[0]["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["complete"], true);
+    assert_eq!(snaps[0]["latest"], true);
+    assert_eq!(snaps[0]["bytes"], outcome["bytes"]);
+    assert_eq!(parts[1]["partition_id"], 8);
+
+    let only = ok_json(&["list", "--from", &url, "--partition", "8", "--json"]);
+    assert_eq!(only.as_array().unwrap().len(), 1);
+
+    let show = ok_json(&["show", "--from", repo_s, "--partition", "7", "--json"]);
+    assert_eq!(show["snapshot_id"], id.as_str());
+    assert_eq!(show["version"], "V1");
+    assert_eq!(
+        show["files"].as_array().unwrap().len() as u64,
+        outcome["files"].as_u64().unwrap()
+    );
+    let by_id = ok_json(&[
+        "show",
+        "--from",
+        repo_s,
+        "--partition",
+        "7",
+        "--snapshot",
+        &id,
+        "--json",
+    ]);
+    assert_eq!(by_id, show);
+
+    // The human views work too.
+    let out = rocksnap(&["list", "--from", repo_s]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+}
+
+#[test]
+fn operator_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    build_db(&db);
+    let repo = dir.path().join("repo");
+    let (db_s, repo_s) = (db.to_str().unwrap(), repo.to_str().unwrap());
+
+    fails_clearly(
+        &["snapshot", "--db", db_s, "--partition", "9", "--to", repo_s],
+        "no column family \"data-9\"",
+    );
+    let missing = dir.path().join("nothing");
+    fails_clearly(
+        &[
+            "snapshot",
+            "--db",
+            missing.to_str().unwrap(),
+            "--partition",
+            "7",
+            "--to",
+            repo_s,
+        ],
+        "no RocksDB database",
+    );
+    fails_clearly(
+        &[
+            "snapshot",
+            "--db",
+            db_s,
+            "--partition",
+            "7",
+            "--to",
+            "ftp://x/y",
+        ],
+        "unknown scheme",
+    );
+    fails_clearly(
+        &[
+            "snapshot",
+            "--db",
+            db_s,
+            "--partition",
+            "7",
+            "--to",
+            "s3://b/p?region=x",
+        ],
+        "query",
+    );
+    fails_clearly(&["list", "--from", missing.to_str().unwrap()], "nothing");
+    fails_clearly(
+        &["show", "--from", db_s, "--partition", "7"],
+        "no latest.json",
+    );
+
+    // A malformed pointer: list reports it, show refuses it, nothing is changed.
+    ok_json(&[
+        "snapshot",
+        "--db",
+        db_s,
+        "--partition",
+        "7",
+        "--to",
+        repo_s,
+        "--json",
+    ]);
+    let pointer = repo.join("7").join("latest.json");
+    std::fs::write(&pointer, b"not json").unwrap();
+    let list = ok_json(&["list", "--from", repo_s, "--json"]);
+    assert!(list[0]["latest_error"]
+        .as_str()
+        .unwrap()
+        .contains("malformed"));
+    fails_clearly(&["show", "--from", repo_s, "--partition", "7"], "malformed");
+    fails_clearly(
+        &["snapshot", "--db", db_s, "--partition", "7", "--to", repo_s],
+        "latest.json is malformed",
+    );
+    assert_eq!(std::fs::read(&pointer).unwrap(), b"not json");
+}

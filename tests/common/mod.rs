@@ -1,0 +1,160 @@
+//! Shared fixtures: a real RocksDB partition store in a temporary directory,
+//! a repository in another, and a supervisor over both.
+#![allow(dead_code)]
+
+pub mod gated;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use rocksnap::flow::PipelineStats;
+use rocksnap::format::{LatestPointer, SnapshotMetadata};
+use rocksnap::{
+    Destination, Lsn, OpenMode, PartitionId, PartitionStore, PipelineConfig, Repository,
+    SnapshotError, SnapshotOutcome, SnapshotRequest, Supervisor, SupervisorArgs, SupervisorMsg,
+};
+use tempfile::TempDir;
+
+pub struct Fixture {
+    pub dir: TempDir,
+    pub partitions: PartitionStore,
+    pub repo_dir: PathBuf,
+    pub repository: Repository,
+}
+
+impl Fixture {
+    /// A database with partitions `ids` and an empty local repository.
+    pub fn new(ids: &[u64]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<PartitionId> = ids.iter().copied().map(PartitionId).collect();
+        let partitions = PartitionStore::open(&dir.path().join("db"), &ids).unwrap();
+        let repo_dir = dir.path().join("repo");
+        let repository = Repository::new(
+            Destination::open(repo_dir.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
+        );
+        Fixture {
+            dir,
+            partitions,
+            repo_dir,
+            repository,
+        }
+    }
+
+    pub fn config(&self) -> PipelineConfig {
+        PipelineConfig {
+            staging_dir: Some(self.staging_dir()),
+            ..PipelineConfig::default()
+        }
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.path().join("staging")
+    }
+
+    pub async fn supervisor(&self, config: PipelineConfig) -> ActorRef<SupervisorMsg> {
+        self.supervisor_on(config, self.repository.clone(), Arc::default())
+            .await
+    }
+
+    pub async fn supervisor_on(
+        &self,
+        config: PipelineConfig,
+        repository: Repository,
+        stats: Arc<PipelineStats>,
+    ) -> ActorRef<SupervisorMsg> {
+        let mut args = SupervisorArgs::new(config, self.partitions.clone(), repository);
+        args.stats = stats;
+        Supervisor::start(args).await.unwrap().0
+    }
+
+    /// Writes `count` records of `value_len` bytes (deterministic contents)
+    /// to a partition at `lsn`.
+    pub fn write(&self, partition: u64, lsn: u64, count: usize, value_len: usize) {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..count)
+            .map(|i| (key(lsn, i), value(lsn, i, value_len)))
+            .collect();
+        self.partitions
+            .apply(PartitionId(partition), Lsn(lsn), records)
+            .unwrap();
+    }
+
+    pub fn latest(&self, partition: u64) -> LatestPointer {
+        let bytes = std::fs::read(
+            self.repo_dir
+                .join(partition.to_string())
+                .join("latest.json"),
+        )
+        .unwrap();
+        LatestPointer::parse(&bytes).unwrap()
+    }
+
+    pub fn metadata(&self, partition: u64, folder: &str) -> SnapshotMetadata {
+        let bytes = std::fs::read(
+            self.repo_dir
+                .join(partition.to_string())
+                .join(folder)
+                .join("metadata.json"),
+        )
+        .unwrap();
+        SnapshotMetadata::parse(&bytes).unwrap()
+    }
+}
+
+pub fn key(lsn: u64, i: usize) -> Vec<u8> {
+    format!("key-{lsn:08}-{i:08}").into_bytes()
+}
+
+/// Incompressible-looking but reproducible bytes.
+pub fn value(lsn: u64, i: usize, len: usize) -> Vec<u8> {
+    let mut x = (lsn << 32) ^ i as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub async fn snapshot(
+    supervisor: &ActorRef<SupervisorMsg>,
+    partition: u64,
+    min_lsn: Option<u64>,
+) -> Result<SnapshotOutcome, SnapshotError> {
+    Supervisor::snapshot(
+        supervisor,
+        SnapshotRequest {
+            partition: PartitionId(partition),
+            min_lsn: min_lsn.map(Lsn),
+        },
+    )
+    .await
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &e.path(), out);
+            } else {
+                out.push(
+                    e.path()
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out.sort();
+    out
+}
