@@ -9,13 +9,15 @@
 pub mod actors;
 pub mod cli;
 pub mod error;
+mod ffi;
 pub mod flow;
 pub mod format;
 pub mod metrics;
 pub mod partition;
 pub mod repository;
-mod rocks_ffi;
+pub mod restore;
 pub mod store;
+pub mod transfer;
 
 pub use actors::exporter::LsnSource;
 pub use actors::supervisor::{
@@ -23,10 +25,10 @@ pub use actors::supervisor::{
     SupervisorMsg,
 };
 pub use error::SnapshotError;
+pub use ffi::{ExportedColumnFamily, ExportedFile, ImportFile, SstSummary};
 pub use format::{Lsn, PartitionId, SnapshotId};
 pub use partition::PartitionStore;
 pub use repository::Repository;
-pub use rocks_ffi::{ExportedColumnFamily, ExportedFile};
 pub use store::{Destination, OpenMode};
 
 /// The README's example is compiled and run as a doc test.

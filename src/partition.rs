@@ -11,12 +11,15 @@ use std::sync::Arc;
 
 use rocksdb::{Options, WriteBatch, DB};
 
+use crate::ffi::{self, ExportedColumnFamily, ImportFile};
 use crate::format::{Lsn, PartitionId};
-use crate::rocks_ffi::{self, ExportedColumnFamily};
 
 /// The reserved key under which a partition's applied LSN is stored (8 bytes,
 /// big-endian). Host keys must not start with two zero bytes followed by `rocksnap`.
 pub const APPLIED_LSN_KEY: &[u8] = b"\x00\x00rocksnap/applied_lsn";
+
+/// A key and its value.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
 
 /// Column family name of a partition.
 pub fn cf_name(partition: PartitionId) -> String {
@@ -129,6 +132,19 @@ impl PartitionStore {
             .map_err(|e| PartitionError::rocks(&self.path, e))
     }
 
+    /// Every key and value of a column family, in key order. For checks and
+    /// small partitions: it holds the whole column family in memory.
+    pub fn entries(&self, cf: &str) -> Result<Vec<Entry>, PartitionError> {
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
+        self.db
+            .iterator_cf(&handle, rocksdb::IteratorMode::Start)
+            .collect::<Result<_, _>>()
+            .map_err(|e| PartitionError::rocks(&self.path, e))
+    }
+
     /// Exports a column family into `dir` (which must not exist) with
     /// RocksDB's checkpoint export: SST files hard-linked when `dir` is on the
     /// database's filesystem, and RocksDB's description of each.
@@ -141,12 +157,42 @@ impl PartitionStore {
             .db
             .cf_handle(cf)
             .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
-        rocks_ffi::export_column_family(&self.db, &handle, dir).map_err(|e| {
-            PartitionError::Export {
+        ffi::export_column_family(&self.db, &handle, dir).map_err(|e| PartitionError::Export {
+            cf: cf.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Creates column family `cf` from SST files, moving them into the
+    /// database; with no files, an empty column family. The new column family
+    /// is visible to this handle's `cf_handle` only after the database is
+    /// opened again (the `rocksdb` crate keeps its own list of handles), so
+    /// restore works on a database it opens for the purpose.
+    pub fn import_column_family(
+        &self,
+        cf: &str,
+        comparator: &str,
+        files: &[ImportFile],
+    ) -> Result<(), PartitionError> {
+        if files.is_empty() {
+            return self
+                .db
+                .create_cf(cf, &Options::default())
+                .map_err(|e| PartitionError::rocks(&self.path, e));
+        }
+        ffi::import_column_family(&self.db, cf, comparator, files).map_err(|e| {
+            PartitionError::Import {
                 cf: cf.to_string(),
                 reason: e.to_string(),
             }
         })
+    }
+
+    /// Drops a column family and its data.
+    pub fn drop_column_family(&self, cf: &str) -> Result<(), PartitionError> {
+        self.db
+            .drop_cf(cf)
+            .map_err(|e| PartitionError::rocks(&self.path, e))
     }
 
     /// The LSN stored in a column family, if the host ever reported one.
@@ -189,6 +235,8 @@ pub enum PartitionError {
     UnknownPartition(PartitionId),
     #[error("no column family named {0:?}")]
     UnknownColumnFamily(String),
+    #[error("cannot import column family {cf:?}: {reason}")]
+    Import { cf: String, reason: String },
     #[error("cannot export column family {cf:?}: {reason}")]
     Export { cf: String, reason: String },
     #[error("column family {cf:?}: the applied LSN is {len} bytes, expected 8")]

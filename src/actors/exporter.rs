@@ -15,10 +15,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tempfile::TempDir;
 
 use crate::error::SnapshotError;
+use crate::ffi::ExportedFile;
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::metrics as m;
 use crate::partition::PartitionStore;
-use crate::rocks_ffi::ExportedFile;
 
 /// Where the LSN recorded for a snapshot comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

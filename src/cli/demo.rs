@@ -9,10 +9,11 @@ use clap::Args;
 use futures::future::join_all;
 use rand::RngCore;
 
-use super::progress::UploadProgress;
+use super::progress::Progress;
 use super::{CliResult, PipelineArgs};
 use crate::flow::PipelineStats;
 use crate::format::{Lsn, PartitionId};
+use crate::restore::{self, RestoreOptions, RestoreTarget};
 use crate::{
     Destination, OpenMode, PartitionStore, Repository, SnapshotRequest, Supervisor, SupervisorArgs,
 };
@@ -76,7 +77,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         while written.load(Ordering::Relaxed) < args.records / 2 && !writer.is_finished() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let progress = UploadProgress::start(stats.clone(), format!("round {round}"));
+        let progress = Progress::upload(stats.clone(), format!("round {round}"));
         let snapshots = join_all(ids.iter().map(|&partition| {
             Supervisor::snapshot(
                 &supervisor,
@@ -103,6 +104,16 @@ pub async fn run(args: DemoArgs) -> CliResult {
             );
         }
     }
+    // With the writers done, one more snapshot of the first partition, so the
+    // restore below can be checked key by key against the source.
+    let last = Supervisor::snapshot(
+        &supervisor,
+        SnapshotRequest {
+            partition: ids[0],
+            min_lsn: Some(Lsn(lsn)),
+        },
+    )
+    .await?;
     supervisor.stop(None);
     let _ = handle.await;
 
@@ -115,14 +126,60 @@ pub async fn run(args: DemoArgs) -> CliResult {
             std::fs::read_to_string(latest)?
         );
     }
+    let restored = args.dir.join("restored-db");
+    let repository = Repository::new(Destination::open(
+        repo_path.to_str().ok_or("demo directory is not UTF-8")?,
+        OpenMode::MustExist,
+    )?);
+    let outcome = restore::restore(
+        &repository,
+        &restored,
+        ids[0],
+        RestoreTarget::Latest,
+        &RestoreOptions::default(),
+    )
+    .await?;
+    let keys = compare_partition(&partitions, &restored, ids[0])?;
+    println!(
+        "\nrestored partition {} from {} into {} in {:.2?}: {keys} keys, every one equal to the source; resume the log after LSN {}",
+        ids[0],
+        outcome.snapshot_id,
+        restored.display(),
+        outcome.duration,
+        outcome.restored_lsn.unwrap_or(outcome.min_applied_lsn),
+    );
+    if outcome.snapshot_id != last.snapshot_id {
+        return Err("the restore did not pick the newest snapshot".into());
+    }
     println!(
         "\npublished {} in {} snapshots; {} written to the database; {:.2?} in all",
-        indicatif::HumanBytes(published),
-        args.rounds * args.partitions,
+        indicatif::HumanBytes(published + last.bytes),
+        args.rounds * args.partitions + 1,
         indicatif::HumanBytes(args.rounds * args.partitions * args.records * 1024),
         started.elapsed()
     );
     Ok(())
+}
+
+/// Compares a partition in the source database and a restored one, key by
+/// key; returns the number of keys.
+fn compare_partition(
+    source: &PartitionStore,
+    restored: &Path,
+    id: PartitionId,
+) -> Result<usize, String> {
+    let restored = PartitionStore::open_existing(restored).map_err(|e| e.to_string())?;
+    let cf = crate::partition::cf_name(id);
+    let entries = |store: &PartitionStore| store.entries(&cf).map_err(|e| e.to_string());
+    let (a, b) = (entries(source)?, entries(&restored)?);
+    if a != b {
+        return Err(format!(
+            "restored partition {id} differs from the source ({} keys against {})",
+            b.len(),
+            a.len()
+        ));
+    }
+    Ok(a.len())
 }
 
 /// Writes `records` values of 1 KiB to every partition, 100 per write batch,
@@ -165,7 +222,13 @@ fn prepare_dir(dir: &Path) -> CliResult {
             )
             .into());
         }
-        for sub in ["db", "repository", "db.rocksnap-staging"] {
+        for sub in [
+            "db",
+            "repository",
+            "db.rocksnap-staging",
+            "restored-db",
+            "restored-db.rocksnap-staging",
+        ] {
             let p = dir.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p)?;

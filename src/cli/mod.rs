@@ -9,6 +9,7 @@ use crate::format::{Lsn, PartitionId, SnapshotId};
 pub mod demo;
 pub mod inspect;
 pub mod progress;
+pub mod restore;
 pub mod snapshot;
 
 /// Consistent snapshots of RocksDB partitions, published to object storage.
@@ -34,6 +35,11 @@ pub enum Command {
     List(inspect::ListArgs),
     /// Show one snapshot's metadata (the latest by default).
     Show(inspect::ShowArgs),
+    /// Rebuild a partition's column family from the repository, verified
+    /// before the database is touched.
+    Restore(restore::RestoreArgs),
+    /// Download a snapshot and check every file without importing it.
+    Verify(restore::VerifyArgs),
 }
 
 /// Pipeline settings shared by the commands that upload.
@@ -103,5 +109,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Snapshot(args) => snapshot::run(args).await,
         Command::List(args) => inspect::list(args).await,
         Command::Show(args) => inspect::show(args).await,
+        Command::Restore(args) => restore::run_restore(args).await,
+        Command::Verify(args) => restore::run_verify(args).await,
     }
 }

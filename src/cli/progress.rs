@@ -6,32 +6,55 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::flow::PipelineStats;
+use crate::transfer::TransferProgress;
 
-/// A spinner with bytes stored and rate, fed from the pipeline's counters.
-pub struct UploadProgress {
+/// A progress line fed from counters the transfer updates.
+pub struct Progress {
     bar: ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
 }
 
-impl UploadProgress {
-    pub fn start(stats: Arc<PipelineStats>, what: String) -> Self {
+impl Progress {
+    /// Bytes stored by the snapshot pipeline (the total is not known ahead).
+    pub fn upload(stats: Arc<PipelineStats>, what: String) -> Self {
+        Self::start(what, move || (stats.bytes_uploaded(), 0))
+    }
+
+    /// Bytes downloaded out of the snapshot's total, with rate and time left.
+    pub fn download(progress: Arc<TransferProgress>, what: String) -> Self {
+        Self::start(what, move || (progress.bytes(), progress.total()))
+    }
+
+    fn start(what: String, read: impl Fn() -> (u64, u64) + Send + 'static) -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {msg}: {bytes} stored ({bytes_per_sec}, {elapsed})",
-            )
-            .expect("valid template"),
-        );
+        let spinner =
+            ProgressStyle::with_template("{spinner} {msg}: {bytes} ({bytes_per_sec}, {elapsed})")
+                .expect("valid template");
+        let gauge = ProgressStyle::with_template(
+            "{msg}: [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        bar.set_style(spinner);
         bar.set_message(what);
         let b = bar.clone();
         let ticker = tokio::spawn(async move {
+            let mut has_total = false;
             loop {
-                b.set_position(stats.bytes_uploaded());
+                let (done, total) = read();
+                if total > 0 && !has_total {
+                    b.set_style(gauge.clone());
+                    has_total = true;
+                }
+                if has_total {
+                    b.set_length(total);
+                }
+                b.set_position(done);
                 b.tick();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        UploadProgress { bar, ticker }
+        Progress { bar, ticker }
     }
 
     pub fn finish(self) {

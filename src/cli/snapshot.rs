@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::progress::UploadProgress;
+use super::progress::Progress;
 use super::{parse_lsn, parse_partition, CliResult, PipelineArgs};
 use crate::flow::PipelineStats;
 use crate::format::{Lsn, PartitionId};
@@ -66,7 +66,7 @@ pub async fn run(args: SnapshotArgs) -> CliResult {
         },
     );
     let (supervisor, handle) = Supervisor::start(sup_args).await?;
-    let progress = UploadProgress::start(stats, format!("partition {}", args.partition));
+    let progress = Progress::upload(stats, format!("partition {}", args.partition));
     let result = Supervisor::snapshot(
         &supervisor,
         SnapshotRequest {

@@ -1,9 +1,13 @@
 //! The one place rocksnap calls RocksDB's C API directly.
 //!
-//! The `rocksdb` crate does not wrap column family export, so this module
-//! calls `rocksdb_checkpoint_export_column_family` through `librocksdb-sys`
-//! with the raw handles the crate's `raw-ptr` feature exposes, and copies the
-//! result into owned Rust values before anything else sees it.
+//! The `rocksdb` crate does not wrap column family export and import, so this
+//! module calls `rocksdb_checkpoint_export_column_family` and
+//! `rocksdb_create_column_family_with_import` through `librocksdb-sys` with
+//! the raw handles the crate's `raw-ptr` feature exposes, and copies every
+//! result into owned Rust values before anything else sees it. The C API
+//! cannot build an import's file list nor read an SST's entries with their
+//! sequence numbers; `shim.cc` (compiled by `build.rs` against the same
+//! RocksDB headers) adds those two functions.
 //!
 //! # Safety argument
 //!
@@ -18,6 +22,14 @@
 //!   no pointer into RocksDB memory escapes this module.
 //! * Indices passed to `rocksdb_livefiles_*` are below
 //!   `rocksdb_livefiles_count` of the same list.
+//! * Strings and keys passed in are `CString`s or slices that outlive the
+//!   call; RocksDB and the shim copy them.
+//! * The shim's `rocksdb_livefiles_t` is the same definition as RocksDB's own
+//!   (a `std::vector<LiveFileMetaData>`), compiled with the same headers and
+//!   standard library, and the list it fills is handed to
+//!   `rocksdb_export_import_files_metadata_set_files`, which takes ownership.
+//! * An imported column family's handle is destroyed right after the import;
+//!   that releases the handle, not the column family.
 
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
@@ -54,7 +66,7 @@ pub struct ExportedColumnFamily {
 pub enum FfiError {
     #[error("RocksDB: {0}")]
     Rocks(String),
-    #[error("path {0:?} contains a NUL byte")]
+    #[error("{0:?} contains a NUL byte")]
     NulInPath(String),
 }
 
@@ -89,6 +101,183 @@ pub fn export_column_family(
         comparator_name,
         files: files.read(),
     })
+}
+
+/// A file to import: where it is and what the snapshot's metadata says of it.
+#[derive(Debug, Clone)]
+pub struct ImportFile {
+    /// Directory holding the file.
+    pub directory: String,
+    /// RocksDB's name for it, with a leading `/`.
+    pub name: String,
+    pub level: i32,
+    pub size: u64,
+    pub smallest_key: Vec<u8>,
+    pub largest_key: Vec<u8>,
+    pub smallest_seqno: u64,
+    pub largest_seqno: u64,
+}
+
+/// Creates column family `name` in `db` from `files`, moving them into the
+/// database (hard links on the same filesystem). RocksDB refuses an empty
+/// list, and a file with no entries or unreadable keys.
+pub fn import_column_family(
+    db: &DB,
+    name: &str,
+    comparator: &str,
+    files: &[ImportFile],
+) -> Result<(), FfiError> {
+    let cname = cstring(name)?;
+    let ccomparator = cstring(comparator)?;
+    let owned: Vec<[CString; 3]> = files
+        .iter()
+        .map(|f| Ok([cstring(name)?, cstring(&f.name)?, cstring(&f.directory)?]))
+        .collect::<Result<_, FfiError>>()?;
+    // SAFETY: see the module's safety argument. Every guard below owns one
+    // C object and frees it once; `list` is given away to `metadata`.
+    unsafe {
+        let metadata = Metadata(ffi::rocksdb_export_import_files_metadata_create());
+        ffi::rocksdb_export_import_files_metadata_set_db_comparator_name(
+            metadata.0,
+            ccomparator.as_ptr(),
+        );
+        let list = ffi::rocksdb_livefiles_create();
+        for (f, [cf, fname, dir]) in files.iter().zip(&owned) {
+            rocksnap_livefiles_push(
+                list,
+                cf.as_ptr(),
+                fname.as_ptr(),
+                dir.as_ptr(),
+                f.level,
+                f.size,
+                f.smallest_key.as_ptr().cast(),
+                f.smallest_key.len(),
+                f.largest_key.as_ptr().cast(),
+                f.largest_key.len(),
+                f.smallest_seqno,
+                f.largest_seqno,
+            );
+        }
+        ffi::rocksdb_export_import_files_metadata_set_files(metadata.0, list);
+        let options = rocksdb::Options::default();
+        let import = ImportOptions(ffi::rocksdb_import_column_family_options_create());
+        ffi::rocksdb_import_column_family_options_set_move_files(import.0, 1);
+        let handle = call(|err| {
+            ffi::rocksdb_create_column_family_with_import(
+                db.as_raw_ptr(),
+                options.as_raw_ptr(),
+                cname.as_ptr(),
+                import.0,
+                metadata.0,
+                err,
+            )
+        })?;
+        ffi::rocksdb_column_family_handle_destroy(handle);
+    }
+    Ok(())
+}
+
+/// What a full read of one SST found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SstSummary {
+    pub smallest_key: Vec<u8>,
+    pub largest_key: Vec<u8>,
+    pub smallest_seqno: u64,
+    pub largest_seqno: u64,
+    pub entries: u64,
+    pub range_deletions: u64,
+}
+
+/// Verifies every block checksum of the SST at `path` and reads every entry,
+/// deletions included, with its sequence number.
+pub fn scan_sst(path: &Path) -> Result<SstSummary, FfiError> {
+    let cpath = path_cstring(path)?;
+    let mut out = RawSstSummary::default();
+    // SAFETY: `out` is a valid, zeroed struct the shim fills; the key buffers
+    // it allocates with malloc are copied and freed once below.
+    unsafe {
+        let err = rocksnap_sst_scan(cpath.as_ptr(), &mut out);
+        let take = |p: *mut c_char, len: usize| {
+            let v = if p.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+            };
+            ffi::rocksdb_free(p.cast());
+            v
+        };
+        let smallest_key = take(out.smallest_key, out.smallest_len);
+        let largest_key = take(out.largest_key, out.largest_len);
+        if !err.is_null() {
+            return Err(FfiError::Rocks(owned_c_string(err)));
+        }
+        Ok(SstSummary {
+            smallest_key,
+            largest_key,
+            smallest_seqno: out.smallest_seqno,
+            largest_seqno: out.largest_seqno,
+            entries: out.entries,
+            range_deletions: out.range_deletions,
+        })
+    }
+}
+
+#[repr(C)]
+struct RawSstSummary {
+    smallest_key: *mut c_char,
+    smallest_len: usize,
+    largest_key: *mut c_char,
+    largest_len: usize,
+    smallest_seqno: u64,
+    largest_seqno: u64,
+    entries: u64,
+    range_deletions: u64,
+}
+
+impl Default for RawSstSummary {
+    fn default() -> Self {
+        RawSstSummary {
+            smallest_key: ptr::null_mut(),
+            smallest_len: 0,
+            largest_key: ptr::null_mut(),
+            largest_len: 0,
+            smallest_seqno: 0,
+            largest_seqno: 0,
+            entries: 0,
+            range_deletions: 0,
+        }
+    }
+}
+
+extern "C" {
+    fn rocksnap_livefiles_push(
+        files: *mut ffi::rocksdb_livefiles_t,
+        cf_name: *const c_char,
+        name: *const c_char,
+        directory: *const c_char,
+        level: i32,
+        size: u64,
+        smallest: *const c_char,
+        smallest_len: usize,
+        largest: *const c_char,
+        largest_len: usize,
+        smallest_seqno: u64,
+        largest_seqno: u64,
+    );
+    fn rocksnap_sst_scan(path: *const c_char, out: *mut RawSstSummary) -> *mut c_char;
+}
+
+struct ImportOptions(*mut ffi::rocksdb_import_column_family_options_t);
+
+impl Drop for ImportOptions {
+    fn drop(&mut self) {
+        // SAFETY: created by `rocksdb_import_column_family_options_create`, destroyed once.
+        unsafe { ffi::rocksdb_import_column_family_options_destroy(self.0) }
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, FfiError> {
+    CString::new(s).map_err(|_| FfiError::NulInPath(s.to_string()))
 }
 
 fn path_cstring(path: &Path) -> Result<CString, FfiError> {

@@ -1,0 +1,159 @@
+//! `rocksnap restore` and `rocksnap verify`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::progress::Progress;
+use super::{parse_lsn, parse_partition, parse_snapshot_id, CliResult};
+use crate::format::{Lsn, PartitionId, SnapshotId};
+use crate::restore::{self, RestoreOptions, RestoreTarget};
+use crate::transfer::TransferProgress;
+use crate::{Destination, OpenMode, Repository};
+
+/// Download settings shared by `restore` and `verify`.
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// Ranged GETs in flight at once, across all files.
+    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PARTS_IN_FLIGHT)]
+    pub concurrency: usize,
+    /// Bytes per ranged GET.
+    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PART_SIZE)]
+    pub part_size: usize,
+    /// Where files are staged [restore: <db>.rocksnap-staging beside the
+    /// database, so files move by hard link; verify: the system's temp dir].
+    #[arg(long)]
+    pub staging_dir: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Repository URL or directory.
+    #[arg(long)]
+    pub from: String,
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: PartitionId,
+    /// RocksDB database to restore into; created if missing, and not open elsewhere.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Restore exactly this snapshot (snap_<ULID>).
+    #[arg(long, value_parser = parse_snapshot_id, conflicts_with_all = ["min_lsn", "no_fallback"])]
+    pub snapshot: Option<SnapshotId>,
+    /// Restore the newest usable snapshot at this LSN or above.
+    #[arg(long, value_parser = parse_lsn, conflicts_with = "no_fallback")]
+    pub min_lsn: Option<Lsn>,
+    /// Restore the latest snapshot or fail; by default an unusable latest
+    /// snapshot falls back to the next older one.
+    #[arg(long)]
+    pub no_fallback: bool,
+    /// Column family to restore into [default: data-<PARTITION>]; replaced if it exists.
+    #[arg(long)]
+    pub cf: Option<String>,
+    #[command(flatten)]
+    pub download: DownloadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Repository URL or directory.
+    #[arg(long)]
+    pub from: String,
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: PartitionId,
+    /// Snapshot to verify [default: the latest].
+    #[arg(long, value_parser = parse_snapshot_id)]
+    pub snapshot: Option<SnapshotId>,
+    /// Also read every entry of every SST and check its keys and sequence
+    /// numbers against metadata.json.
+    #[arg(long)]
+    pub deep: bool,
+    #[command(flatten)]
+    pub download: DownloadArgs,
+}
+
+impl DownloadArgs {
+    fn options(&self, cf: Option<String>) -> RestoreOptions {
+        RestoreOptions {
+            cf,
+            concurrency: self.concurrency,
+            part_size: self.part_size,
+            staging_dir: self.staging_dir.clone(),
+            progress: Arc::new(TransferProgress::default()),
+        }
+    }
+}
+
+pub async fn run_restore(args: RestoreArgs) -> CliResult {
+    if args.download.concurrency == 0 || args.download.part_size == 0 {
+        return Err("--concurrency and --part-size must be above zero".into());
+    }
+    let repo = Repository::new(Destination::open(&args.from, OpenMode::MustExist)?);
+    let target = match (args.snapshot, args.min_lsn, args.no_fallback) {
+        (Some(id), _, _) => RestoreTarget::Snapshot(id),
+        (None, Some(lsn), _) => RestoreTarget::MinLsn(lsn),
+        (None, None, true) => RestoreTarget::Latest,
+        (None, None, false) => RestoreTarget::LatestOrOlder,
+    };
+    let opts = args.download.options(args.cf.clone());
+    let progress = Progress::download(
+        opts.progress.clone(),
+        format!("partition {}", args.partition),
+    );
+    let result = restore::restore(&repo, &args.db, args.partition, target, &opts).await;
+    progress.finish();
+    let outcome = result?;
+    if args.download.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(());
+    }
+    for s in &outcome.skipped {
+        println!("skipped {}: {}", s.snapshot_id, s.reason);
+    }
+    println!(
+        "restored partition {} from {} into {}: {} files, {} in {:.2?}; resume the log after LSN {}",
+        outcome.partition_id,
+        outcome.snapshot_id,
+        args.db.display(),
+        outcome.files,
+        indicatif::HumanBytes(outcome.bytes),
+        outcome.duration,
+        outcome.restored_lsn.unwrap_or(outcome.min_applied_lsn),
+    );
+    Ok(())
+}
+
+pub async fn run_verify(args: VerifyArgs) -> CliResult {
+    if args.download.concurrency == 0 || args.download.part_size == 0 {
+        return Err("--concurrency and --part-size must be above zero".into());
+    }
+    let repo = Repository::new(Destination::open(&args.from, OpenMode::MustExist)?);
+    let opts = args.download.options(None);
+    let progress = Progress::download(
+        opts.progress.clone(),
+        format!("partition {}", args.partition),
+    );
+    let result = restore::verify(&repo, args.partition, args.snapshot, args.deep, &opts).await;
+    progress.finish();
+    let report = result?;
+    if args.download.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "snapshot {} of partition {} is intact: {} files, {}, sizes and crc32c checked{}",
+            report.snapshot_id,
+            report.partition_id,
+            report.files,
+            indicatif::HumanBytes(report.bytes),
+            if report.deep {
+                ", every entry read"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}

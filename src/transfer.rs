@@ -1,0 +1,179 @@
+//! Downloads of snapshot files: ranged GETs in parallel, each written at its
+//! offset, with the file's CRC32C built from the ranges' checksums.
+//!
+//! At most `concurrency` ranges are fetched at once across all files, so
+//! memory stays below `part_size × concurrency`. Every file's size is checked
+//! against what the metadata says before anything is fetched, and its
+//! checksum after.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio::sync::Semaphore;
+
+/// Bytes moved so far and bytes to move, for progress reports.
+#[derive(Debug, Default)]
+pub struct TransferProgress {
+    pub bytes: AtomicU64,
+    pub total: AtomicU64,
+}
+
+impl TransferProgress {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// Fetches objects into local files.
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    store: Arc<dyn ObjectStore>,
+    permits: Arc<Semaphore>,
+    part_size: u64,
+    progress: Arc<TransferProgress>,
+}
+
+/// One object to fetch and what it must be.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub key: Path,
+    pub dest: PathBuf,
+    pub size: u64,
+}
+
+impl Downloader {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        concurrency: usize,
+        part_size: usize,
+        progress: Arc<TransferProgress>,
+    ) -> Self {
+        Downloader {
+            store,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            part_size: part_size.max(1) as u64,
+            progress,
+        }
+    }
+
+    /// Fetches every download; returns each file's CRC32C, in order.
+    pub async fn fetch_all(&self, downloads: &[Download]) -> Result<Vec<u32>, DownloadError> {
+        try_join_all(downloads.iter().map(|d| self.fetch(d))).await
+    }
+
+    /// Fetches one object into `dest` (created, never overwritten) and returns its CRC32C.
+    pub async fn fetch(&self, d: &Download) -> Result<u32, DownloadError> {
+        let meta = self.store.head(&d.key).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => DownloadError::Missing {
+                key: d.key.to_string(),
+            },
+            e => DownloadError::Store {
+                key: d.key.to_string(),
+                source: e,
+            },
+        })?;
+        if meta.size != d.size {
+            return Err(DownloadError::Size {
+                key: d.key.to_string(),
+                expected: d.size,
+                actual: meta.size,
+            });
+        }
+        let dest = d.dest.clone();
+        let size = d.size;
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dest)?;
+            file.set_len(size)?;
+            Ok(file)
+        })
+        .await
+        .expect("create task")
+        .map_err(|e| DownloadError::Local {
+            path: d.dest.clone(),
+            source: e,
+        })?;
+        let file = Arc::new(file);
+        let ranges: Vec<(u64, u64)> = (0..d.size)
+            .step_by(self.part_size as usize)
+            .map(|start| (start, (start + self.part_size).min(d.size)))
+            .collect();
+        let crcs = try_join_all(ranges.iter().map(|&(start, end)| {
+            let file = file.clone();
+            async move {
+                let _permit = self.permits.acquire().await.expect("never closed");
+                let bytes = self
+                    .store
+                    .get_range(&d.key, start..end)
+                    .await
+                    .map_err(|e| DownloadError::Store {
+                        key: d.key.to_string(),
+                        source: e,
+                    })?;
+                if bytes.len() as u64 != end - start {
+                    return Err(DownloadError::Size {
+                        key: d.key.to_string(),
+                        expected: d.size,
+                        actual: start + bytes.len() as u64,
+                    });
+                }
+                let path = d.dest.clone();
+                let crc = tokio::task::spawn_blocking(move || {
+                    file.write_all_at(&bytes, start)
+                        .map(|()| (crc32c::crc32c(&bytes), bytes.len()))
+                })
+                .await
+                .expect("write task")
+                .map_err(|e| DownloadError::Local { path, source: e })?;
+                self.progress
+                    .bytes
+                    .fetch_add(crc.1 as u64, Ordering::Relaxed);
+                Ok::<_, DownloadError>(crc)
+            }
+        }))
+        .await?;
+        let path = d.dest.clone();
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .expect("sync task")
+            .map_err(|e| DownloadError::Local { path, source: e })?;
+        Ok(crcs
+            .into_iter()
+            .fold(0, |acc, (crc, len)| crc32c::crc32c_combine(acc, crc, len)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{key} is missing")]
+    Missing { key: String },
+    #[error("{key} has {actual} bytes, the metadata says {expected}")]
+    Size {
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("cannot read {key}: {source}")]
+    Store {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,345 @@
+//! Restore from a local repository into real RocksDB databases: round trips,
+//! and every way a bad repository must fail without harming the database.
+
+mod common;
+
+use std::path::Path;
+
+use common::{files_below, snapshot, Fixture};
+use rocksnap::restore::{restore, verify, RestoreError, RestoreOptions, RestoreTarget, Unusable};
+use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig};
+
+type Dump = Vec<rocksnap::partition::Entry>;
+
+fn dump(store: &PartitionStore, cf: &str) -> Dump {
+    store.entries(cf).unwrap()
+}
+
+fn dump_path(db: &Path, cf: &str) -> Dump {
+    dump(&PartitionStore::open_existing(db).unwrap(), cf)
+}
+
+fn opts(fx: &Fixture) -> RestoreOptions {
+    RestoreOptions {
+        // Small ranges, so that every file is fetched in several parallel GETs.
+        part_size: 32 * 1024,
+        concurrency: 4,
+        staging_dir: Some(fx.dir.path().join("restore-staging")),
+        ..RestoreOptions::default()
+    }
+}
+
+/// A database whose partition 1 holds data of its own, to be replaced (or not).
+fn target_db(fx: &Fixture) -> (std::path::PathBuf, Dump) {
+    let path = fx.dir.path().join("target-db");
+    let store = PartitionStore::open(&path, &[PartitionId(1)]).unwrap();
+    store
+        .apply(
+            PartitionId(1),
+            Lsn(3),
+            [(b"old-key".to_vec(), b"old-value".to_vec())],
+        )
+        .unwrap();
+    let before = dump(&store, "data-1");
+    (path, before)
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let i = (at as usize).min(bytes.len() - 1);
+    bytes[i] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Object paths of the snapshot's SSTs in the local repository.
+fn ssts(fx: &Fixture, partition: u64, folder: &str) -> Vec<std::path::PathBuf> {
+    let dir = fx.repo_dir.join(partition.to_string()).join(folder);
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_for_several_partitions_and_sizes() {
+    let fx = Fixture::new(&[1, 2, 3, 4]);
+    // 1: a few small records; 2: three SST files (below the L0 compaction
+    // trigger); 3: larger values; 4: empty.
+    fx.write(1, 7, 20, 16);
+    for lsn in 10..13 {
+        fx.write(2, lsn, 1_500, 512);
+        let db = fx.partitions.db();
+        db.flush_cf(&db.cf_handle("data-2").unwrap()).unwrap();
+    }
+    fx.write(3, 99, 300, 16 * 1024);
+    let supervisor = fx
+        .supervisor(PipelineConfig {
+            part_size: 64 * 1024,
+            ..fx.config()
+        })
+        .await;
+    for p in 1..=4 {
+        snapshot(&supervisor, p, None).await.unwrap();
+    }
+
+    let restored_db = fx.dir.path().join("restored");
+    for (p, lsn) in [(1u64, Some(7)), (2, Some(12)), (3, Some(99)), (4, None)] {
+        let outcome = restore(
+            &fx.repository,
+            &restored_db,
+            PartitionId(p),
+            RestoreTarget::LatestOrOlder,
+            &opts(&fx),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.restored_lsn, lsn.map(Lsn), "partition {p}");
+        assert!(outcome.skipped.is_empty());
+        if p == 2 {
+            assert!(
+                outcome.files >= 3,
+                "expected several files, got {}",
+                outcome.files
+            );
+        }
+        let cf = format!("data-{p}");
+        assert_eq!(
+            dump_path(&restored_db, &cf),
+            dump(&fx.partitions, &cf),
+            "partition {p}"
+        );
+    }
+    // Restoring again replaces the column family with the same contents.
+    restore(
+        &fx.repository,
+        &restored_db,
+        PartitionId(2),
+        RestoreTarget::Latest,
+        &opts(&fx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        dump_path(&restored_db, "data-2"),
+        dump(&fx.partitions, "data-2")
+    );
+    assert!(files_below(&fx.dir.path().join("restore-staging")).is_empty());
+
+    // verify --deep reads every entry and agrees.
+    let report = verify(&fx.repository, PartitionId(2), None, true, &opts(&fx))
+        .await
+        .unwrap();
+    assert!(report.deep);
+    assert_eq!(report.restored_lsn, Some(Lsn(12)));
+}
+
+/// Runs a restore that must fail, and checks that the target database still
+/// holds exactly what it held, and that nothing was left in staging.
+async fn restore_fails(fx: &Fixture, target: RestoreTarget) -> RestoreError {
+    let (db, before) = target_db(fx);
+    let err = restore(&fx.repository, &db, PartitionId(1), target, &opts(fx))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dump_path(&db, "data-1"),
+        before,
+        "the live database changed"
+    );
+    assert!(
+        files_below(&fx.dir.path().join("restore-staging")).is_empty(),
+        "staging left behind"
+    );
+    err
+}
+
+async fn one_snapshot(fx: &Fixture) -> String {
+    fx.write(1, 10, 400, 1024);
+    let supervisor = fx.supervisor(fx.config()).await;
+    let o = snapshot(&supervisor, 1, None).await.unwrap();
+    format!("lsn_{:020}-{}", o.min_applied_lsn.0, o.snapshot_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_is_found_and_named() {
+    let fx = Fixture::new(&[1]);
+    let folder = one_snapshot(&fx).await;
+    let sst = ssts(&fx, 1, &folder).remove(0);
+    flip_byte(&sst, 1000);
+    let err = restore_fails(&fx, RestoreTarget::LatestOrOlder).await;
+    let name = sst.file_name().unwrap().to_str().unwrap();
+    assert!(
+        matches!(&err, RestoreError::Unusable { reason: Unusable::Checksum { key, .. }, .. } if key.ends_with(name)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(name) && err.to_string().contains("corrupt"),
+        "{err}"
+    );
+    // verify finds it too.
+    let err = verify(&fx.repository, PartitionId(1), None, false, &opts(&fx))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(name), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_sst_is_named() {
+    let fx = Fixture::new(&[1]);
+    let folder = one_snapshot(&fx).await;
+    let sst = ssts(&fx, 1, &folder).remove(0);
+    std::fs::remove_file(&sst).unwrap();
+    let err = restore_fails(&fx, RestoreTarget::Latest).await;
+    let name = sst.file_name().unwrap().to_str().unwrap();
+    assert!(
+        matches!(&err, RestoreError::Unusable { reason: Unusable::Missing { key }, .. } if key.ends_with(name)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_sst_is_named() {
+    let fx = Fixture::new(&[1]);
+    let folder = one_snapshot(&fx).await;
+    let sst = ssts(&fx, 1, &folder).remove(0);
+    let len = std::fs::metadata(&sst).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sst)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = restore_fails(&fx, RestoreTarget::Latest).await;
+    assert!(
+        matches!(&err, RestoreError::Unusable { reason: Unusable::Size { expected, actual, .. }, .. }
+            if *expected == len && *actual == len / 2),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_name_escaping_staging_is_refused() {
+    let fx = Fixture::new(&[1]);
+    let folder = one_snapshot(&fx).await;
+    let meta_path = fx.repo_dir.join("1").join(&folder).join("metadata.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["files"][0]["name"] = "../escape.sst".into();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+
+    let err = restore_fails(&fx, RestoreTarget::LatestOrOlder).await;
+    assert!(
+        matches!(
+            &err,
+            RestoreError::Unusable {
+                reason: Unusable::Metadata(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("../escape.sst"), "{err}");
+    let escaped: Vec<String> = files_below(fx.dir.path())
+        .into_iter()
+        .filter(|f| f.ends_with("escape.sst"))
+        .collect();
+    assert!(escaped.is_empty(), "written outside staging: {escaped:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_version_and_bad_json_are_refused() {
+    let fx = Fixture::new(&[1]);
+    let folder = one_snapshot(&fx).await;
+    let meta_path = fx.repo_dir.join("1").join(&folder).join("metadata.json");
+    let original = std::fs::read(&meta_path).unwrap();
+    let v9 = String::from_utf8(original.clone())
+        .unwrap()
+        .replace("\"V1\"", "\"V9\"");
+    std::fs::write(&meta_path, v9).unwrap();
+    let err = restore_fails(&fx, RestoreTarget::Latest).await;
+    assert!(err.to_string().contains("V9"), "{err}");
+    std::fs::write(&meta_path, &original[..original.len() / 2]).unwrap();
+    let err = restore_fails(&fx, RestoreTarget::Latest).await;
+    assert!(err.to_string().contains("metadata.json"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_newest_falls_back_to_an_older_intact_snapshot() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 300, 1024);
+    let supervisor = fx.supervisor(fx.config()).await;
+    let first = snapshot(&supervisor, 1, None).await.unwrap();
+    let at_first = dump(&fx.partitions, "data-1");
+    fx.write(1, 20, 300, 1024);
+    let second = snapshot(&supervisor, 1, None).await.unwrap();
+    let folder = format!("lsn_{:020}-{}", 20, second.snapshot_id);
+    for sst in ssts(&fx, 1, &folder) {
+        flip_byte(&sst, 4096);
+    }
+
+    // Without fallback: refused, database untouched.
+    restore_fails(&fx, RestoreTarget::Latest).await;
+    // At least LSN 20: only the corrupt one qualifies.
+    restore_fails(&fx, RestoreTarget::MinLsn(Lsn(20))).await;
+
+    let (db, _) = target_db(&fx);
+    let outcome = restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::LatestOrOlder,
+        &opts(&fx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.snapshot_id, first.snapshot_id);
+    assert_eq!(outcome.restored_lsn, Some(Lsn(10)));
+    assert_eq!(outcome.skipped.len(), 1);
+    assert_eq!(outcome.skipped[0].snapshot_id, second.snapshot_id);
+    assert_eq!(dump_path(&db, "data-1"), at_first);
+    // "At least LSN 5" falls back the same way.
+    let outcome = restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::MinLsn(Lsn(5)),
+        &opts(&fx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.snapshot_id, first.snapshot_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_verify_reads_what_sizes_cannot_see() {
+    let fx = Fixture::new(&[1]);
+    let folder = one_snapshot(&fx).await;
+    // A snapshot written without checksums (as older writers do): only sizes
+    // can be checked, so a flipped byte passes the plain verify...
+    let meta_path = fx.repo_dir.join("1").join(&folder).join("metadata.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta.as_object_mut().unwrap().remove("checksum_algorithm");
+    for f in meta["files"].as_array_mut().unwrap() {
+        f.as_object_mut().unwrap().remove("checksum");
+    }
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let sst = ssts(&fx, 1, &folder).remove(0);
+    // In the middle of the file: a data block that import does not read.
+    flip_byte(&sst, std::fs::metadata(&sst).unwrap().len() / 2);
+    verify(&fx.repository, PartitionId(1), None, false, &opts(&fx))
+        .await
+        .unwrap();
+    // ...and the deep one reads every block and finds it.
+    let err = verify(&fx.repository, PartitionId(1), None, true, &opts(&fx))
+        .await
+        .unwrap_err();
+    let name = sst.file_name().unwrap().to_str().unwrap();
+    assert!(err.to_string().contains(name), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("corrupt") || err.to_string().contains("checksum"),
+        "{err}"
+    );
+}
