@@ -1,5 +1,6 @@
 //! `cargo bench`: a full snapshot of about 1 GiB of incompressible values to a
-//! local directory, against `cp -r` of the same exported files, in the same run.
+//! local directory, against `cp -r` of the same exported files, and a restore
+//! of it, against `cp -r` of the same snapshot files, in the same run.
 //!
 //! Each measured snapshot runs in a child process of this benchmark, so that
 //! its peak resident memory is its own and not the dataset builder's.
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
+use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
 use rocksnap::{
     Destination, Lsn, OpenMode, PartitionId, PartitionStore, PipelineConfig, Repository,
     SnapshotRequest, Supervisor, SupervisorArgs,
@@ -39,6 +41,10 @@ fn main() {
     let mut copy = Vec::new();
     let mut copy_sync = Vec::new();
     let mut peak = Vec::new();
+    let mut restore_t = Vec::new();
+    let mut restore_copy = Vec::new();
+    let mut restore_copy_sync = Vec::new();
+    let mut restore_peak = Vec::new();
     let mut stored = 0;
     for run in 0..runs {
         // Baseline: export the same column family, then copy its files.
@@ -48,21 +54,9 @@ fn main() {
             let store = PartitionStore::open_existing(&db).unwrap();
             store.export_column_family("data-0", &export).unwrap();
         }
-        let dest = root.join(format!("copy-{run}"));
-        let _ = std::fs::remove_dir_all(&dest);
-        let t = Instant::now();
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(&export)
-            .arg(&dest)
-            .status()
-            .unwrap();
-        assert!(status.success(), "cp -r failed");
-        copy.push(t.elapsed());
-        let status = Command::new("sync").arg("-f").arg(&dest).status().unwrap();
-        assert!(status.success(), "sync failed");
-        copy_sync.push(t.elapsed());
-        std::fs::remove_dir_all(&dest).unwrap();
+        let (copied, synced) = copy_tree(&export, &root.join(format!("copy-{run}")));
+        copy.push(copied);
+        copy_sync.push(synced);
         std::fs::remove_dir_all(&export).unwrap();
 
         let repo = root.join(format!("repo-{run}"));
@@ -71,6 +65,23 @@ fn main() {
         snap.push(Duration::from_secs_f64(r.seconds));
         peak.push(r.peak_rss);
         stored = r.bytes;
+
+        // Restore, against copying the same snapshot files.
+        let partition_dir = repo.join(PARTITION.to_string());
+        let folder = std::fs::read_dir(&partition_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir())
+            .expect("a snapshot folder");
+        let (copied, synced) = copy_tree(&folder, &root.join(format!("copy-{run}")));
+        restore_copy.push(copied);
+        restore_copy_sync.push(synced);
+        let restored = root.join(format!("restored-{run}"));
+        let _ = std::fs::remove_dir_all(&restored);
+        let r = run_child("restore", &restored, &repo);
+        restore_t.push(Duration::from_secs_f64(r.seconds));
+        restore_peak.push(r.peak_rss);
+        std::fs::remove_dir_all(&restored).unwrap();
         std::fs::remove_dir_all(&repo).unwrap();
     }
 
@@ -97,6 +108,51 @@ fn main() {
         mib(peak_med.saturating_sub(idle.peak_rss)),
         mib(bound)
     );
+    println!("\nrestore of the same snapshot from the local directory, {runs} runs");
+    row("rocksnap restore", &restore_t, stored);
+    row("cp -r", &restore_copy, stored);
+    row("cp -r + sync", &restore_copy_sync, stored);
+    println!(
+        "ratio rocksnap / cp -r         {:.2}\nratio rocksnap / cp -r + sync  {:.2}",
+        ratio(&restore_t, &restore_copy),
+        ratio(&restore_t, &restore_copy_sync)
+    );
+    let restore_peak = median_u64(&restore_peak);
+    println!(
+        "peak RSS: restore process {:.0} MiB, difference to idle {:.0} MiB (download bound {:.0} MiB)",
+        mib(restore_peak),
+        mib(restore_peak.saturating_sub(idle.peak_rss)),
+        mib(config.part_size as u64 * config.max_parts_in_flight as u64)
+    );
+}
+
+/// `cp -r src dest`, then `sync` of every copied file (rocksnap makes every
+/// file it writes durable, so the fair baseline does too). Returns the time
+/// of the copy alone and of the copy with the sync; removes `dest`.
+fn copy_tree(src: &Path, dest: &Path) -> (Duration, Duration) {
+    let _ = std::fs::remove_dir_all(dest);
+    let t = Instant::now();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -r failed");
+    let copied = t.elapsed();
+    let files: Vec<PathBuf> = std::fs::read_dir(dest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let status = Command::new("sync")
+        .args(&files)
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(status.success(), "sync failed");
+    let synced = t.elapsed();
+    std::fs::remove_dir_all(dest).unwrap();
+    (copied, synced)
 }
 
 struct ChildReport {
@@ -125,11 +181,34 @@ fn run_child(mode: &str, db: &Path, repo: &Path) -> ChildReport {
     }
 }
 
-/// One measured snapshot (or none, for `idle`) in a fresh process.
+/// One measured snapshot or restore (or nothing, for `idle`) in a fresh process.
 fn child(mode: &str) {
     let db = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_DB").unwrap());
     let repo = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_REPO").unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if mode == "restore" {
+        let (seconds, bytes) = rt.block_on(async {
+            let repository = Repository::new(
+                Destination::open(repo.to_str().unwrap(), OpenMode::MustExist).unwrap(),
+            );
+            let t = Instant::now();
+            let o = restore(
+                &repository,
+                &db,
+                PARTITION,
+                RestoreTarget::Latest,
+                &RestoreOptions::default(),
+            )
+            .await
+            .unwrap();
+            (t.elapsed().as_secs_f64(), o.bytes)
+        });
+        println!(
+            "{}",
+            serde_json::json!({"seconds": seconds, "bytes": bytes, "peak_rss": peak_rss()})
+        );
+        return;
+    }
     let (seconds, bytes) = rt.block_on(async {
         let partitions = PartitionStore::open_existing(&db).unwrap();
         let repository = Repository::new(

@@ -142,9 +142,14 @@ pub async fn restore(
         let cf = cf.clone();
         let meta = prepared.meta.clone();
         let restored_lsn = prepared.restored_lsn;
+        let swap_started = Instant::now();
         tokio::task::spawn_blocking(move || swap_into(&db, &cf, prepared))
             .await
             .expect("swap task")?;
+        tracing::debug!(
+            ms = swap_started.elapsed().as_millis() as u64,
+            "swapped into the database"
+        );
         return Ok(RestoreOutcome {
             partition_id: partition,
             snapshot_id: meta.snapshot_id,
@@ -385,6 +390,7 @@ async fn prepare(
         opts.part_size,
         opts.progress.clone(),
     );
+    let download_started = Instant::now();
     let crcs = downloader
         .fetch_all(&downloads)
         .await
@@ -418,6 +424,9 @@ async fn prepare(
         }
     }
 
+    tracing::debug!(snapshot = %folder.name, bytes = meta.total_bytes(),
+        ms = download_started.elapsed().as_millis() as u64, "downloaded and checked");
+
     let cf = cf.to_string();
     let comparator = meta.db_comparator_name.clone();
     let meta2 = meta.clone();
@@ -430,14 +439,19 @@ async fn prepare(
                 reason,
             })?;
         }
-        let (restored_lsn, files) = scratch_import(staging.path(), &cf, &comparator, &import)
-            .map_err(|e| match e {
-                PartitionError::Import { reason, .. } => RestoreError::Unusable {
-                    snapshot: folder_name.clone(),
-                    reason: Unusable::Import(reason),
-                },
-                e => RestoreError::Partition(e),
-            })?;
+        let import_started = Instant::now();
+        let imported = scratch_import(staging.path(), &cf, &comparator, &import);
+        tracing::debug!(
+            ms = import_started.elapsed().as_millis() as u64,
+            "imported into a scratch database"
+        );
+        let (restored_lsn, files) = imported.map_err(|e| match e {
+            PartitionError::Import { reason, .. } => RestoreError::Unusable {
+                snapshot: folder_name.clone(),
+                reason: Unusable::Import(reason),
+            },
+            e => RestoreError::Partition(e),
+        })?;
         Ok(Prepared {
             meta: meta2,
             restored_lsn,
