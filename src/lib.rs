@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod partition;
 pub mod repository;
 pub mod restore;
+pub mod retry;
 pub mod store;
 pub mod transfer;
 

@@ -21,6 +21,7 @@ use crate::format::{
     parse_snapshot_folder, FormatError, LatestPointer, Layout, Lsn, PartitionId, SnapshotId,
     SnapshotMetadata,
 };
+use crate::retry::RetryPolicy;
 use crate::store::Destination;
 
 /// A pointer together with the version it was read at, for a later swap.
@@ -86,19 +87,21 @@ impl Repository {
         partition: PartitionId,
     ) -> Result<Option<VersionedPointer>, RepoError> {
         let key = self.layout.latest(partition);
-        let got = match self.store.get(&key).await {
-            Ok(got) => got,
+        let read = RetryPolicy::default()
+            .run("read latest.json", || async {
+                let got = self.store.get(&key).await?;
+                let version = UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                Ok((version, got.bytes().await?))
+            })
+            .await;
+        let (version, bytes) = match read {
+            Ok(read) => read,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(RepoError::store("read", &key, e)),
         };
-        let version = UpdateVersion {
-            e_tag: got.meta.e_tag.clone(),
-            version: got.meta.version.clone(),
-        };
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(|e| RepoError::store("read", &key, e))?;
         let pointer = LatestPointer::parse(&bytes).map_err(|source| RepoError::Malformed {
             key: key.to_string(),
             source,
@@ -174,7 +177,10 @@ impl Repository {
             key: key.to_string(),
             source: e,
         })?;
-        let current = match self.store.head(key).await {
+        let current = match RetryPolicy::default()
+            .run("read latest.json", || self.store.head(key))
+            .await
+        {
             Ok(meta) => Some(meta.e_tag),
             Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(RepoError::store("read", key, e)),
@@ -204,13 +210,20 @@ impl Repository {
     /// Writes `metadata.json` create-only: a snapshot's metadata is written once.
     pub async fn put_metadata(&self, meta: &SnapshotMetadata) -> Result<(), RepoError> {
         let key = self.layout.metadata(meta.partition_id, &meta.path());
-        let opts = PutOptions::from(PutMode::Create);
-        match self
-            .store
-            .put_opts(&key, PutPayload::from(meta.to_json()), opts)
-            .await
-        {
+        let payload = PutPayload::from(meta.to_json());
+        let mut attempts = 0;
+        let put = RetryPolicy::default()
+            .run("write metadata.json", || {
+                attempts += 1;
+                self.store
+                    .put_opts(&key, payload.clone(), PutOptions::from(PutMode::Create))
+            })
+            .await;
+        match put {
             Ok(_) => Ok(()),
+            // The key holds a fresh snapshot id: if it exists after a retry,
+            // it is the earlier attempt that landed without an answer.
+            Err(object_store::Error::AlreadyExists { .. }) if attempts > 1 => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => Err(RepoError::Conflict {
                 key: key.to_string(),
             }),
@@ -244,23 +257,24 @@ impl Repository {
     }
 
     pub async fn get_bytes(&self, key: &Path) -> Result<Bytes, RepoError> {
-        let got = self.store.get(key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => RepoError::Missing {
-                key: key.to_string(),
-            },
-            e => RepoError::store("read", key, e),
-        })?;
-        got.bytes()
+        RetryPolicy::default()
+            .run("read", || async {
+                self.store.get(key).await?.bytes().await
+            })
             .await
-            .map_err(|e| RepoError::store("read", key, e))
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => RepoError::Missing {
+                    key: key.to_string(),
+                },
+                e => RepoError::store("read", key, e),
+            })
     }
 
     /// The partitions that have a folder in the repository, in order.
     pub async fn list_partitions(&self) -> Result<Vec<PartitionId>, RepoError> {
         let prefix = self.layout.prefix();
-        let listing = self
-            .store
-            .list_with_delimiter(Some(prefix))
+        let listing = RetryPolicy::default()
+            .run("list", || self.store.list_with_delimiter(Some(prefix)))
             .await
             .map_err(|e| RepoError::store("list", prefix, e))?;
         let mut ids: Vec<PartitionId> = listing
@@ -278,9 +292,8 @@ impl Repository {
         partition: PartitionId,
     ) -> Result<Vec<SnapshotFolder>, RepoError> {
         let dir = self.layout.partition_dir(partition);
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&dir))
+        let listing = RetryPolicy::default()
+            .run("list", || self.store.list_with_delimiter(Some(&dir)))
             .await
             .map_err(|e| RepoError::store("list", &dir, e))?;
         let mut folders: Vec<SnapshotFolder> = listing

@@ -7,12 +7,61 @@
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, RetryConfig};
 use url::Url;
+
+/// Settings for S3 and S3-compatible stores beyond the URL. Each one that is
+/// not set falls back to the usual `AWS_*` environment variable.
+#[derive(Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// S3 endpoint, for S3-compatible servers (MinIO, R2, moto, …) [env: AWS_ENDPOINT].
+    #[arg(long = "s3-endpoint")]
+    pub endpoint: Option<String>,
+    /// S3 region [env: AWS_REGION].
+    #[arg(long = "s3-region")]
+    pub region: Option<String>,
+    /// Access key id [env: AWS_ACCESS_KEY_ID].
+    #[arg(long = "s3-access-key-id")]
+    pub access_key_id: Option<String>,
+    /// Secret access key; prefer the environment variable [env: AWS_SECRET_ACCESS_KEY].
+    #[arg(long = "s3-secret-access-key")]
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials [env: AWS_SESSION_TOKEN].
+    #[arg(long = "s3-session-token")]
+    pub session_token: Option<String>,
+    /// Allow a plain-HTTP endpoint [env: AWS_ALLOW_HTTP=true].
+    #[arg(long = "s3-allow-http")]
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Use the credentials of the machine's instance role (EC2, ECS) when no
+    /// keys are given; off by default so that missing keys are an error at start.
+    #[arg(long = "s3-instance-credentials")]
+    #[serde(default)]
+    pub instance_credentials: bool,
+}
+
+/// Secrets never reach a log line.
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |o: &Option<String>| o.as_ref().map(|_| "***");
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("allow_http", &self.allow_http)
+            .field("instance_credentials", &self.instance_credentials)
+            .finish()
+    }
+}
 
 /// An opened destination.
 #[derive(Debug, Clone)]
@@ -37,8 +86,14 @@ pub enum OpenMode {
 
 impl Destination {
     /// Opens `spec`, a URL (`file:///dir`, `s3://bucket/prefix`, `gs://…`,
-    /// `az://…`, `memory://`) or a plain directory path.
+    /// `az://…`, `memory://`) or a plain directory path, with S3 settings from
+    /// the environment.
     pub fn open(spec: &str, mode: OpenMode) -> Result<Self, StoreError> {
+        Self::open_with(spec, mode, &S3Options::default())
+    }
+
+    /// Opens `spec` with explicit S3 settings.
+    pub fn open_with(spec: &str, mode: OpenMode, s3: &S3Options) -> Result<Self, StoreError> {
         if !spec.contains("://") {
             return Self::local(FsPath::new(spec), mode, spec.to_string());
         }
@@ -68,7 +123,16 @@ impl Destination {
                 local_root: None,
                 display,
             }),
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+            "s3" | "s3a" => {
+                let store = open_s3(&url, s3, &display)?;
+                Ok(Destination {
+                    store: Arc::new(store),
+                    prefix: Path::from(url.path().trim_matches('/')),
+                    local_root: None,
+                    display,
+                })
+            }
+            "gs" | "az" | "azure" | "abfs" | "abfss" => {
                 let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
                 let (store, prefix) =
                     object_store::parse_url_opts(&url, env).map_err(|e| StoreError::Open {
@@ -128,6 +192,118 @@ impl Destination {
     }
 }
 
+/// Builds an S3 client: settings from `s3`, else from `AWS_*`; ETag-based
+/// conditional put, which `latest.json`'s compare-and-swap needs; and checks
+/// that can be made without a request.
+fn open_s3(
+    url: &Url,
+    s3: &S3Options,
+    display: &str,
+) -> Result<object_store::aws::AmazonS3, StoreError> {
+    let bad = |reason: String| StoreError::BadUrl {
+        url: display.to_string(),
+        reason,
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no bucket name".into()));
+    }
+    let mut b = AmazonS3Builder::from_env()
+        .with_url(url.as_str())
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        // Fail fast at start on a wrong endpoint; transfers retry on their own.
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            ..RetryConfig::default()
+        });
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = &s3.endpoint {
+        b = b.with_endpoint(v);
+    }
+    if let Some(v) = &s3.region {
+        b = b.with_region(v);
+    }
+    if let Some(v) = &s3.access_key_id {
+        b = b.with_access_key_id(v);
+    }
+    if let Some(v) = &s3.secret_access_key {
+        b = b.with_secret_access_key(v);
+    }
+    if let Some(v) = &s3.session_token {
+        b = b.with_token(v);
+    }
+    if s3.allow_http {
+        b = b.with_allow_http(true);
+    }
+    let allow_http = s3.allow_http || env("AWS_ALLOW_HTTP").is_some_and(|v| v == "true");
+    let endpoint = s3
+        .endpoint
+        .clone()
+        .or_else(|| env("AWS_ENDPOINT"))
+        .or_else(|| env("AWS_ENDPOINT_URL"));
+    if let Some(e) = &endpoint {
+        if e.starts_with("http://") && !allow_http {
+            return Err(bad(format!(
+                "endpoint {e} is plain HTTP; pass --s3-allow-http (or set AWS_ALLOW_HTTP=true) to use it"
+            )));
+        }
+    }
+    let has_key = s3.access_key_id.is_some() || env("AWS_ACCESS_KEY_ID").is_some();
+    let has_secret = s3.secret_access_key.is_some() || env("AWS_SECRET_ACCESS_KEY").is_some();
+    let other_provider = env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
+        || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
+        || env("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
+        || env("AWS_SKIP_SIGNATURE").is_some_and(|v| v == "true");
+    if has_key != has_secret {
+        return Err(StoreError::Credentials {
+            url: display.to_string(),
+            reason: "an access key id needs its secret access key, and the other way round".into(),
+        });
+    }
+    if !has_key && !other_provider && !s3.instance_credentials {
+        return Err(StoreError::Credentials {
+            url: display.to_string(),
+            reason: "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE, or pass --s3-instance-credentials to use the machine's role".into(),
+        });
+    }
+    b.build().map_err(|e| StoreError::Open {
+        url: display.to_string(),
+        source: e,
+    })
+}
+
+impl Destination {
+    /// Asks the store for the prefix's listing: a bucket that does not exist,
+    /// an endpoint that does not answer or credentials that are refused show
+    /// up here, at start, rather than at the first upload.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self.store.list_with_delimiter(Some(&self.prefix)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                let reason = if text.contains("NoSuchBucket") {
+                    "the bucket does not exist".to_string()
+                } else if text.contains("InvalidAccessKeyId")
+                    || text.contains("SignatureDoesNotMatch")
+                    || text.contains("AccessDenied")
+                {
+                    format!("the credentials were refused ({})", first_line(&text))
+                } else {
+                    first_line(&text).to_string()
+                };
+                Err(StoreError::Unreachable {
+                    url: self.display.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
 /// The URL without user name or password.
 fn redact_url(url: &Url) -> String {
     let mut u = url.clone();
@@ -156,6 +332,10 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+    #[error("{url}: {reason}")]
+    Credentials { url: String, reason: String },
+    #[error("cannot use {url}: {reason}")]
+    Unreachable { url: String, reason: String },
     #[error("local repository {}: {source}", path.display())]
     LocalDir {
         path: PathBuf,

@@ -16,6 +16,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::Semaphore;
 
+use crate::retry::RetryPolicy;
+
 /// Bytes moved so far and bytes to move, for progress reports.
 #[derive(Debug, Default)]
 pub struct TransferProgress {
@@ -72,15 +74,19 @@ impl Downloader {
 
     /// Fetches one object into `dest` (created, never overwritten) and returns its CRC32C.
     pub async fn fetch(&self, d: &Download) -> Result<u32, DownloadError> {
-        let meta = self.store.head(&d.key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => DownloadError::Missing {
-                key: d.key.to_string(),
-            },
-            e => DownloadError::Store {
-                key: d.key.to_string(),
-                source: e,
-            },
-        })?;
+        let retry = RetryPolicy::default();
+        let meta = retry
+            .run("head", || self.store.head(&d.key))
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => DownloadError::Missing {
+                    key: d.key.to_string(),
+                },
+                e => DownloadError::Store {
+                    key: d.key.to_string(),
+                    source: e,
+                },
+            })?;
         if meta.size != d.size {
             return Err(DownloadError::Size {
                 key: d.key.to_string(),
@@ -113,9 +119,8 @@ impl Downloader {
             let file = file.clone();
             async move {
                 let _permit = self.permits.acquire().await.expect("never closed");
-                let bytes = self
-                    .store
-                    .get_range(&d.key, start..end)
+                let bytes = retry
+                    .run("ranged get", || self.store.get_range(&d.key, start..end))
                     .await
                     .map_err(|e| DownloadError::Store {
                         key: d.key.to_string(),

@@ -29,21 +29,23 @@ pub struct FileUpload {
     pub key: Path,
     pub size: u64,
     pub part_size: usize,
-    /// Set by whoever fails first (chunker, a part, the snapshot): the
-    /// remaining parts are not read.
+    /// Set when this attempt fails (a read, a part): its remaining parts are
+    /// not read.
     pub failed: Arc<AtomicBool>,
+    /// Set when the snapshot gives up: no part of any of its files is read.
+    pub cancel: Arc<AtomicBool>,
     done: Mutex<Option<oneshot::Sender<Result<StoredFile, UploadError>>>>,
 }
 
 impl FileUpload {
-    /// A file upload, and the receiver of its outcome. `failed` is shared by
-    /// every file of one snapshot, so one failure stops them all.
+    /// A file upload, and the receiver of its outcome. `cancel` is shared by
+    /// every file of one snapshot, so that giving up on one stops them all.
     pub fn new(
         path: PathBuf,
         key: Path,
         size: u64,
         part_size: usize,
-        failed: Arc<AtomicBool>,
+        cancel: Arc<AtomicBool>,
     ) -> (
         Arc<Self>,
         oneshot::Receiver<Result<StoredFile, UploadError>>,
@@ -54,7 +56,8 @@ impl FileUpload {
             key,
             size,
             part_size,
-            failed,
+            failed: Arc::default(),
+            cancel,
             done: Mutex::new(Some(tx)),
         };
         (Arc::new(upload), rx)
@@ -66,7 +69,7 @@ impl FileUpload {
     }
 
     pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
+        self.failed.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
     }
 
     /// Reports the outcome once; later reports are ignored.

@@ -15,6 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::format::{Lsn, PartitionId, SnapshotMetadata};
 use crate::metrics as m;
 use crate::repository::{RepoError, Repository};
+use crate::retry::{is_transient, RetryPolicy};
 
 /// How often a conflicting swap is retried before giving up.
 const MAX_SWAP_ATTEMPTS: u32 = 16;
@@ -41,7 +42,7 @@ pub enum PublishError {
     ForeignCluster { found: String, ours: String },
     #[error("gave up after {0} compare-and-swap conflicts on latest.json")]
     TooManyConflicts(u32),
-    #[error("metadata.json was written but it is unknown whether latest.json moved: {0}")]
+    #[error("metadata.json was written but latest.json could not be replaced: {0}")]
     Uncertain(#[source] RepoError),
     #[error(transparent)]
     Repository(#[from] RepoError),
@@ -109,10 +110,17 @@ impl Actor for Publisher {
 
 async fn publish(repo: &Repository, meta: &SnapshotMetadata) -> Result<Published, PublishError> {
     let pointer = meta.pointer();
+    let policy = RetryPolicy::default();
     let mut metadata_written = false;
+    let mut conflicts = 0;
+    let mut uncertain = None;
     for attempt in 0..MAX_SWAP_ATTEMPTS {
         let current = repo.read_pointer(meta.partition_id).await?;
         if let Some(cur) = &current {
+            if cur.pointer.snapshot_id == meta.snapshot_id {
+                // An earlier swap landed although its answer was lost.
+                return Ok(Published { conflicts });
+            }
             if cur.pointer.cluster_name != meta.cluster_name {
                 return Err(PublishError::ForeignCluster {
                     found: cur.pointer.cluster_name.clone(),
@@ -134,17 +142,24 @@ async fn publish(repo: &Repository, meta: &SnapshotMetadata) -> Result<Published
             .swap_pointer(current.as_ref().map(|c| &c.version), &pointer)
             .await
         {
-            Ok(_) => return Ok(Published { conflicts: attempt }),
+            Ok(_) => return Ok(Published { conflicts }),
             Err(RepoError::Conflict { .. }) => {
                 tracing::debug!(partition = %meta.partition_id, attempt, "latest.json changed underneath, reading it again");
                 m::cas_conflicts(meta.partition_id.0).increment(1);
-                continue;
+                conflicts += 1;
             }
-            // A failed conditional write may still have landed (a timeout after
-            // the store applied it); the snapshot is complete, so it stays.
-            Err(e @ RepoError::Store { .. }) => return Err(PublishError::Uncertain(e)),
+            // A failed conditional write may still have landed (a cut
+            // connection after the store applied it): read the pointer again
+            // and see.
+            Err(RepoError::Store { source, op, key }) if is_transient(&source) => {
+                tokio::time::sleep(policy.backoff(attempt.min(8))).await;
+                uncertain = Some(RepoError::Store { source, op, key });
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(PublishError::TooManyConflicts(MAX_SWAP_ATTEMPTS))
+    Err(match uncertain {
+        Some(e) if conflicts == 0 => PublishError::Uncertain(e),
+        _ => PublishError::TooManyConflicts(MAX_SWAP_ATTEMPTS),
+    })
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::actors::chunker::{Chunker, ChunkerArgs, ChunkerMsg, FileUpload};
 use crate::actors::exporter::{ExportRequest, Exporter, ExporterArgs, ExporterMsg, LsnSource};
 use crate::actors::publisher::{Publisher, PublisherArgs, PublisherMsg};
-use crate::actors::uploader::{UploadError, Uploader, UploaderArgs, UploaderMsg};
+use crate::actors::uploader::{StoredFile, UploadError, Uploader, UploaderArgs, UploaderMsg};
 use crate::error::SnapshotError;
 use crate::flow::{BoundedMailbox, Credits, PipelineStats};
 use crate::format::{
@@ -32,6 +32,7 @@ use crate::format::{
 use crate::metrics as m;
 use crate::partition::{cf_name, PartitionStore};
 use crate::repository::Repository;
+use crate::retry::{is_transient, RetryPolicy};
 
 /// Default part size: S3 needs 5 MiB for every part but the last.
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -364,6 +365,53 @@ pub fn default_staging_dir(db: &std::path::Path) -> PathBuf {
 }
 
 impl Job {
+    /// Stores one file, sending it through the chunker again (after a
+    /// backoff) when a transient store error aborted the previous attempt.
+    /// Giving up cancels the snapshot's other files.
+    async fn store_file(
+        &self,
+        path: PathBuf,
+        key: object_store::path::Path,
+        size: u64,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<StoredFile, UploadError> {
+        let policy = RetryPolicy::default();
+        let mut attempt = 0;
+        loop {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(UploadError::Cancelled);
+            }
+            let (upload, done) = FileUpload::new(
+                path.clone(),
+                key.clone(),
+                size,
+                self.config.part_size,
+                cancel.clone(),
+            );
+            self.chunker
+                .send(|credit| ChunkerMsg::File(upload, credit))
+                .await
+                .map_err(|_| UploadError::Stopped("chunker"))?;
+            let result = done.await.unwrap_or(Err(UploadError::Stopped("uploader")));
+            match result {
+                Ok(stored) => return Ok(stored),
+                Err(UploadError::Store { source, key: k })
+                    if is_transient(&source)
+                        && attempt + 1 < policy.attempts
+                        && !cancel.load(Ordering::SeqCst) =>
+                {
+                    tracing::debug!(key = %k, attempt, error = %source, "file upload failed, sending it again");
+                    tokio::time::sleep(policy.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    cancel.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     async fn run(
         &self,
         request: SnapshotRequest,
@@ -392,37 +440,26 @@ impl Job {
         let upload_started = Instant::now();
         let folder = snapshot_folder(export.min_applied_lsn, snapshot_id);
         let layout = self.repository.layout();
-        let failed = Arc::new(AtomicBool::new(false));
-        let mut pending = Vec::with_capacity(export.files.len());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut uploads = Vec::with_capacity(export.files.len());
         for file in &export.files {
             let name =
                 crate::format::plain_file_name(&file.name).map_err(|e| SnapshotError::Export {
                     partition,
                     reason: e.to_string(),
                 })?;
-            let (upload, done) = FileUpload::new(
-                export.file_path(file),
-                layout.file(partition, &folder, name),
-                file.size,
-                self.config.part_size,
-                failed.clone(),
-            );
-            self.chunker
-                .send(|credit| ChunkerMsg::File(upload, credit))
-                .await
-                .map_err(|e| SnapshotError::Stopped(e.to_string()))?;
-            pending.push(done);
+            let key = layout.file(partition, &folder, name);
+            uploads.push(self.store_file(export.file_path(file), key, file.size, &cancel));
         }
-        let results = join_all(pending).await;
+        let results = join_all(uploads).await;
         m::stage_duration("upload").record(upload_started.elapsed().as_secs_f64());
 
         let mut stored = Vec::with_capacity(results.len());
         let mut errors = Vec::new();
         for result in results {
             match result {
-                Ok(Ok(file)) => stored.push(file),
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push(UploadError::Stopped("uploader")),
+                Ok(file) => stored.push(file),
+                Err(e) => errors.push(e),
             }
         }
         // The cause is the first failure that is not a cancellation caused by it.

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::actors::chunker::FileUpload;
 use crate::flow::{Part, PipelineStats};
 use crate::metrics as m;
+use crate::retry::RetryPolicy;
 
 pub enum UploaderMsg {
     /// Part `index` of a file; the last part carries the file's CRC32C.
@@ -163,7 +164,12 @@ impl UploaderState {
             return;
         }
         if index == 0 {
-            match self.store.put_multipart(&upload.key).await {
+            let create = RetryPolicy::default()
+                .run("create multipart upload", || {
+                    self.store.put_multipart(&upload.key)
+                })
+                .await;
+            match create {
                 Ok(multipart) => {
                     self.uploads.insert(
                         upload.key.clone(),
@@ -255,8 +261,15 @@ async fn finish_multipart(
         (None, None) => unreachable!("an outcome is either stored or an error"),
     };
     if result.is_err() {
-        if let Err(e) = in_progress.multipart.abort().await {
-            tracing::warn!(key = %upload.key, error = %e, "cannot abort multipart upload");
+        let multipart = &mut in_progress.multipart;
+        let mut attempts = RetryPolicy::default().attempts;
+        while let Err(e) = multipart.abort().await {
+            attempts -= 1;
+            if attempts == 0 || !crate::retry::is_transient(&e) {
+                tracing::warn!(key = %upload.key, error = %e, "cannot abort multipart upload");
+                break;
+            }
+            tokio::time::sleep(RetryPolicy::default().backoff(0)).await;
         }
     }
     upload.finish(result);

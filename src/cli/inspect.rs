@@ -7,13 +7,15 @@ use serde::Serialize;
 use super::{parse_partition, parse_snapshot_id, CliResult};
 use crate::format::{LatestPointer, Lsn, PartitionId, SnapshotId};
 use crate::repository::{RepoError, Repository};
-use crate::{Destination, OpenMode};
+use crate::OpenMode;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Repository URL or directory.
     #[arg(long)]
     pub from: String,
+    #[command(flatten)]
+    pub s3: crate::store::S3Options,
     /// Only this partition.
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionId>,
@@ -27,6 +29,8 @@ pub struct ShowArgs {
     /// Repository URL or directory.
     #[arg(long)]
     pub from: String,
+    #[command(flatten)]
+    pub s3: crate::store::S3Options,
     #[arg(long, value_parser = parse_partition)]
     pub partition: PartitionId,
     /// Snapshot id (snap_<ULID>) [default: the one latest.json points at].
@@ -71,7 +75,7 @@ pub struct SnapshotListing {
 }
 
 pub async fn list(args: ListArgs) -> CliResult {
-    let repo = Repository::new(Destination::open(&args.from, OpenMode::MustExist)?);
+    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
     let partitions = match args.partition {
         Some(p) => vec![p],
         None => repo.list_partitions().await?,
@@ -177,7 +181,7 @@ async fn list_partition(
 }
 
 pub async fn show(args: ShowArgs) -> CliResult {
-    let repo = Repository::new(Destination::open(&args.from, OpenMode::MustExist)?);
+    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
     let folder = match args.snapshot {
         None => match repo.read_pointer(args.partition).await? {
             Some(p) => p.pointer.path,

@@ -99,6 +99,17 @@ pub fn parse_snapshot_id(s: &str) -> Result<SnapshotId, String> {
         .map_err(|e: crate::format::FormatError| e.to_string())
 }
 
+/// Opens a repository and checks at once that it answers.
+pub async fn open_repository(
+    spec: &str,
+    mode: crate::OpenMode,
+    s3: &crate::store::S3Options,
+) -> Result<crate::Repository, crate::store::StoreError> {
+    let dest = crate::Destination::open_with(spec, mode, s3)?;
+    dest.check().await?;
+    Ok(crate::Repository::new(dest))
+}
+
 /// An error for the user: one line on stderr, non-zero exit.
 pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 

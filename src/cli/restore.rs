@@ -10,7 +10,7 @@ use super::{parse_lsn, parse_partition, parse_snapshot_id, CliResult};
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::restore::{self, RestoreOptions, RestoreTarget};
 use crate::transfer::TransferProgress;
-use crate::{Destination, OpenMode, Repository};
+use crate::OpenMode;
 
 /// Download settings shared by `restore` and `verify`.
 #[derive(Debug, Clone, Args)]
@@ -35,6 +35,8 @@ pub struct RestoreArgs {
     /// Repository URL or directory.
     #[arg(long)]
     pub from: String,
+    #[command(flatten)]
+    pub s3: crate::store::S3Options,
     #[arg(long, value_parser = parse_partition)]
     pub partition: PartitionId,
     /// RocksDB database to restore into; created if missing, and not open elsewhere.
@@ -62,6 +64,8 @@ pub struct VerifyArgs {
     /// Repository URL or directory.
     #[arg(long)]
     pub from: String,
+    #[command(flatten)]
+    pub s3: crate::store::S3Options,
     #[arg(long, value_parser = parse_partition)]
     pub partition: PartitionId,
     /// Snapshot to verify [default: the latest].
@@ -91,7 +95,7 @@ pub async fn run_restore(args: RestoreArgs) -> CliResult {
     if args.download.concurrency == 0 || args.download.part_size == 0 {
         return Err("--concurrency and --part-size must be above zero".into());
     }
-    let repo = Repository::new(Destination::open(&args.from, OpenMode::MustExist)?);
+    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
     let target = match (args.snapshot, args.min_lsn, args.no_fallback) {
         (Some(id), _, _) => RestoreTarget::Snapshot(id),
         (None, Some(lsn), _) => RestoreTarget::MinLsn(lsn),
@@ -130,7 +134,7 @@ pub async fn run_verify(args: VerifyArgs) -> CliResult {
     if args.download.concurrency == 0 || args.download.part_size == 0 {
         return Err("--concurrency and --part-size must be above zero".into());
     }
-    let repo = Repository::new(Destination::open(&args.from, OpenMode::MustExist)?);
+    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
     let opts = args.download.options(None);
     let progress = Progress::download(
         opts.progress.clone(),

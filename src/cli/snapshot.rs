@@ -10,10 +10,7 @@ use super::{parse_lsn, parse_partition, CliResult, PipelineArgs};
 use crate::flow::PipelineStats;
 use crate::format::{Lsn, PartitionId};
 use crate::partition::{cf_name, PartitionStore};
-use crate::{
-    Destination, LsnSource, OpenMode, PartitionSpec, Repository, SnapshotRequest, Supervisor,
-    SupervisorArgs,
-};
+use crate::{LsnSource, OpenMode, PartitionSpec, SnapshotRequest, Supervisor, SupervisorArgs};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
@@ -26,6 +23,8 @@ pub struct SnapshotArgs {
     /// Repository URL or directory to publish to.
     #[arg(long)]
     pub to: String,
+    #[command(flatten)]
+    pub s3: crate::store::S3Options,
     /// Column family to export [default: data-<PARTITION>].
     #[arg(long)]
     pub cf: Option<String>,
@@ -41,7 +40,7 @@ pub struct SnapshotArgs {
 }
 
 pub async fn run(args: SnapshotArgs) -> CliResult {
-    let repository = Repository::new(Destination::open(&args.to, OpenMode::CreateMissing)?);
+    let repository = super::open_repository(&args.to, OpenMode::CreateMissing, &args.s3).await?;
     let partitions = PartitionStore::open_existing(&args.db)?;
     let cf = args.cf.clone().unwrap_or_else(|| cf_name(args.partition));
     if !partitions.has_column_family(&cf) {
