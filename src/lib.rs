@@ -14,6 +14,7 @@ pub mod flow;
 pub mod format;
 pub mod metrics;
 pub mod partition;
+pub mod ratelimit;
 pub mod repository;
 pub mod restore;
 pub mod retry;

@@ -45,6 +45,7 @@ pub struct Repository {
     layout: Layout,
     local_root: Option<PathBuf>,
     display: String,
+    min_part_size: usize,
 }
 
 impl Repository {
@@ -54,6 +55,7 @@ impl Repository {
             layout: Layout::new(dest.prefix),
             local_root: dest.local_root,
             display: dest.display,
+            min_part_size: dest.min_part_size,
         }
     }
 
@@ -64,6 +66,7 @@ impl Repository {
             layout: Layout::new(prefix),
             local_root: None,
             display: "object store".into(),
+            min_part_size: 1,
         }
     }
 
@@ -73,6 +76,11 @@ impl Repository {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The smallest multipart part the store accepts.
+    pub fn min_part_size(&self) -> usize {
+        self.min_part_size
     }
 
     /// Where the repository is, safe to print.

@@ -33,6 +33,7 @@ use crate::format::{
     FileEntry, Lsn, PartitionId, SnapshotId, SnapshotMetadata, CHECKSUM_ALGORITHM,
 };
 use crate::partition::{cf_name, PartitionError, PartitionStore};
+use crate::ratelimit::RateLimit;
 use crate::repository::{RepoError, Repository, SnapshotFolder};
 use crate::transfer::{Download, DownloadError, Downloader, TransferProgress};
 
@@ -65,6 +66,8 @@ pub struct RestoreOptions {
     pub staging_dir: Option<PathBuf>,
     /// Bytes downloaded so far and bytes to download, for progress reports.
     pub progress: Arc<TransferProgress>,
+    /// Download bandwidth, shared with whatever else holds the same limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for RestoreOptions {
@@ -75,6 +78,7 @@ impl Default for RestoreOptions {
             part_size: DEFAULT_PART_SIZE,
             staging_dir: None,
             progress: Arc::default(),
+            rate_limit: None,
         }
     }
 }
@@ -389,6 +393,7 @@ async fn prepare(
         opts.concurrency,
         opts.part_size,
         opts.progress.clone(),
+        opts.rate_limit.clone(),
     );
     let download_started = Instant::now();
     let crcs = downloader

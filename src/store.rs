@@ -73,7 +73,12 @@ pub struct Destination {
     pub local_root: Option<PathBuf>,
     /// The URL as given, without user info: safe to print.
     pub display: String,
+    /// The smallest part a multipart upload accepts (all parts but the last).
+    pub min_part_size: usize,
 }
+
+/// S3 refuses multipart parts under 5 MiB, but for the last one.
+pub const S3_MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// Whether opening a missing local directory creates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +127,7 @@ impl Destination {
                 prefix: Path::from(url.path().trim_matches('/')),
                 local_root: None,
                 display,
+                min_part_size: 1,
             }),
             "s3" | "s3a" => {
                 let store = open_s3(&url, s3, &display)?;
@@ -130,6 +136,7 @@ impl Destination {
                     prefix: Path::from(url.path().trim_matches('/')),
                     local_root: None,
                     display,
+                    min_part_size: S3_MIN_PART_SIZE,
                 })
             }
             "gs" | "az" | "azure" | "abfs" | "abfss" => {
@@ -144,6 +151,8 @@ impl Destination {
                     prefix,
                     local_root: None,
                     display,
+                    // GCS and Azure take smaller blocks; 5 MiB suits all three.
+                    min_part_size: S3_MIN_PART_SIZE,
                 })
             }
             other => Err(StoreError::BadUrl {
@@ -188,6 +197,7 @@ impl Destination {
             prefix: Path::default(),
             local_root: Some(root),
             display,
+            min_part_size: 1,
         })
     }
 }

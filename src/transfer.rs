@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::Semaphore;
 
+use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
 
 /// Bytes moved so far and bytes to move, for progress reports.
@@ -42,6 +43,7 @@ pub struct Downloader {
     permits: Arc<Semaphore>,
     part_size: u64,
     progress: Arc<TransferProgress>,
+    rate_limit: Option<RateLimit>,
 }
 
 /// One object to fetch and what it must be.
@@ -58,12 +60,14 @@ impl Downloader {
         concurrency: usize,
         part_size: usize,
         progress: Arc<TransferProgress>,
+        rate_limit: Option<RateLimit>,
     ) -> Self {
         Downloader {
             store,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             part_size: part_size.max(1) as u64,
             progress,
+            rate_limit,
         }
     }
 
@@ -119,6 +123,9 @@ impl Downloader {
             let file = file.clone();
             async move {
                 let _permit = self.permits.acquire().await.expect("never closed");
+                if let Some(limit) = &self.rate_limit {
+                    limit.acquire(end - start).await;
+                }
                 let bytes = retry
                     .run("ranged get", || self.store.get_range(&d.key, start..end))
                     .await

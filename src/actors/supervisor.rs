@@ -31,6 +31,7 @@ use crate::format::{
 };
 use crate::metrics as m;
 use crate::partition::{cf_name, PartitionStore};
+use crate::ratelimit::RateLimit;
 use crate::repository::Repository;
 use crate::retry::{is_transient, RetryPolicy};
 
@@ -54,6 +55,8 @@ pub struct PipelineConfig {
     /// Where exports are staged; default `<database>.rocksnap-staging` beside
     /// the database, on the same filesystem so that export can hard-link.
     pub staging_dir: Option<PathBuf>,
+    /// Upload bandwidth, shared with whatever else holds the same limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for PipelineConfig {
@@ -65,6 +68,7 @@ impl Default for PipelineConfig {
             max_parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             chunker_queue: 2,
             staging_dir: None,
+            rate_limit: None,
         }
     }
 }
@@ -204,6 +208,15 @@ impl Actor for Supervisor {
         if config.part_size == 0 || config.max_parts_in_flight == 0 || config.chunker_queue == 0 {
             return Err("part size, parts in flight and chunker queue must be above zero".into());
         }
+        if config.part_size < args.repository.min_part_size() {
+            return Err(format!(
+                "part size {} is below the {} bytes {} needs for multipart uploads",
+                config.part_size,
+                args.repository.min_part_size(),
+                args.repository.display()
+            )
+            .into());
+        }
         let staging_root = config
             .staging_dir
             .clone()
@@ -225,6 +238,7 @@ impl Actor for Supervisor {
             UploaderArgs {
                 store: args.repository.store().clone(),
                 stats: args.stats.clone(),
+                rate_limit: config.rate_limit.clone(),
             },
             cell.clone(),
         )

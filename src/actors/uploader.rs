@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::actors::chunker::FileUpload;
 use crate::flow::{Part, PipelineStats};
 use crate::metrics as m;
+use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
 
 pub enum UploaderMsg {
@@ -70,6 +71,7 @@ pub struct Uploader;
 pub struct UploaderArgs {
     pub store: Arc<dyn ObjectStore>,
     pub stats: Arc<PipelineStats>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 struct InProgress {
@@ -80,6 +82,7 @@ struct InProgress {
 pub struct UploaderState {
     store: Arc<dyn ObjectStore>,
     stats: Arc<PipelineStats>,
+    rate_limit: Option<RateLimit>,
     uploads: HashMap<Path, InProgress>,
 }
 
@@ -96,6 +99,7 @@ impl Actor for Uploader {
         Ok(UploaderState {
             store: args.store,
             stats: args.stats,
+            rate_limit: args.rate_limit,
             uploads: HashMap::new(),
         })
     }
@@ -134,8 +138,12 @@ impl UploaderState {
             let store = self.store.clone();
             let stats = self.stats.clone();
             let crc = crc32c.expect("a single part is the last part");
+            let limit = self.rate_limit.clone();
             tokio::spawn(async move {
                 let len = part.len() as u64;
+                if let Some(limit) = limit {
+                    limit.acquire(len).await;
+                }
                 let put = store
                     .put_opts(
                         &upload.key,
@@ -195,8 +203,12 @@ impl UploaderState {
                 .put_part(PutPayload::from(part.bytes()));
             let stats = self.stats.clone();
             let failed = upload.failed.clone();
+            let limit = self.rate_limit.clone();
             in_progress.parts.push(tokio::spawn(async move {
                 let len = part.len() as u64;
+                if let Some(limit) = limit {
+                    limit.acquire(len).await;
+                }
                 let result = request.await;
                 drop(part);
                 match &result {
@@ -244,7 +256,10 @@ async fn finish_multipart(
             })
         });
         if let Err(e) = part {
-            error.get_or_insert(store_err(e));
+            // A failed part is the cause; a cancellation is only its echo.
+            if matches!(error, None | Some(UploadError::Cancelled)) {
+                error = Some(store_err(e));
+            }
         }
     }
     if error.is_none() && upload.is_failed() {

@@ -52,15 +52,18 @@ pub struct PipelineArgs {
     /// Node name written into the snapshot.
     #[arg(long, default_value_t = default_node_name())]
     pub node: String,
-    /// Part size in bytes for uploads (S3 needs at least 5 MiB).
-    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PART_SIZE)]
-    pub part_size: usize,
+    /// Part size for uploads, e.g. 8MiB (S3 needs at least 5 MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub part_size: u64,
     /// Parts in flight at once; memory stays below part size × (this + 1).
     #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PARTS_IN_FLIGHT)]
     pub parts_in_flight: usize,
     /// Where exports are staged (default: beside the database, <db>.rocksnap-staging).
     #[arg(long)]
     pub staging_dir: Option<PathBuf>,
+    /// Upload bandwidth limit in bytes per second, e.g. 50MiB [default: none].
+    #[arg(long, value_parser = parse_size)]
+    pub rate_limit: Option<u64>,
 }
 
 impl PipelineArgs {
@@ -68,9 +71,10 @@ impl PipelineArgs {
         crate::PipelineConfig {
             cluster_name: self.cluster.clone(),
             node_name: self.node.clone(),
-            part_size: self.part_size,
+            part_size: self.part_size as usize,
             max_parts_in_flight: self.parts_in_flight,
             staging_dir: self.staging_dir.clone(),
+            rate_limit: self.rate_limit.map(crate::ratelimit::RateLimit::new),
             ..Default::default()
         }
     }
@@ -86,6 +90,18 @@ fn default_node_name() -> String {
 pub fn parse_partition(s: &str) -> Result<PartitionId, String> {
     s.parse()
         .map_err(|_| format!("{s:?} is not a partition id (a non-negative integer)"))
+}
+
+/// A size: a number of bytes, or with a unit (`8MiB`, `5 MB`, `64KiB`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let size = s
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| format!("{s:?} is not a size ({e})"))?
+        .as_u64();
+    if size == 0 {
+        return Err("must be above zero".into());
+    }
+    Ok(size)
 }
 
 pub fn parse_lsn(s: &str) -> Result<Lsn, String> {

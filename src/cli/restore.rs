@@ -18,9 +18,12 @@ pub struct DownloadArgs {
     /// Ranged GETs in flight at once, across all files.
     #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PARTS_IN_FLIGHT)]
     pub concurrency: usize,
-    /// Bytes per ranged GET.
-    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PART_SIZE)]
-    pub part_size: usize,
+    /// Bytes per ranged GET, e.g. 8MiB.
+    #[arg(long, default_value = "8MiB", value_parser = super::parse_size)]
+    pub part_size: u64,
+    /// Download bandwidth limit in bytes per second, e.g. 50MiB [default: none].
+    #[arg(long, value_parser = super::parse_size)]
+    pub rate_limit: Option<u64>,
     /// Where files are staged [restore: <db>.rocksnap-staging beside the
     /// database, so files move by hard link; verify: the system's temp dir].
     #[arg(long)]
@@ -84,16 +87,17 @@ impl DownloadArgs {
         RestoreOptions {
             cf,
             concurrency: self.concurrency,
-            part_size: self.part_size,
+            part_size: self.part_size as usize,
             staging_dir: self.staging_dir.clone(),
             progress: Arc::new(TransferProgress::default()),
+            rate_limit: self.rate_limit.map(crate::ratelimit::RateLimit::new),
         }
     }
 }
 
 pub async fn run_restore(args: RestoreArgs) -> CliResult {
-    if args.download.concurrency == 0 || args.download.part_size == 0 {
-        return Err("--concurrency and --part-size must be above zero".into());
+    if args.download.concurrency == 0 {
+        return Err("--concurrency must be above zero".into());
     }
     let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
     let target = match (args.snapshot, args.min_lsn, args.no_fallback) {
@@ -131,8 +135,8 @@ pub async fn run_restore(args: RestoreArgs) -> CliResult {
 }
 
 pub async fn run_verify(args: VerifyArgs) -> CliResult {
-    if args.download.concurrency == 0 || args.download.part_size == 0 {
-        return Err("--concurrency and --part-size must be above zero".into());
+    if args.download.concurrency == 0 {
+        return Err("--concurrency must be above zero".into());
     }
     let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
     let opts = args.download.options(None);

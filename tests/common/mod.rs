@@ -2,6 +2,8 @@
 //! a repository in another, and a supervisor over both.
 #![allow(dead_code)]
 
+pub mod backend;
+pub mod faulty;
 pub mod gated;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,205 @@
+//! Injected faults, on a local directory and on a real S3 server: a request
+//! of each kind failing once is retried and the snapshot succeeds; failing
+//! always, the snapshot fails cleanly: no metadata.json, no pointer change,
+//! no open multipart upload.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::backend::Backend;
+use common::faulty::{Fault, FaultyStore, Op, When};
+use common::{snapshot, Fixture};
+use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
+use rocksnap::{PartitionId, PipelineConfig, Repository};
+
+/// A partition with one multi-part SST, and a first snapshot published
+/// without faults.
+async fn setup(backend: &Backend) -> Fixture {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 3 * 1024, 4096); // ~12 MiB: several parts on every store
+    let supervisor = fx
+        .supervisor_on(config(&fx, backend), backend.repository(), Arc::default())
+        .await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    fx.write(1, 20, 100, 100);
+    fx
+}
+
+fn config(fx: &Fixture, backend: &Backend) -> PipelineConfig {
+    PipelineConfig {
+        part_size: backend.part_size(),
+        ..fx.config()
+    }
+}
+
+fn faulty(backend: &Backend) -> (FaultyStore, Repository) {
+    let dest = backend.destination();
+    let store = FaultyStore::new(dest.store.clone());
+    let repo = Repository::new(rocksnap::Destination {
+        store: Arc::new(store.clone()),
+        ..dest
+    });
+    (store, repo)
+}
+
+async fn metadata_count(backend: &Backend) -> usize {
+    let repo = backend.repository();
+    let mut n = 0;
+    for f in repo.list_snapshots(PartitionId(1)).await.unwrap() {
+        if repo.read_metadata(PartitionId(1), &f.name).await.is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Where each case gets a fresh repository.
+enum Kind {
+    Local(tempfile::TempDir),
+    S3,
+}
+
+impl Kind {
+    async fn fresh(&self, case: usize) -> Backend {
+        match self {
+            Kind::Local(dir) => Backend::local(dir.path().join(format!("repo-{case}"))),
+            Kind::S3 => Backend::s3(&format!("case-{case}")).await,
+        }
+    }
+}
+
+async fn each_kind_failing_once_is_retried(kind: Kind) {
+    for (case, (op, fault)) in [
+        (Op::Put, Fault::Fail),
+        (Op::Put, Fault::CutOff),
+        (Op::Part, Fault::Fail),
+        (Op::Part, Fault::CutOff),
+        (Op::Complete, Fault::Fail),
+        (Op::Get, Fault::Fail),
+        (Op::Put, Fault::Delay(Duration::from_millis(300))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let backend = kind.fresh(case).await;
+        let fx = setup(&backend).await;
+        let (store, repo) = faulty(&backend);
+        store.inject(op, When::Nth(1), fault);
+        let supervisor = fx
+            .supervisor_on(config(&fx, &backend), repo, Arc::default())
+            .await;
+        let outcome = snapshot(&supervisor, 1, None)
+            .await
+            .unwrap_or_else(|e| panic!("{} {op:?} {fault:?}: {e}", backend.name()));
+        assert_eq!(
+            store.injected(),
+            1,
+            "{op:?} {fault:?}: the fault was not met"
+        );
+        let latest = backend
+            .repository()
+            .read_pointer(PartitionId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            latest.pointer.snapshot_id, outcome.snapshot_id,
+            "{op:?} {fault:?}"
+        );
+        assert_eq!(
+            backend.open_uploads().await,
+            0,
+            "{op:?} {fault:?}: open multipart upload"
+        );
+        supervisor.stop(None);
+    }
+
+    // Reads and listings during a restore (which lists for older snapshots).
+    for (case, op) in [Op::Get, Op::List].into_iter().enumerate() {
+        let backend = kind.fresh(100 + case).await;
+        let fx = setup(&backend).await;
+        let (store, repo) = faulty(&backend);
+        store.inject(op, When::Nth(1), Fault::Fail);
+        let opts = RestoreOptions {
+            staging_dir: Some(fx.dir.path().join("verify")),
+            ..RestoreOptions::default()
+        };
+        let db = fx.dir.path().join("restored");
+        restore(
+            &repo,
+            &db,
+            PartitionId(1),
+            RestoreTarget::LatestOrOlder,
+            &opts,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} {op:?}: {e}", backend.name()));
+        assert_eq!(store.injected(), 1, "{op:?}: the fault was not met");
+    }
+}
+
+async fn each_kind_failing_always_fails_cleanly(kind: Kind) {
+    for (case, op) in [Op::Put, Op::Part, Op::Complete, Op::Get]
+        .into_iter()
+        .enumerate()
+    {
+        let backend = kind.fresh(case).await;
+        let fx = setup(&backend).await;
+        let before = backend
+            .repository()
+            .read_pointer(PartitionId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        let metadata_before = metadata_count(&backend).await;
+        let (store, repo) = faulty(&backend);
+        store.inject(op, When::FromNth(1), Fault::Fail);
+        let supervisor = fx
+            .supervisor_on(config(&fx, &backend), repo, Arc::default())
+            .await;
+        let err = snapshot(&supervisor, 1, None).await.unwrap_err();
+        assert!(err.to_string().contains("injected fault"), "{op:?}: {err}");
+        assert!(store.injected() > 1, "{op:?}: not retried");
+        let after = backend
+            .repository()
+            .read_pointer(PartitionId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.pointer, before.pointer, "{op:?}: the pointer moved");
+        assert_eq!(
+            metadata_count(&backend).await,
+            metadata_before,
+            "{op:?}: metadata written"
+        );
+        assert_eq!(
+            backend.open_uploads().await,
+            0,
+            "{op:?}: open multipart upload"
+        );
+        supervisor.stop(None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_each_kind_failing_once_is_retried() {
+    each_kind_failing_once_is_retried(Kind::Local(tempfile::tempdir().unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_each_kind_failing_once_is_retried() {
+    each_kind_failing_once_is_retried(Kind::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_each_kind_failing_always_fails_cleanly() {
+    each_kind_failing_always_fails_cleanly(Kind::Local(tempfile::tempdir().unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_each_kind_failing_always_fails_cleanly() {
+    each_kind_failing_always_fails_cleanly(Kind::S3).await;
+}
