@@ -57,6 +57,9 @@ impl Export {
     }
 }
 
+/// Names of export staging directories start with this.
+const STAGING_PREFIX: &str = "export-";
+
 pub enum ExporterMsg {
     Export(ExportRequest, RpcReplyPort<Result<Export, SnapshotError>>),
 }
@@ -81,6 +84,20 @@ impl Actor for Exporter {
         args: ExporterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         std::fs::create_dir_all(&args.staging_root)?;
+        // Exports left by a process that was killed: only the process that
+        // has the database open exports into its staging root, so nothing
+        // else can be using them.
+        for entry in std::fs::read_dir(&args.staging_root)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+            {
+                tracing::info!(path = %entry.path().display(), "removing a stale export");
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
         Ok(args)
     }
 
@@ -145,7 +162,10 @@ fn export(
         reason,
     };
     let staging = tempfile::Builder::new()
-        .prefix(&format!("{}-{}-", req.partition, req.snapshot_id))
+        .prefix(&format!(
+            "{STAGING_PREFIX}{}-{}-",
+            req.partition, req.snapshot_id
+        ))
         .tempdir_in(staging_root)
         .map_err(|e| export_err(format!("cannot create staging directory: {e}")))?;
     // RocksDB insists on creating the export directory itself.
