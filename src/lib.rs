@@ -13,6 +13,7 @@ mod ffi;
 pub mod flow;
 pub mod format;
 pub mod metrics;
+pub mod node;
 pub mod partition;
 pub mod ratelimit;
 pub mod repository;

@@ -5,7 +5,7 @@
 //! costs almost nothing. Names follow Prometheus conventions: a `rocksnap_`
 //! prefix, base units in the name, `_total` on counters.
 
-use std::net::SocketAddr;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use metrics::{
     describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
@@ -22,6 +22,11 @@ pub const MAILBOX_DEPTH: &str = "rocksnap_mailbox_depth";
 pub const CAS_CONFLICTS: &str = "rocksnap_pointer_conflicts_total";
 pub const LATEST_LSN: &str = "rocksnap_latest_snapshot_lsn";
 pub const LATEST_TIMESTAMP: &str = "rocksnap_latest_snapshot_timestamp_seconds";
+pub const LATEST_AGE: &str = "rocksnap_latest_snapshot_age_seconds";
+pub const SAFE_TRIM_LSN: &str = "rocksnap_safe_trim_lsn";
+pub const RESTORES: &str = "rocksnap_restores_total";
+pub const RESTORE_DURATION: &str = "rocksnap_restore_duration_seconds";
+pub const RESTORE_FALLBACKS: &str = "rocksnap_restore_fallbacks_total";
 
 /// Registers help texts and units; call once after installing a recorder.
 pub fn describe() {
@@ -63,16 +68,55 @@ pub fn describe() {
         Unit::Seconds,
         "Creation time of the newest published snapshot (Unix seconds), by partition."
     );
+    describe_gauge!(
+        LATEST_AGE,
+        Unit::Seconds,
+        "Age of the newest published snapshot, by partition."
+    );
+    describe_gauge!(
+        SAFE_TRIM_LSN,
+        "LSN up to which the host may trim its log (the oldest kept snapshot), by partition."
+    );
+    describe_counter!(RESTORES, "Restores, by partition and outcome.");
+    describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time per restore.");
+    describe_counter!(
+        RESTORE_FALLBACKS,
+        "Unusable snapshots skipped by restores, by partition."
+    );
 }
 
-/// Installs the Prometheus recorder with an HTTP listener serving `/metrics`.
-pub fn install_prometheus(addr: SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+/// Installs the Prometheus recorder for this process; the handle renders
+/// the text exposition format for a `/metrics` endpoint.
+pub fn install_prometheus() -> Result<PrometheusHandle, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ])
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
-    Ok(())
+    Ok(handle)
+}
+
+pub(crate) fn restores(partition: u64, outcome: &'static str) -> Counter {
+    metrics::counter!(RESTORES, "partition" => partition.to_string(), "outcome" => outcome)
+}
+
+pub(crate) fn restore_duration() -> Histogram {
+    metrics::histogram!(RESTORE_DURATION)
+}
+
+pub(crate) fn restore_fallbacks(partition: u64) -> Counter {
+    metrics::counter!(RESTORE_FALLBACKS, "partition" => partition.to_string())
+}
+
+pub fn latest_age(partition: u64) -> Gauge {
+    metrics::gauge!(LATEST_AGE, "partition" => partition.to_string())
+}
+
+pub fn safe_trim_lsn(partition: u64) -> Gauge {
+    metrics::gauge!(SAFE_TRIM_LSN, "partition" => partition.to_string())
 }
 
 pub(crate) fn mailbox_depth(stage: &'static str) -> Gauge {
@@ -111,10 +155,10 @@ pub(crate) fn cas_conflicts(partition: u64) -> Counter {
     metrics::counter!(CAS_CONFLICTS, "partition" => partition.to_string())
 }
 
-pub(crate) fn latest_lsn(partition: u64) -> Gauge {
+pub fn latest_lsn(partition: u64) -> Gauge {
     metrics::gauge!(LATEST_LSN, "partition" => partition.to_string())
 }
 
-pub(crate) fn latest_timestamp(partition: u64) -> Gauge {
+pub fn latest_timestamp(partition: u64) -> Gauge {
     metrics::gauge!(LATEST_TIMESTAMP, "partition" => partition.to_string())
 }

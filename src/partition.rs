@@ -6,8 +6,9 @@
 //! covers, so an export of the column family always carries the LSN that
 //! matches its contents.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rocksdb::{Options, WriteBatch, DB};
 
@@ -31,6 +32,8 @@ pub fn cf_name(partition: PartitionId) -> String {
 pub struct PartitionStore {
     db: Arc<DB>,
     path: PathBuf,
+    /// Records applied through this handle, per partition, for snapshot policies.
+    applied: Arc<Mutex<HashMap<PartitionId, u64>>>,
 }
 
 impl std::fmt::Debug for PartitionStore {
@@ -73,13 +76,18 @@ impl PartitionStore {
         Ok(PartitionStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
+            applied: Arc::default(),
         })
     }
 
     /// Wraps a database the host already opened.
     pub fn from_db(db: Arc<DB>) -> Self {
         let path = db.path().to_path_buf();
-        PartitionStore { db, path }
+        PartitionStore {
+            db,
+            path,
+            applied: Arc::default(),
+        }
     }
 
     pub fn db(&self) -> &Arc<DB> {
@@ -123,13 +131,32 @@ impl PartitionStore {
             .cf_handle(&name)
             .ok_or(PartitionError::UnknownPartition(partition))?;
         let mut batch = WriteBatch::default();
+        let mut count = 0;
         for (k, v) in records {
             batch.put_cf(&cf, k, v);
+            count += 1;
         }
         batch.put_cf(&cf, APPLIED_LSN_KEY, lsn.0.to_be_bytes());
         self.db
             .write(batch)
-            .map_err(|e| PartitionError::rocks(&self.path, e))
+            .map_err(|e| PartitionError::rocks(&self.path, e))?;
+        *self
+            .applied
+            .lock()
+            .expect("not poisoned")
+            .entry(partition)
+            .or_default() += count;
+        Ok(())
+    }
+
+    /// Records applied to a partition through this handle since it was opened.
+    pub fn applied_records(&self, partition: PartitionId) -> u64 {
+        self.applied
+            .lock()
+            .expect("not poisoned")
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every key and value of a column family, in key order. For checks and

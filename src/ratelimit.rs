@@ -44,8 +44,18 @@ impl RateLimit {
 
     /// Waits until `bytes` may be sent or received.
     pub async fn acquire(&self, bytes: u64) {
+        self.acquire_unless(bytes, || false).await;
+    }
+
+    /// Waits until `bytes` may be sent or received, giving up (and returning
+    /// false) as soon as `stop` says so: a cancelled transfer does not wait
+    /// for bandwidth it will not use.
+    pub async fn acquire_unless(&self, bytes: u64, stop: impl Fn() -> bool) -> bool {
         let mut units = bytes.div_ceil(UNIT);
         while units > 0 {
+            if stop() {
+                return false;
+            }
             let n = units.min(self.burst as u64) as u32;
             self.limiter
                 .until_n_ready(NonZeroU32::new(n).expect("n > 0"))
@@ -53,6 +63,7 @@ impl RateLimit {
                 .expect("n is within the burst");
             units -= n as u64;
         }
+        true
     }
 }
 

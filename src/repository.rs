@@ -321,6 +321,24 @@ impl Repository {
         Ok(folders)
     }
 
+    /// The LSN up to which the host may trim its log: that of the oldest
+    /// complete snapshot the repository keeps, so that a restore, even one
+    /// that falls back to an older snapshot, finds the log it needs.
+    pub async fn safe_trim_point(&self, partition: PartitionId) -> Result<Option<Lsn>, RepoError> {
+        for folder in self.list_snapshots(partition).await? {
+            match self.read_metadata(partition, &folder.name).await {
+                Ok(meta) => return Ok(Some(meta.min_applied_lsn)),
+                Err(
+                    RepoError::Missing { .. }
+                    | RepoError::Malformed { .. }
+                    | RepoError::Foreign { .. },
+                ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// Every object under a snapshot's folder with its size.
     pub async fn list_objects(
         &self,

@@ -32,6 +32,7 @@ use crate::ffi::{self, ImportFile};
 use crate::format::{
     FileEntry, Lsn, PartitionId, SnapshotId, SnapshotMetadata, CHECKSUM_ALGORITHM,
 };
+use crate::metrics as m;
 use crate::partition::{cf_name, PartitionError, PartitionStore};
 use crate::ratelimit::RateLimit;
 use crate::repository::{RepoError, Repository, SnapshotFolder};
@@ -113,6 +114,26 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 /// Restores `partition` into the database at `db` (created if missing; it
 /// must not be open elsewhere), replacing its column family if it has one.
 pub async fn restore(
+    repo: &Repository,
+    db: &Path,
+    partition: PartitionId,
+    target: RestoreTarget,
+    opts: &RestoreOptions,
+) -> Result<RestoreOutcome, RestoreError> {
+    let started = Instant::now();
+    let result = restore_inner(repo, db, partition, target, opts).await;
+    m::restore_duration().record(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(o) => {
+            m::restores(partition.0, "restored").increment(1);
+            m::restore_fallbacks(partition.0).increment(o.skipped.len() as u64);
+        }
+        Err(_) => m::restores(partition.0, "failed").increment(1),
+    }
+    result
+}
+
+async fn restore_inner(
     repo: &Repository,
     db: &Path,
     partition: PartitionId,

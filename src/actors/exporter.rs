@@ -9,10 +9,12 @@
 //! removed whatever happens to the snapshot afterwards.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tempfile::TempDir;
+use tokio::sync::Semaphore;
 
 use crate::error::SnapshotError;
 use crate::ffi::ExportedFile;
@@ -71,11 +73,19 @@ pub struct ExporterArgs {
     /// Parent of the per-snapshot staging directories; on the database's
     /// filesystem so that RocksDB can hard-link instead of copying.
     pub staging_root: PathBuf,
+    /// Exports that may run at once (each flushes a memtable and links files).
+    pub max_concurrent: usize,
+}
+
+pub struct ExporterState {
+    partitions: PartitionStore,
+    staging_root: PathBuf,
+    permits: Arc<Semaphore>,
 }
 
 impl Actor for Exporter {
     type Msg = ExporterMsg;
-    type State = ExporterArgs;
+    type State = ExporterState;
     type Arguments = ExporterArgs;
 
     async fn pre_start(
@@ -98,7 +108,11 @@ impl Actor for Exporter {
                 std::fs::remove_dir_all(entry.path())?;
             }
         }
-        Ok(args)
+        Ok(ExporterState {
+            partitions: args.partitions,
+            staging_root: args.staging_root,
+            permits: Arc::new(Semaphore::new(args.max_concurrent.max(1))),
+        })
     }
 
     async fn handle(
@@ -111,16 +125,22 @@ impl Actor for Exporter {
             ExporterMsg::Export(req, reply) => {
                 let partitions = state.partitions.clone();
                 let root = state.staging_root.clone();
-                let started = Instant::now();
-                let result = tokio::task::spawn_blocking(move || export(&partitions, &root, req))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(SnapshotError::Stopped(format!("export task failed: {e}")))
-                    });
-                m::stage_duration("export").record(started.elapsed().as_secs_f64());
-                // The requester may have gone away; the export is then dropped
-                // and its staging directory removed.
-                let _ = reply.send(result);
+                let permits = state.permits.clone();
+                // Exports of different partitions run side by side, up to the bound.
+                tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await.expect("never closed");
+                    let started = Instant::now();
+                    let result =
+                        tokio::task::spawn_blocking(move || export(&partitions, &root, req))
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(SnapshotError::Stopped(format!("export task failed: {e}")))
+                            });
+                    m::stage_duration("export").record(started.elapsed().as_secs_f64());
+                    // The requester may have gone away; the export is then
+                    // dropped and its staging directory removed.
+                    let _ = reply.send(result);
+                });
             }
         }
         Ok(())

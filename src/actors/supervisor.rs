@@ -6,7 +6,7 @@
 //! partitions run at once, sharing the pipeline's bounds; a second request for
 //! a partition that is already being snapshotted is refused, not queued.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use object_store::ObjectStoreExt;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::actors::chunker::{Chunker, ChunkerArgs, ChunkerMsg, FileUpload};
 use crate::actors::exporter::{ExportRequest, Exporter, ExporterArgs, ExporterMsg, LsnSource};
@@ -52,6 +53,8 @@ pub struct PipelineConfig {
     pub max_parts_in_flight: usize,
     /// Files queued at the chunker.
     pub chunker_queue: usize,
+    /// Exports that may run at once.
+    pub max_concurrent_exports: usize,
     /// Where exports are staged; default `<database>.rocksnap-staging` beside
     /// the database, on the same filesystem so that export can hard-link.
     pub staging_dir: Option<PathBuf>,
@@ -67,6 +70,7 @@ impl Default for PipelineConfig {
             part_size: DEFAULT_PART_SIZE,
             max_parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             chunker_queue: 2,
+            max_concurrent_exports: 2,
             staging_dir: None,
             rate_limit: None,
         }
@@ -129,6 +133,19 @@ pub enum SupervisorMsg {
     ),
     /// A snapshot of the partition ended (either way).
     Finished(PartitionId),
+    /// Take no more requests; let the snapshots in flight finish within the
+    /// deadline, then cancel the rest (their uploads are aborted, nothing is
+    /// published). Answered once none is left.
+    Shutdown(Duration, RpcReplyPort<ShutdownReport>),
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Snapshots that were running when the shutdown began.
+    pub in_flight: usize,
+    /// Of those, the ones cancelled at the deadline.
+    pub cancelled: usize,
 }
 
 pub struct Supervisor;
@@ -159,7 +176,10 @@ pub struct SupervisorState {
     partitions: PartitionStore,
     overrides: HashMap<PartitionId, PartitionSpec>,
     publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
-    running: HashSet<PartitionId>,
+    /// Snapshots in flight and the flag that cancels each.
+    running: HashMap<PartitionId, Arc<AtomicBool>>,
+    running_count: watch::Sender<usize>,
+    closing: bool,
 }
 
 /// What a snapshot run needs from the supervisor; cheap to clone.
@@ -177,6 +197,21 @@ impl Supervisor {
         args: SupervisorArgs,
     ) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
         Actor::spawn(None, Supervisor, args).await
+    }
+
+    /// Stops taking requests and waits for the snapshots in flight, cancelling
+    /// those still running after `deadline`.
+    pub async fn shutdown(
+        supervisor: &ActorRef<SupervisorMsg>,
+        deadline: Duration,
+    ) -> Option<ShutdownReport> {
+        match supervisor
+            .call(|reply| SupervisorMsg::Shutdown(deadline, reply), None)
+            .await
+        {
+            Ok(CallResult::Success(report)) => Some(report),
+            _ => None,
+        }
     }
 
     /// Sends a snapshot request and waits for its outcome.
@@ -205,8 +240,12 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let config = args.config;
-        if config.part_size == 0 || config.max_parts_in_flight == 0 || config.chunker_queue == 0 {
-            return Err("part size, parts in flight and chunker queue must be above zero".into());
+        if config.part_size == 0
+            || config.max_parts_in_flight == 0
+            || config.chunker_queue == 0
+            || config.max_concurrent_exports == 0
+        {
+            return Err("part size, parts in flight, chunker queue and concurrent exports must be above zero".into());
         }
         if config.part_size < args.repository.min_part_size() {
             return Err(format!(
@@ -228,6 +267,7 @@ impl Actor for Supervisor {
             ExporterArgs {
                 partitions: args.partitions.clone(),
                 staging_root,
+                max_concurrent: config.max_concurrent_exports,
             },
             cell.clone(),
         )
@@ -266,7 +306,9 @@ impl Actor for Supervisor {
             partitions: args.partitions,
             overrides: args.overrides,
             publishers: HashMap::new(),
-            running: HashSet::new(),
+            running: HashMap::new(),
+            running_count: watch::channel(0).0,
+            closing: false,
         })
     }
 
@@ -291,15 +333,22 @@ impl Actor for Supervisor {
                     }));
                     return Ok(());
                 }
-                if !state.running.insert(partition) {
+                if state.closing {
+                    let _ = reply.send(Err(SnapshotError::Stopped("shutting down".into())));
+                    return Ok(());
+                }
+                if state.running.contains_key(&partition) {
                     let _ = reply.send(Err(SnapshotError::InProgress(partition)));
                     return Ok(());
                 }
+                let cancel = Arc::new(AtomicBool::new(false));
+                state.running.insert(partition, cancel.clone());
+                state.running_count.send_replace(state.running.len());
                 let publisher = state.publisher(&myself, partition).await?;
                 let job = state.job.clone();
                 m::snapshots_started(partition.0).increment(1);
                 tokio::spawn(async move {
-                    let result = job.run(request, spec, publisher).await;
+                    let result = job.run(request, spec, publisher, cancel).await;
                     match &result {
                         Ok(o) => {
                             m::snapshots_succeeded(partition.0).increment(1);
@@ -320,6 +369,35 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Finished(partition) => {
                 state.running.remove(&partition);
+                state.running_count.send_replace(state.running.len());
+            }
+            SupervisorMsg::Shutdown(deadline, reply) => {
+                state.closing = true;
+                let flags: Vec<_> = state.running.values().cloned().collect();
+                let mut count = state.running_count.subscribe();
+                tokio::spawn(async move {
+                    let in_flight = flags.len();
+                    let mut cancelled = 0;
+                    let drained = tokio::time::timeout(deadline, count.wait_for(|n| *n == 0))
+                        .await
+                        .is_ok();
+                    if !drained {
+                        for flag in &flags {
+                            if !flag.swap(true, Ordering::SeqCst) {
+                                cancelled += 1;
+                            }
+                        }
+                        tracing::warn!(
+                            cancelled,
+                            "shutdown deadline reached; cancelling snapshots in flight"
+                        );
+                        let _ = count.wait_for(|n| *n == 0).await.map(|_| ());
+                    }
+                    let _ = reply.send(ShutdownReport {
+                        in_flight,
+                        cancelled,
+                    });
+                });
             }
         }
         Ok(())
@@ -431,6 +509,7 @@ impl Job {
         request: SnapshotRequest,
         spec: PartitionSpec,
         publisher: ActorRef<PublisherMsg>,
+        cancel: Arc<AtomicBool>,
     ) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
         let partition = request.partition;
@@ -454,7 +533,6 @@ impl Job {
         let upload_started = Instant::now();
         let folder = snapshot_folder(export.min_applied_lsn, snapshot_id);
         let layout = self.repository.layout();
-        let cancel = Arc::new(AtomicBool::new(false));
         let mut uploads = Vec::with_capacity(export.files.len());
         for file in &export.files {
             let name =

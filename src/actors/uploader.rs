@@ -60,7 +60,7 @@ pub enum UploadError {
         #[source]
         source: object_store::Error,
     },
-    #[error("cancelled after another file of the snapshot failed")]
+    #[error("cancelled (another file of the snapshot failed, or the node is shutting down)")]
     Cancelled,
     #[error("the {0} stage has stopped")]
     Stopped(&'static str),
@@ -76,7 +76,8 @@ pub struct UploaderArgs {
 
 struct InProgress {
     multipart: Box<dyn MultipartUpload>,
-    parts: Vec<JoinHandle<Result<(), object_store::Error>>>,
+    /// `Ok(false)`: the part was not sent because the file was given up.
+    parts: Vec<JoinHandle<Result<bool, object_store::Error>>>,
 }
 
 pub struct UploaderState {
@@ -204,10 +205,15 @@ impl UploaderState {
             let stats = self.stats.clone();
             let failed = upload.failed.clone();
             let limit = self.rate_limit.clone();
+            let cancel = upload.cancel.clone();
             in_progress.parts.push(tokio::spawn(async move {
                 let len = part.len() as u64;
                 if let Some(limit) = limit {
-                    limit.acquire(len).await;
+                    let given_up =
+                        || failed.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst);
+                    if !limit.acquire_unless(len, given_up).await {
+                        return Ok(false);
+                    }
                 }
                 let result = request.await;
                 drop(part);
@@ -218,7 +224,7 @@ impl UploaderState {
                     }
                     Err(_) => failed.store(true, Ordering::SeqCst),
                 }
-                result
+                result.map(|()| true)
             }));
         }
         if let Some(crc) = crc32c {
@@ -255,10 +261,16 @@ async fn finish_multipart(
                 source: Box::new(join),
             })
         });
-        if let Err(e) = part {
+        match part {
+            Ok(true) => {}
+            Ok(false) => {
+                error.get_or_insert(UploadError::Cancelled);
+            }
             // A failed part is the cause; a cancellation is only its echo.
-            if matches!(error, None | Some(UploadError::Cancelled)) {
-                error = Some(store_err(e));
+            Err(e) => {
+                if matches!(error, None | Some(UploadError::Cancelled)) {
+                    error = Some(store_err(e));
+                }
             }
         }
     }

@@ -40,6 +40,30 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Download a snapshot and check every file without importing it.
     Verify(restore::VerifyArgs),
+    /// Run a node from a configuration file: snapshots by policy and on
+    /// request, admin endpoint and Prometheus metrics, clean shutdown on SIGTERM.
+    Node(NodeArgs),
+    /// Ask a running node for a snapshot of one partition.
+    Request(RequestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// TOML configuration; every option is described in node.example.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The node's admin address, e.g. 127.0.0.1:9180.
+    #[arg(long)]
+    pub node: String,
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: PartitionId,
+    /// Refuse a snapshot below this LSN.
+    #[arg(long, value_parser = parse_lsn)]
+    pub min_lsn: Option<Lsn>,
 }
 
 /// Pipeline settings shared by the commands that upload.
@@ -115,6 +139,35 @@ pub fn parse_snapshot_id(s: &str) -> Result<SnapshotId, String> {
         .map_err(|e: crate::format::FormatError| e.to_string())
 }
 
+/// `rocksnap request`: POSTs to the node's admin endpoint and prints its answer.
+async fn request(args: RequestArgs) -> CliResult {
+    let base = if args.node.contains("://") {
+        args.node.clone()
+    } else {
+        format!("http://{}", args.node)
+    };
+    let mut url = format!("{base}/snapshots/{}", args.partition);
+    if let Some(lsn) = args.min_lsn {
+        url.push_str(&format!("?min_lsn={lsn}"));
+    }
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the node at {base}: {e}"))?;
+    let status = response.status();
+    let body = response.text().await?;
+    if status.is_success() {
+        println!("{body}");
+        return Ok(());
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(body);
+    Err(format!("the node answered {status}: {message}").into())
+}
+
 /// Opens a repository and checks at once that it answers.
 pub async fn open_repository(
     spec: &str,
@@ -138,5 +191,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Show(args) => inspect::show(args).await,
         Command::Restore(args) => restore::run_restore(args).await,
         Command::Verify(args) => restore::run_verify(args).await,
+        Command::Node(args) => crate::node::run(&args.config).await,
+        Command::Request(args) => request(args).await,
     }
 }

@@ -1,0 +1,127 @@
+//! The node's admin endpoint: snapshot on request, partition state, metrics.
+//!
+//! - `POST /snapshots/<partition>[?min_lsn=N]`: takes a snapshot; answers the
+//!   outcome as JSON, or `{"error", "reason"}` with 404 (unknown partition),
+//!   409 (already running, LSN too low), 503 (shutting down) or 500.
+//! - `GET /partitions`: per partition, the applied LSN, the latest snapshot's
+//!   LSN and the safe log-trim point.
+//! - `GET /metrics`: Prometheus text format.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::NodeState;
+use crate::format::{Lsn, PartitionId};
+use crate::{SnapshotError, SnapshotRequest, Supervisor};
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<NodeState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/snapshots/{partition}", post(snapshot))
+        .route("/partitions", get(partitions))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    let graceful = async move {
+        let _ = stop.wait_for(|s| *s).await.map(|_| ());
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .await
+    {
+        tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SnapshotQuery {
+    min_lsn: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: String,
+    reason: &'static str,
+}
+
+async fn snapshot(
+    State(state): State<Arc<NodeState>>,
+    Path(partition): Path<u64>,
+    Query(query): Query<SnapshotQuery>,
+) -> Response {
+    let partition = PartitionId(partition);
+    let request = SnapshotRequest {
+        partition,
+        min_lsn: query.min_lsn.map(Lsn),
+    };
+    match Supervisor::snapshot(&state.supervisor, request).await {
+        Ok(outcome) => {
+            state.refresh(partition).await;
+            Json(outcome).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                SnapshotError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
+                SnapshotError::InProgress(_) | SnapshotError::LsnBelowMinimum { .. } => {
+                    StatusCode::CONFLICT
+                }
+                SnapshotError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let body = ErrorBody {
+                error: e.to_string(),
+                reason: e.reason(),
+            };
+            (status, Json(body)).into_response()
+        }
+    }
+}
+
+/// One partition as `GET /partitions` shows it.
+#[derive(Debug, Serialize)]
+pub struct PartitionStatus {
+    pub partition_id: PartitionId,
+    /// The LSN stored in the partition.
+    pub applied_lsn: Option<Lsn>,
+    pub applied_records: u64,
+    /// The host may trim its log up to here: the oldest kept snapshot's LSN.
+    pub safe_trim_lsn: Option<Lsn>,
+}
+
+async fn partitions(State(state): State<Arc<NodeState>>) -> Response {
+    let mut out = Vec::with_capacity(state.ids.len());
+    for &id in &state.ids {
+        let applied_lsn = state
+            .partitions
+            .applied_lsn(&crate::partition::cf_name(id))
+            .ok()
+            .flatten();
+        out.push(PartitionStatus {
+            partition_id: id,
+            applied_lsn,
+            applied_records: state.partitions.applied_records(id),
+            safe_trim_lsn: state.trim_point(id),
+        });
+    }
+    Json(out).into_response()
+}
+
+async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

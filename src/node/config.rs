@@ -1,0 +1,237 @@
+//! The node's configuration file (TOML), checked as a whole at start.
+//!
+//! Every option is documented in `node.example.toml` at the root of the
+//! repository. Unknown keys are errors, and every problem found is reported,
+//! not just the first.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use crate::store::S3Options;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub repository: RepositorySection,
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    pub workload: Option<WorkloadSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: String,
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// The partition database; created if missing.
+    pub db: PathBuf,
+    pub partitions: Vec<u64>,
+    /// Admin HTTP endpoint: `POST /snapshots/<partition>`, `GET /partitions`, `GET /metrics`.
+    #[serde(default = "default_admin")]
+    pub admin_addr: SocketAddr,
+    /// How long snapshots in flight may take to finish after SIGTERM.
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySection {
+    pub url: String,
+    /// S3 settings; each falls back to its `AWS_*` environment variable, so
+    /// secrets need not be in the file.
+    #[serde(default)]
+    pub s3: S3Options,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    #[serde(default = "default_part_size")]
+    pub part_size: ByteSize,
+    #[serde(default = "default_parts_in_flight")]
+    pub parts_in_flight: usize,
+    /// Bytes per second for uploads and downloads of this process.
+    pub rate_limit: Option<ByteSize>,
+    pub staging_dir: Option<PathBuf>,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            part_size: default_part_size(),
+            parts_in_flight: default_parts_in_flight(),
+            rate_limit: None,
+            staging_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Snapshot a partition after this many applied records.
+    pub every_records: Option<u64>,
+    /// Snapshot a partition at least this often.
+    #[serde(default, with = "humantime_serde::option")]
+    pub every: Option<Duration>,
+    /// Exports that may run at once.
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_exports: usize,
+    /// Up to this much random delay per partition, so that partitions do not
+    /// all snapshot at the same instant.
+    #[serde(default, with = "humantime_serde")]
+    pub jitter: Duration,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            every_records: None,
+            every: None,
+            max_concurrent_exports: default_concurrent(),
+            jitter: Duration::ZERO,
+        }
+    }
+}
+
+/// A synthetic workload, for demonstrations and tests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSection {
+    pub records_per_second: u64,
+    #[serde(default = "default_value_size")]
+    pub value_size: ByteSize,
+}
+
+fn default_cluster() -> String {
+    "localcluster".into()
+}
+fn default_admin() -> SocketAddr {
+    "127.0.0.1:9180".parse().expect("valid")
+}
+fn default_deadline() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_part_size() -> ByteSize {
+    ByteSize::mib(8)
+}
+fn default_parts_in_flight() -> usize {
+    8
+}
+fn default_concurrent() -> usize {
+    2
+}
+fn default_value_size() -> ByteSize {
+    ByteSize::kib(1)
+}
+
+impl NodeConfig {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![e.to_string()],
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![e.message().to_string() + &location(&text, e.span())],
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Everything wrong with a parsed configuration.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.node.name.trim().is_empty() {
+            p.push("node.name is empty".into());
+        }
+        if self.node.partitions.is_empty() {
+            p.push("node.partitions is empty".into());
+        }
+        let mut ids = self.node.partitions.clone();
+        ids.sort();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            p.push("node.partitions lists a partition twice".into());
+        }
+        if let Err(e) = crate::Destination::open_with(
+            &self.repository.url,
+            crate::OpenMode::CreateMissing,
+            &self.repository.s3,
+        ) {
+            p.push(format!("repository.url: {e}"));
+        }
+        let part = self.pipeline.part_size.as_u64();
+        let remote =
+            !self.repository.url.starts_with("file:") && self.repository.url.contains("://");
+        if part == 0 {
+            p.push("pipeline.part_size must be above zero".into());
+        } else if remote && part < crate::store::S3_MIN_PART_SIZE as u64 {
+            p.push(format!(
+                "pipeline.part_size {} is under the 5 MiB that S3 needs for every part but the last",
+                self.pipeline.part_size
+            ));
+        }
+        if self.pipeline.parts_in_flight == 0 {
+            p.push("pipeline.parts_in_flight must be above zero".into());
+        }
+        if self.pipeline.rate_limit.is_some_and(|r| r.as_u64() < 1024) {
+            p.push("pipeline.rate_limit must be at least 1 KiB".into());
+        }
+        if self.policy.max_concurrent_exports == 0 {
+            p.push("policy.max_concurrent_exports must be above zero".into());
+        }
+        if self.policy.every_records == Some(0) {
+            p.push("policy.every_records must be above zero".into());
+        }
+        if self.policy.every.is_some_and(|d| d.is_zero()) {
+            p.push("policy.every must be above zero".into());
+        }
+        if let Some(w) = &self.workload {
+            if w.records_per_second == 0 {
+                p.push("workload.records_per_second must be above zero".into());
+            }
+            if w.value_size.as_u64() == 0 {
+                p.push("workload.value_size must be above zero".into());
+            }
+        }
+        p
+    }
+}
+
+/// ` (line L, column C: `the line`)` for a byte span of `text`.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.len() - start + 1;
+    let content = text[start..].lines().next().unwrap_or("").trim();
+    format!(" (line {line}, column {column}: `{content}`)")
+}
+
+/// Every problem of a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration {}: {}", path.display(), problems.join("; "))]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}

@@ -1,0 +1,168 @@
+//! `rocksnap node`: a node process built from the library's parts, the way a
+//! host would embed them. It opens the partition database, starts the
+//! supervisor, serves an admin endpoint and `/metrics`, snapshots by policy,
+//! optionally applies a synthetic workload, and shuts down cleanly on SIGINT
+//! or SIGTERM.
+
+pub mod admin;
+pub mod config;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::ActorRef;
+use tokio::sync::watch;
+
+use crate::format::{Lsn, PartitionId};
+use crate::metrics as m;
+use crate::ratelimit::RateLimit;
+use crate::{
+    Destination, OpenMode, PartitionStore, PipelineConfig, Repository, Supervisor, SupervisorArgs,
+    SupervisorMsg,
+};
+use config::NodeConfig;
+
+/// What the admin endpoint and the policy share.
+pub struct NodeState {
+    pub name: String,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub repository: Repository,
+    pub partitions: PartitionStore,
+    pub ids: Vec<PartitionId>,
+    /// Safe log-trim point per partition, refreshed after every snapshot.
+    pub trim_points: Mutex<HashMap<PartitionId, Option<Lsn>>>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl NodeState {
+    /// Reads the partition's pointer and oldest kept snapshot again, and
+    /// updates the gauges that describe them.
+    pub async fn refresh(&self, partition: PartitionId) {
+        match self.repository.safe_trim_point(partition).await {
+            Ok(trim) => {
+                if let Some(lsn) = trim {
+                    m::safe_trim_lsn(partition.0).set(lsn.0 as f64);
+                }
+                self.trim_points
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(partition, trim);
+            }
+            Err(e) => tracing::warn!(%partition, error = %e, "cannot read the safe trim point"),
+        }
+        if let Ok(Some(p)) = self.repository.read_pointer(partition).await {
+            let age = chrono::Utc::now() - p.pointer.created_at;
+            m::latest_lsn(partition.0).set(p.pointer.min_applied_lsn.0 as f64);
+            m::latest_timestamp(partition.0).set(p.pointer.created_at.timestamp() as f64);
+            m::latest_age(partition.0).set(age.num_milliseconds() as f64 / 1000.0);
+        }
+    }
+
+    pub fn trim_point(&self, partition: PartitionId) -> Option<Lsn> {
+        self.trim_points
+            .lock()
+            .expect("not poisoned")
+            .get(&partition)
+            .copied()
+            .flatten()
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = NodeConfig::load(config_path)?;
+    let metrics = m::install_prometheus()?;
+    let ids: Vec<PartitionId> = config
+        .node
+        .partitions
+        .iter()
+        .copied()
+        .map(PartitionId)
+        .collect();
+    let partitions = PartitionStore::open(&config.node.db, &ids)?;
+    let dest = Destination::open_with(
+        &config.repository.url,
+        OpenMode::CreateMissing,
+        &config.repository.s3,
+    )?;
+    dest.check().await?;
+    let repository = Repository::new(dest);
+    let rate_limit = config
+        .pipeline
+        .rate_limit
+        .map(|r| RateLimit::new(r.as_u64()));
+    let pipeline = PipelineConfig {
+        cluster_name: config.node.cluster.clone(),
+        node_name: config.node.name.clone(),
+        part_size: config.pipeline.part_size.as_u64() as usize,
+        max_parts_in_flight: config.pipeline.parts_in_flight,
+        max_concurrent_exports: config.policy.max_concurrent_exports,
+        staging_dir: config.pipeline.staging_dir.clone(),
+        rate_limit,
+        ..PipelineConfig::default()
+    };
+    let (supervisor, supervisor_done) = Supervisor::start(SupervisorArgs::new(
+        pipeline,
+        partitions.clone(),
+        repository.clone(),
+    ))
+    .await?;
+    let state = Arc::new(NodeState {
+        name: config.node.name.clone(),
+        supervisor: supervisor.clone(),
+        repository,
+        partitions,
+        ids: ids.clone(),
+        trim_points: Mutex::default(),
+        metrics,
+    });
+    for &id in &ids {
+        state.refresh(id).await;
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.node.admin_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.node.admin_addr))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(admin::serve(listener, state.clone(), stop_rx.clone()));
+    let policy = tokio::spawn(policy::run(state.clone(), config.policy, stop_rx.clone()));
+    let workload = config
+        .workload
+        .map(|w| tokio::spawn(policy::workload(state.clone(), w, stop_rx.clone())));
+    // The one line a supervisor script or a test waits for.
+    println!(
+        "rocksnap node {} listening on http://{addr}",
+        config.node.name
+    );
+    tracing::info!(node = %config.node.name, %addr, partitions = ids.len(), "node started");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(w) = workload {
+        let _ = w.await;
+    }
+    let _ = policy.await;
+    let report = Supervisor::shutdown(&supervisor, config.node.shutdown_deadline).await;
+    tracing::info!(?report, "snapshots in flight settled");
+    let _ = server.await;
+    supervisor.stop(None);
+    let _ = supervisor_done.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// How long to wait between two policy checks.
+pub(crate) const TICK: Duration = Duration::from_millis(100);

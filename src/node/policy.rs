@@ -1,0 +1,136 @@
+//! When the node snapshots by itself: every N applied records and/or every
+//! T per partition, with jitter; and the synthetic workload that applies
+//! records.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, RngCore};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::config::{PolicySection, WorkloadSection};
+use super::{NodeState, TICK};
+use crate::format::{Lsn, PartitionId};
+use crate::{SnapshotError, SnapshotRequest, Supervisor};
+
+/// Requests snapshots when a partition is due, until `stop`.
+pub async fn run(state: Arc<NodeState>, policy: PolicySection, mut stop: watch::Receiver<bool>) {
+    if policy.every_records.is_none() && policy.every.is_none() {
+        let _ = stop.wait_for(|s| *s).await.map(|_| ());
+        return;
+    }
+    let due_after = |policy: &PolicySection| {
+        policy.every.map(|every| {
+            let jitter = if policy.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                rand::rng().random_range(Duration::ZERO..policy.jitter)
+            };
+            Instant::now() + every + jitter
+        })
+    };
+    let mut last_records: HashMap<PartitionId, u64> = HashMap::new();
+    let mut next_due: HashMap<PartitionId, Option<Instant>> = state
+        .ids
+        .iter()
+        .map(|&id| (id, due_after(&policy)))
+        .collect();
+    let mut running: HashMap<PartitionId, tokio::task::JoinHandle<()>> = HashMap::new();
+    while !*stop.borrow() {
+        running.retain(|_, task| !task.is_finished());
+        for &id in &state.ids {
+            if running.contains_key(&id) {
+                continue;
+            }
+            let records = state.partitions.applied_records(id);
+            let since = records - last_records.get(&id).copied().unwrap_or(0);
+            let by_records = policy.every_records.is_some_and(|n| since >= n);
+            let by_time = next_due[&id].is_some_and(|t| Instant::now() >= t);
+            if !(by_records || by_time) {
+                continue;
+            }
+            last_records.insert(id, records);
+            next_due.insert(id, due_after(&policy));
+            let state = state.clone();
+            running.insert(
+                id,
+                tokio::spawn(async move {
+                    let request = SnapshotRequest {
+                        partition: id,
+                        min_lsn: None,
+                    };
+                    match Supervisor::snapshot(&state.supervisor, request).await {
+                        Ok(_) => state.refresh(id).await,
+                        Err(SnapshotError::Stopped(_)) => {}
+                        Err(e) => {
+                            tracing::debug!(partition = %id, error = %e, "policy snapshot failed")
+                        }
+                    }
+                }),
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Applies `records_per_second` records of `value_size` random bytes to
+/// every partition, one write batch (one LSN) per partition per tick.
+pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch::Receiver<bool>) {
+    let per_tick = (w.records_per_second as f64 * TICK.as_secs_f64()).max(1.0) as usize;
+    let value_size = w.value_size.as_u64() as usize;
+    let mut lsn: HashMap<PartitionId, u64> = state
+        .ids
+        .iter()
+        .map(|&id| {
+            let stored = state
+                .partitions
+                .applied_lsn(&crate::partition::cf_name(id))
+                .ok()
+                .flatten()
+                .map_or(0, |l| l.0);
+            (id, stored)
+        })
+        .collect();
+    let mut counter = 0u64;
+    while !*stop.borrow() {
+        let partitions = state.partitions.clone();
+        let ids = state.ids.clone();
+        let mut next = lsn.clone();
+        let start = counter;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut rng = rand::rng();
+            for id in ids {
+                let l = next.get_mut(&id).expect("every partition");
+                *l += 1;
+                let records: Vec<(Vec<u8>, Vec<u8>)> = (0..per_tick as u64)
+                    .map(|i| {
+                        let mut v = vec![0u8; value_size];
+                        rng.fill_bytes(&mut v);
+                        (format!("workload-{:016}", start + i).into_bytes(), v)
+                    })
+                    .collect();
+                partitions.apply(id, Lsn(*l), records)?;
+            }
+            Ok::<_, crate::partition::PartitionError>(next)
+        })
+        .await
+        .expect("workload task");
+        match written {
+            Ok(next) => lsn = next,
+            Err(e) => {
+                tracing::error!(error = %e, "workload write failed; stopping the workload");
+                return;
+            }
+        }
+        counter += per_tick as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

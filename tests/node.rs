@@ -1,0 +1,376 @@
+//! `rocksnap node` as a process, from a configuration file, on a local
+//! directory and on a real S3 server: policy, admin requests, the real
+//! `/metrics` endpoint (checked by promtool), SIGTERM mid-snapshot, and
+//! invalid configurations.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::backend::Backend;
+use rocksnap::format::PartitionId;
+
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(backend: &Backend, config: &Path) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocksnap"));
+        cmd.args(["node", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "rocksnap=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in backend.env() {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("node did not start: {line:?}"))
+            .trim()
+            .to_string();
+        Node { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+/// A node left running by a failed test is killed with it.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn write_config(dir: &Path, backend: &Backend, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("node.toml");
+    let text = format!(
+        r#"[node]
+name = "test-node"
+db = "{db}"
+partitions = [1, 2]
+admin_addr = "127.0.0.1:0"
+shutdown_deadline = "1s"
+
+[repository]
+url = "{url}"
+
+{extra}
+"#,
+        db = dir.join("db").display(),
+        url = backend.url(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The value of a counter or gauge line `name{labels} value` in a scrape.
+fn sample(scrape: &str, name_and_labels: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn promtool_check(scrape: &str) {
+    let promtool = std::env::var("ROCKSNAP_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{promtool} ({e}): install Debian's prometheus package"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn json(response: reqwest::Response) -> serde_json::Value {
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+async fn scrape(http: &reqwest::Client, node: &Node) -> String {
+    http.get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn policy_requests_and_metrics(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let part = if matches!(backend, Backend::S3 { .. }) {
+        "5MiB"
+    } else {
+        "1MiB"
+    };
+    let config = write_config(
+        dir.path(),
+        &backend,
+        &format!(
+            "[pipeline]\npart_size = \"{part}\"\n\n[policy]\nevery_records = 3000\njitter = \"50ms\"\n\n[workload]\nrecords_per_second = 20000\nvalue_size = \"256B\"\n"
+        ),
+    );
+    let node = Node::start(&backend, &config);
+    let http = reqwest::Client::new();
+
+    // The policy fires for both partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let s = scrape(&http, &node).await;
+        let done = |p: &str| {
+            sample(
+                &s,
+                &format!("rocksnap_snapshots_succeeded_total{{partition=\"{p}\"}}"),
+            )
+        };
+        if done("1").unwrap_or(0.0) >= 1.0 && done("2").unwrap_or(0.0) >= 1.0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the policy never fired:\n{s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    promtool_check(&first);
+    for name in [
+        "rocksnap_stage_duration_seconds_bucket{stage=\"export\"",
+        "rocksnap_stage_duration_seconds_bucket{stage=\"upload\"",
+        "rocksnap_stage_duration_seconds_bucket{stage=\"publish\"",
+        "rocksnap_uploaded_bytes_total",
+        "rocksnap_uploaded_parts_total",
+        "rocksnap_mailbox_depth{stage=\"upload\"}",
+        "rocksnap_parts_in_flight",
+        "rocksnap_latest_snapshot_lsn{partition=\"1\"}",
+        "rocksnap_latest_snapshot_age_seconds{partition=\"1\"}",
+        "rocksnap_safe_trim_lsn{partition=\"2\"}",
+    ] {
+        assert!(
+            first.contains(name),
+            "{name} missing from the scrape:\n{first}"
+        );
+    }
+
+    // An admin request returns the outcome, through the CLI too.
+    let outcome = json(http.post(node.url("/snapshots/2")).send().await.unwrap()).await;
+    assert_eq!(outcome["partition_id"], 2, "{outcome}");
+    let mut request = Command::new(env!("CARGO_BIN_EXE_rocksnap"));
+    let out = request
+        .args(["request", "--node", &node.addr, "--partition", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let via_cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(via_cli["partition_id"], 1);
+    let unknown = http.post(node.url("/snapshots/9")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let out = Command::new(env!("CARGO_BIN_EXE_rocksnap"))
+        .args(["request", "--node", &node.addr, "--partition", "9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data-9"));
+
+    // The counters moved, and the trim point is on /partitions.
+    let second = scrape(&http, &node).await;
+    promtool_check(&second);
+    let started = |s: &str| sample(s, "rocksnap_snapshots_started_total{partition=\"2\"}").unwrap();
+    assert!(
+        started(&second) > started(&first),
+        "started_total did not move"
+    );
+    let bytes = |s: &str| sample(s, "rocksnap_uploaded_bytes_total").unwrap();
+    assert!(
+        bytes(&second) > bytes(&first),
+        "uploaded_bytes_total did not move"
+    );
+    let partitions = json(http.get(node.url("/partitions")).send().await.unwrap()).await;
+    assert!(
+        partitions[0]["safe_trim_lsn"].as_u64().is_some(),
+        "{partitions}"
+    );
+
+    assert!(node.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_node_policy_requests_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    policy_requests_and_metrics(Backend::local(dir.path().join("repo"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_node_policy_requests_and_metrics() {
+    policy_requests_and_metrics(Backend::s3("node").await).await;
+}
+
+async fn sigterm_mid_snapshot(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    // A slow store (1 MiB/s) and ~16 MiB per partition: a snapshot takes far
+    // longer than the one-second shutdown deadline.
+    let part = if matches!(backend, Backend::S3 { .. }) {
+        "5MiB"
+    } else {
+        "256KiB"
+    };
+    let config = write_config(
+        dir.path(),
+        &backend,
+        &format!("[pipeline]\npart_size = \"{part}\"\nrate_limit = \"1MiB\"\n"),
+    );
+    {
+        let store = rocksnap::PartitionStore::open(
+            &dir.path().join("db"),
+            &[PartitionId(1), PartitionId(2)],
+        )
+        .unwrap();
+        for lsn in 1..=16u64 {
+            let records: Vec<_> = (0..256)
+                .map(|i| (common::key(lsn, i), common::value(lsn, i, 4096)))
+                .collect();
+            store
+                .apply(PartitionId(1), rocksnap::Lsn(lsn), records)
+                .unwrap();
+        }
+    }
+    let node = Node::start(&backend, &config);
+    let url = node.url("/snapshots/1");
+    let request = tokio::spawn(async move { reqwest::Client::new().post(url).send().await });
+    // Let the upload start, then ask the node to stop.
+    let staging = dir.path().join("db.rocksnap-staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(Instant::now() < deadline, "the export never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = node.terminate();
+    assert!(status.success(), "node exited with {status}");
+    if let Ok(Ok(response)) = request.await {
+        assert!(
+            !response.status().is_success(),
+            "the snapshot was published after all"
+        );
+    }
+
+    // Nothing half-published: no pointer, no metadata, no open upload.
+    let repo = backend.repository();
+    assert!(repo.read_pointer(PartitionId(1)).await.unwrap().is_none());
+    for f in repo.list_snapshots(PartitionId(1)).await.unwrap() {
+        assert!(
+            repo.read_metadata(PartitionId(1), &f.name).await.is_err(),
+            "{} has metadata",
+            f.name
+        );
+    }
+    assert_eq!(backend.open_uploads().await, 0, "an upload was left open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_sigterm_mid_snapshot_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    sigterm_mid_snapshot(Backend::local(dir.path().join("repo"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_sigterm_mid_snapshot_exits_cleanly() {
+    sigterm_mid_snapshot(Backend::s3("sigterm").await).await;
+}
+
+#[test]
+fn invalid_configurations_are_refused_with_their_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = |repo: &str, extra: &str| {
+        format!(
+            "[node]\nname = \"n\"\ndb = \"{}\"\npartitions = [1]\nadmin_addr = \"127.0.0.1:0\"\n\n[repository]\nurl = \"{repo}\"\n{extra}\n",
+            dir.path().join("db").display()
+        )
+    };
+    let local = format!("file://{}", dir.path().join("repo").display());
+    let cases = [
+        (
+            base(&local, "[pipeline]\nbogus = 1\n"),
+            "unknown field `bogus`",
+        ),
+        (base("ftp://x/y", ""), "unknown scheme"),
+        (base("s3://bucket/p?x=1", ""), "query strings"),
+        (
+            base("s3://bucket/p", "[pipeline]\npart_size = \"1MiB\"\n"),
+            "under the 5 MiB",
+        ),
+        (
+            base(&local, "[pipeline]\nparts_in_flight = 0\n"),
+            "parts_in_flight must be above zero",
+        ),
+        (
+            base(&local, "[policy]\nmax_concurrent_exports = 0\n"),
+            "max_concurrent_exports must be above zero",
+        ),
+        (base(&local, "[policy]\nevery = \"soon\"\n"), "every"),
+        (
+            base(&local, "[workload]\nrecords_per_second = 0\n"),
+            "records_per_second must be above zero",
+        ),
+        (
+            base(&local, "").replace("partitions = [1]", "partitions = []"),
+            "node.partitions is empty",
+        ),
+    ];
+    for (i, (text, expect)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rocksnap"))
+            .args(["node", "--config", path.to_str().unwrap()])
+            .env("AWS_ACCESS_KEY_ID", "k")
+            .env("AWS_SECRET_ACCESS_KEY", "s")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} started");
+        assert!(
+            stderr.contains(expect),
+            "case {i}: expected {expect:?} in {stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "case {i}: {stderr}");
+    }
+}
