@@ -24,6 +24,8 @@ const PARTITION: PartitionId = PartitionId(0);
 const VALUE: usize = 4096;
 
 fn main() {
+    // As the rocksnap binary does; see its documentation.
+    rocksnap::pin_mmap_threshold();
     if let Ok(mode) = std::env::var("ROCKSNAP_BENCH_CHILD") {
         child(&mode);
         return;

@@ -11,6 +11,13 @@
 //! [prefix/]<partition_id>/lsn_<min_applied_lsn:020>-<snapshot_id>/<file>.sst
 //! ```
 //!
+//! Format V2 adds shared SST files, uploaded once and referenced by every
+//! snapshot that contains them, and a retained-snapshot list in the pointer:
+//!
+//! ```text
+//! [prefix/]<partition_id>/ssts/<identity>.sst
+//! ```
+//!
 //! Everything read from a repository is untrusted: parsing refuses unknown
 //! versions, and file names are checked to be plain names before any key or
 //! local path is derived from them.
@@ -27,6 +34,8 @@ use ulid::Ulid;
 pub const LATEST: &str = "latest.json";
 /// Name of the metadata object in a snapshot's folder.
 pub const METADATA: &str = "metadata.json";
+/// Folder of a partition's shared SST files (format V2).
+pub const SHARED: &str = "ssts";
 /// The checksum algorithm written next to every file.
 pub const CHECKSUM_ALGORITHM: &str = "crc32c";
 
@@ -107,9 +116,25 @@ impl<'de> Deserialize<'de> for SnapshotId {
 }
 
 /// Versions of the documents this build reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum FormatVersion {
+    /// Every snapshot holds its own copy of every file.
+    #[default]
     V1,
+    /// SST files are shared between a partition's snapshots; the pointer
+    /// lists the retained snapshots.
+    V2,
+}
+
+impl FromStr for FormatVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "V1" | "v1" => Ok(FormatVersion::V1),
+            "V2" | "v2" => Ok(FormatVersion::V2),
+            _ => Err(format!("{s:?} is not a format version (V1 or V2)")),
+        }
+    }
 }
 
 /// The half-open range of partition keys a partition owns.
@@ -147,6 +172,15 @@ pub struct FileEntry {
     /// CRC32C (Castagnoli) of the whole file, as 8 lowercase hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// V2: the file's identity, which no other file can share: RocksDB's
+    /// original file number, the id of the database session that wrote it,
+    /// and its size (`<number>-<session>-<size>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// V2: the object key of the file, relative to the partition's folder
+    /// (`ssts/<identity>.sst`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl FileEntry {
@@ -156,6 +190,26 @@ impl FileEntry {
     pub fn file_name(&self) -> Result<&str, FormatError> {
         plain_file_name(&self.name)
     }
+
+    /// The shared object's plain name inside `ssts/`, for a V2 entry; `None`
+    /// for a V1 entry, whose object is in the snapshot's folder.
+    pub fn shared_name(&self) -> Result<Option<&str>, FormatError> {
+        match &self.key {
+            None => Ok(None),
+            Some(key) => {
+                let name = key
+                    .strip_prefix(SHARED)
+                    .and_then(|k| k.strip_prefix('/'))
+                    .ok_or_else(|| FormatError::UnsafeFileName(key.clone()))?;
+                plain_file_name(name).map(Some)
+            }
+        }
+    }
+}
+
+/// The key, relative to the partition's folder, of a shared SST.
+pub fn shared_key(identity: &str) -> String {
+    format!("{SHARED}/{identity}.sst")
 }
 
 /// `name` without its one optional leading `/`, if what remains is a plain file name.
@@ -207,6 +261,10 @@ impl SnapshotMetadata {
             serde_json::from_slice(bytes).map_err(|e| FormatError::Json(METADATA, e))?;
         for file in &meta.files {
             file.file_name()?;
+            let shared = file.shared_name()?;
+            if meta.version == FormatVersion::V2 && shared.is_none() {
+                return Err(FormatError::MissingKey(file.name.clone()));
+            }
         }
         Ok(meta)
     }
@@ -218,13 +276,27 @@ impl SnapshotMetadata {
     /// The pointer that makes this snapshot the partition's latest.
     pub fn pointer(&self) -> LatestPointer {
         LatestPointer {
-            version: FormatVersion::V1,
+            version: self.version,
             partition_id: self.partition_id,
             cluster_name: self.cluster_name.clone(),
             node_name: self.node_name.clone(),
             created_at: self.created_at,
             snapshot_id: self.snapshot_id,
             min_applied_lsn: self.min_applied_lsn,
+            path: self.path(),
+            retained: match self.version {
+                FormatVersion::V1 => Vec::new(),
+                FormatVersion::V2 => vec![self.retained_entry()],
+            },
+        }
+    }
+
+    /// This snapshot as an entry of a pointer's retained list.
+    pub fn retained_entry(&self) -> RetainedSnapshot {
+        RetainedSnapshot {
+            snapshot_id: self.snapshot_id,
+            min_applied_lsn: self.min_applied_lsn,
+            created_at: self.created_at,
             path: self.path(),
         }
     }
@@ -241,9 +313,45 @@ pub struct LatestPointer {
     pub snapshot_id: SnapshotId,
     pub min_applied_lsn: Lsn,
     pub path: String,
+    /// V2: the snapshots kept, newest first (the latest included). Whatever
+    /// they reference is never deleted; the oldest one's LSN is the safe
+    /// log-trim point.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<RetainedSnapshot>,
+}
+
+/// A snapshot kept by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedSnapshot {
+    pub snapshot_id: SnapshotId,
+    pub min_applied_lsn: Lsn,
+    pub created_at: DateTime<Utc>,
+    pub path: String,
+}
+
+impl RetainedSnapshot {
+    /// The folder named by this entry's LSN and id (its `path` must match).
+    pub fn folder(&self) -> String {
+        snapshot_folder(self.min_applied_lsn, self.snapshot_id)
+    }
 }
 
 impl LatestPointer {
+    /// The snapshots this pointer keeps, newest first: the retained list of
+    /// a V2 pointer, or the one snapshot a V1 pointer names.
+    pub fn kept(&self) -> Vec<RetainedSnapshot> {
+        if self.retained.is_empty() {
+            vec![RetainedSnapshot {
+                snapshot_id: self.snapshot_id,
+                min_applied_lsn: self.min_applied_lsn,
+                created_at: self.created_at,
+                path: self.path.clone(),
+            }]
+        } else {
+            self.retained.clone()
+        }
+    }
+
     /// Parses and checks an untrusted `latest.json`: its `path` must be the
     /// folder its own LSN and snapshot id name.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
@@ -256,6 +364,14 @@ impl LatestPointer {
                 path: pointer.path,
                 expected,
             });
+        }
+        for r in &pointer.retained {
+            if r.path != r.folder() {
+                return Err(FormatError::PointerPathMismatch {
+                    path: r.path.clone(),
+                    expected: r.folder(),
+                });
+            }
         }
         Ok(pointer)
     }
@@ -275,7 +391,7 @@ fn check_version(bytes: &[u8]) -> Result<(), FormatError> {
     let doc: Versioned =
         serde_json::from_slice(bytes).map_err(FormatError::NotAVersionedDocument)?;
     match doc.version.as_str() {
-        Some("V1") => Ok(()),
+        Some("V1" | "V2") => Ok(()),
         _ => Err(FormatError::UnknownVersion(doc.version.to_string())),
     }
 }
@@ -330,6 +446,24 @@ impl Layout {
     pub fn file(&self, partition: PartitionId, folder: &str, name: &str) -> Path {
         self.snapshot_dir(partition, folder).join(name)
     }
+
+    /// Key of a shared SST (V2); `name` must already be a checked plain name.
+    pub fn shared(&self, partition: PartitionId, name: &str) -> Path {
+        self.partition_dir(partition).join(SHARED).join(name)
+    }
+
+    /// Where an entry's object is: its shared key (V2) or its snapshot's folder (V1).
+    pub fn object(
+        &self,
+        partition: PartitionId,
+        folder: &str,
+        entry: &FileEntry,
+    ) -> Result<Path, FormatError> {
+        match entry.shared_name()? {
+            Some(name) => Ok(self.shared(partition, name)),
+            None => Ok(self.file(partition, folder, entry.file_name()?)),
+        }
+    }
 }
 
 /// What is wrong with a document or a name read from a repository.
@@ -337,12 +471,14 @@ impl Layout {
 pub enum FormatError {
     #[error("not a versioned JSON document: {0}")]
     NotAVersionedDocument(#[source] serde_json::Error),
-    #[error("unknown format version {0} (this build reads \"V1\")")]
+    #[error("unknown format version {0} (this build reads \"V1\" and \"V2\")")]
     UnknownVersion(String),
     #[error("malformed {0}: {1}")]
     Json(&'static str, #[source] serde_json::Error),
     #[error("file name {0:?} is not a plain file name")]
     UnsafeFileName(String),
+    #[error("file {0:?} of a V2 snapshot has no object key")]
+    MissingKey(String),
     #[error("{0:?} is not a snapshot id (expected snap_<ULID>)")]
     BadSnapshotId(String),
     #[error(

@@ -12,6 +12,7 @@ pub mod error;
 mod ffi;
 pub mod flow;
 pub mod format;
+pub mod gc;
 pub mod metrics;
 pub mod node;
 pub mod partition;
@@ -24,11 +25,11 @@ pub mod transfer;
 
 pub use actors::exporter::LsnSource;
 pub use actors::supervisor::{
-    PartitionSpec, PipelineConfig, SnapshotOutcome, SnapshotRequest, Supervisor, SupervisorArgs,
-    SupervisorMsg,
+    PartitionSpec, PipelineConfig, Retention, SnapshotOutcome, SnapshotRequest, Supervisor,
+    SupervisorArgs, SupervisorMsg,
 };
 pub use error::SnapshotError;
-pub use ffi::{ExportedColumnFamily, ExportedFile, ImportFile, SstSummary};
+pub use ffi::{pin_mmap_threshold, ExportedColumnFamily, ExportedFile, ImportFile, SstSummary};
 pub use format::{Lsn, PartitionId, SnapshotId};
 pub use partition::PartitionStore;
 pub use repository::Repository;

@@ -4,6 +4,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    rocksnap::pin_mmap_threshold();
     let cli = rocksnap::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

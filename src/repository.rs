@@ -325,6 +325,12 @@ impl Repository {
     /// complete snapshot the repository keeps, so that a restore, even one
     /// that falls back to an older snapshot, finds the log it needs.
     pub async fn safe_trim_point(&self, partition: PartitionId) -> Result<Option<Lsn>, RepoError> {
+        // A V2 pointer lists what is kept.
+        if let Some(p) = self.read_pointer(partition).await? {
+            if let Some(oldest) = p.pointer.retained.last() {
+                return Ok(Some(oldest.min_applied_lsn));
+            }
+        }
         for folder in self.list_snapshots(partition).await? {
             match self.read_metadata(partition, &folder.name).await {
                 Ok(meta) => return Ok(Some(meta.min_applied_lsn)),

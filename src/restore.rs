@@ -381,7 +381,10 @@ async fn prepare(
         let name = f
             .file_name()
             .map_err(|e| unusable(Unusable::Metadata(e.to_string())))?;
-        let key = repo.layout().file(partition, &folder.name, name);
+        let key = repo
+            .layout()
+            .object(partition, &folder.name, f)
+            .map_err(|e| unusable(Unusable::Metadata(e.to_string())))?;
         let invalid = |reason: String| {
             unusable(Unusable::Invalid {
                 key: key.to_string(),

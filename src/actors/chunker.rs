@@ -169,8 +169,12 @@ async fn chunk_file(state: &mut ChunkerState, upload: &Arc<FileUpload>) -> Resul
         // Wait for room downstream before touching the disk.
         let credit = state.uploader.credits().acquire().await;
         let mut buf = state.buffer.take().expect("buffer is home between reads");
+        // Any allocation happens here, on the actor's thread, not on one of
+        // the many blocking threads: each of those would grow an allocator
+        // arena of its own, and memory would no longer track the bound.
+        buf.clear();
+        buf.reserve(len);
         let (f, b, read) = tokio::task::spawn_blocking(move || {
-            buf.clear();
             buf.resize(len, 0);
             let read = file.read_exact(&mut buf[..]);
             (file, buf, read)

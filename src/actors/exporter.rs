@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use tokio::sync::Semaphore;
 
 use crate::error::SnapshotError;
-use crate::ffi::ExportedFile;
+use crate::ffi::{self, ExportedFile};
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::metrics as m;
 use crate::partition::PartitionStore;
@@ -40,6 +40,8 @@ pub struct ExportRequest {
     pub lsn: LsnSource,
     pub min_lsn: Option<Lsn>,
     pub snapshot_id: SnapshotId,
+    /// Read every file's identity (for shared files, format V2).
+    pub identities: bool,
 }
 
 /// An exported column family in its staging directory.
@@ -50,6 +52,8 @@ pub struct Export {
     pub min_applied_lsn: Lsn,
     pub comparator_name: String,
     pub files: Vec<ExportedFile>,
+    /// Each file's identity, when asked for: `<number>-<session>-<size>`.
+    pub identities: Vec<Option<String>>,
 }
 
 impl Export {
@@ -193,10 +197,22 @@ fn export(
     let exported = partitions
         .export_column_family(&req.cf, &dir)
         .map_err(|e| export_err(e.to_string()))?;
+    let mut identities = Vec::with_capacity(exported.files.len());
+    for f in &exported.files {
+        identities.push(if req.identities {
+            let path = PathBuf::from(&f.directory).join(f.name.trim_start_matches('/'));
+            let (session, number) = ffi::sst_identity(&path)
+                .map_err(|e| export_err(format!("{}: {e}", path.display())))?;
+            Some(format!("{number}-{session}-{}", f.size))
+        } else {
+            None
+        });
+    }
     Ok(Export {
         staging,
         min_applied_lsn: lsn,
         comparator_name: exported.comparator_name,
         files: exported.files,
+        identities,
     })
 }

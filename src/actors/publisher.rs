@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::format::{Lsn, PartitionId, SnapshotMetadata};
+use crate::actors::supervisor::Retention;
+use crate::format::{FormatVersion, Lsn, PartitionId, SnapshotMetadata};
 use crate::metrics as m;
 use crate::repository::{RepoError, Repository};
 use crate::retry::{is_transient, RetryPolicy};
@@ -66,6 +67,8 @@ pub struct Publisher;
 pub struct PublisherArgs {
     pub partition: PartitionId,
     pub repository: Repository,
+    /// Which snapshots a V2 pointer keeps.
+    pub retention: Retention,
 }
 
 impl Actor for Publisher {
@@ -94,7 +97,7 @@ impl Actor for Publisher {
                     "routed to its own publisher"
                 );
                 let started = Instant::now();
-                let result = publish(&state.repository, &meta).await;
+                let result = publish(&state.repository, &meta, state.retention).await;
                 m::stage_duration("publish").record(started.elapsed().as_secs_f64());
                 if result.is_ok() {
                     let p = state.partition.0;
@@ -108,8 +111,11 @@ impl Actor for Publisher {
     }
 }
 
-async fn publish(repo: &Repository, meta: &SnapshotMetadata) -> Result<Published, PublishError> {
-    let pointer = meta.pointer();
+async fn publish(
+    repo: &Repository,
+    meta: &SnapshotMetadata,
+    retention: Retention,
+) -> Result<Published, PublishError> {
     let policy = RetryPolicy::default();
     let mut metadata_written = false;
     let mut conflicts = 0;
@@ -137,6 +143,16 @@ async fn publish(repo: &Repository, meta: &SnapshotMetadata) -> Result<Published
         if !metadata_written {
             repo.put_metadata(meta).await?;
             metadata_written = true;
+        }
+        let mut pointer = meta.pointer();
+        if meta.version == FormatVersion::V2 {
+            // This snapshot, then those the current pointer keeps, pruned by
+            // the retention policy.
+            let mut kept = vec![meta.retained_entry()];
+            if let Some(cur) = &current {
+                kept.extend(cur.pointer.kept());
+            }
+            pointer.retained = retention.apply(kept, chrono::Utc::now());
         }
         match repo
             .swap_pointer(current.as_ref().map(|c| &c.version), &pointer)

@@ -60,6 +60,45 @@ pub struct PipelineConfig {
     pub staging_dir: Option<PathBuf>,
     /// Upload bandwidth, shared with whatever else holds the same limit.
     pub rate_limit: Option<RateLimit>,
+    /// V1: every snapshot holds all its files. V2: SST files are shared
+    /// between snapshots, and only new ones are sent.
+    pub format: FormatVersion,
+    /// Which snapshots `latest.json` keeps (V2).
+    pub retention: Retention,
+}
+
+/// Which snapshots a V2 pointer keeps: the newest `keep_last`, and of those
+/// only the ones younger than `max_age` (the newest is always kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_last: usize,
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 10,
+            max_age: None,
+        }
+    }
+}
+
+impl Retention {
+    /// Applies the policy to a list of snapshots, newest first.
+    pub fn apply(
+        &self,
+        mut kept: Vec<crate::format::RetainedSnapshot>,
+        now: chrono::DateTime<Utc>,
+    ) -> Vec<crate::format::RetainedSnapshot> {
+        kept.truncate(self.keep_last.max(1));
+        if let Some(max_age) = self.max_age {
+            let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+            let mut first = true;
+            kept.retain(|r| std::mem::take(&mut first) || now - r.created_at <= max_age);
+        }
+        kept
+    }
 }
 
 impl Default for PipelineConfig {
@@ -73,6 +112,8 @@ impl Default for PipelineConfig {
             max_concurrent_exports: 2,
             staging_dir: None,
             rate_limit: None,
+            format: FormatVersion::V1,
+            retention: Retention::default(),
         }
     }
 }
@@ -111,7 +152,11 @@ pub struct SnapshotOutcome {
     pub min_applied_lsn: Lsn,
     /// Key of the snapshot's `metadata.json`.
     pub key: String,
+    /// Size of every file the snapshot references.
     pub bytes: u64,
+    /// Bytes sent: less than `bytes` when files were shared with the
+    /// previous snapshot (format V2).
+    pub uploaded_bytes: u64,
     pub files: usize,
     #[serde(with = "duration_seconds")]
     pub duration: Duration,
@@ -440,6 +485,7 @@ impl SupervisorState {
             PublisherArgs {
                 partition,
                 repository: self.job.repository.clone(),
+                retention: self.job.config.retention,
             },
             myself.get_cell(),
         )
@@ -504,6 +550,35 @@ impl Job {
         }
     }
 
+    /// Identity → CRC32C of the files the partition's latest snapshot
+    /// references, if it is a V2 snapshot. Any trouble reading it only means
+    /// that nothing is shared.
+    async fn previous_files(&self, partition: PartitionId) -> HashMap<String, u32> {
+        let pointer = match self.repository.read_pointer(partition).await {
+            Ok(Some(p)) => p.pointer,
+            _ => return HashMap::new(),
+        };
+        match self
+            .repository
+            .read_metadata(partition, &pointer.path)
+            .await
+        {
+            Ok(meta) => meta
+                .files
+                .iter()
+                .filter_map(|f| {
+                    let crc = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
+                    f.key.as_ref()?;
+                    Some((f.identity.clone()?, crc))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(%partition, error = %e, "cannot read the previous snapshot; sending every file");
+                HashMap::new()
+            }
+        }
+    }
+
     async fn run(
         &self,
         request: SnapshotRequest,
@@ -520,6 +595,7 @@ impl Job {
             lsn: spec.lsn,
             min_lsn: request.min_lsn,
             snapshot_id,
+            identities: self.config.format == FormatVersion::V2,
         };
         let export = match self
             .exporter
@@ -533,24 +609,50 @@ impl Job {
         let upload_started = Instant::now();
         let folder = snapshot_folder(export.min_applied_lsn, snapshot_id);
         let layout = self.repository.layout();
+        // V2: files the previous snapshot already references are not sent again.
+        let previous = match self.config.format {
+            FormatVersion::V2 => self.previous_files(partition).await,
+            FormatVersion::V1 => HashMap::new(),
+        };
+        let cancel = &cancel;
         let mut uploads = Vec::with_capacity(export.files.len());
-        for file in &export.files {
+        for (file, identity) in export.files.iter().zip(&export.identities) {
             let name =
                 crate::format::plain_file_name(&file.name).map_err(|e| SnapshotError::Export {
                     partition,
                     reason: e.to_string(),
                 })?;
-            let key = layout.file(partition, &folder, name);
-            uploads.push(self.store_file(export.file_path(file), key, file.size, &cancel));
+            let key = match identity {
+                Some(id) => layout.shared(partition, &format!("{id}.sst")),
+                None => layout.file(partition, &folder, name),
+            };
+            let reuse = identity.as_ref().and_then(|id| previous.get(id).copied());
+            let path = export.file_path(file);
+            let size = file.size;
+            uploads.push(async move {
+                match reuse {
+                    Some(crc32c) => Ok((StoredFile { key, size, crc32c }, false)),
+                    None => self
+                        .store_file(path, key, size, cancel)
+                        .await
+                        .map(|s| (s, true)),
+                }
+            });
         }
         let results = join_all(uploads).await;
         m::stage_duration("upload").record(upload_started.elapsed().as_secs_f64());
 
         let mut stored = Vec::with_capacity(results.len());
+        let mut uploaded = Vec::new();
         let mut errors = Vec::new();
         for result in results {
             match result {
-                Ok(file) => stored.push(file),
+                Ok((file, sent)) => {
+                    if sent {
+                        uploaded.push(file.clone());
+                    }
+                    stored.push(file);
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -561,8 +663,11 @@ impl Job {
             .unwrap_or(0);
         let first_error = (!errors.is_empty()).then(|| errors.swap_remove(cause));
         if let Some(source) = first_error {
-            // No metadata names these objects, so nothing can reference them.
-            for file in &stored {
+            // No metadata names the objects in this snapshot's own folder, so
+            // nothing can reference them. Shared files (V2) may be referenced
+            // by older retained snapshots: garbage collection decides.
+            let own = layout.snapshot_dir(partition, &folder);
+            for file in uploaded.iter().filter(|f| f.key.prefix_matches(&own)) {
                 if let Err(e) = self.repository.store().delete(&file.key).await {
                     tracing::debug!(key = %file.key, error = %e, "cannot remove object of a failed snapshot");
                 }
@@ -577,7 +682,8 @@ impl Job {
             .files
             .iter()
             .zip(&stored)
-            .map(|(f, s)| FileEntry {
+            .zip(&export.identities)
+            .map(|((f, s), id)| FileEntry {
                 column_family_name: f.column_family_name.clone(),
                 name: f.name.clone(),
                 directory: f.directory.clone(),
@@ -590,10 +696,12 @@ impl Job {
                 num_entries: f.num_entries,
                 num_deletions: f.num_deletions,
                 checksum: Some(format!("{:08x}", s.crc32c)),
+                identity: id.clone(),
+                key: id.as_ref().map(|id| crate::format::shared_key(id)),
             })
             .collect();
         let meta = SnapshotMetadata {
-            version: FormatVersion::V1,
+            version: self.config.format,
             cluster_name: self.config.cluster_name.clone(),
             partition_id: partition,
             node_name: self.config.node_name.clone(),
@@ -608,6 +716,7 @@ impl Job {
         let key = layout.metadata(partition, &folder).to_string();
         let lsn = export.min_applied_lsn;
         let bytes = meta.total_bytes();
+        let uploaded_bytes = uploaded.iter().map(|f| f.size).sum();
         let file_count = meta.files.len();
         // The staging files are no longer needed once every file is stored.
         drop(export);
@@ -630,6 +739,7 @@ impl Job {
             min_applied_lsn: lsn,
             key,
             bytes,
+            uploaded_bytes,
             files: file_count,
             duration: started.elapsed(),
         })

@@ -45,6 +45,36 @@ pub enum Command {
     Node(NodeArgs),
     /// Ask a running node for a snapshot of one partition.
     Request(RequestArgs),
+    /// Apply retention and delete what no kept snapshot references.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Repository URL or directory.
+    #[arg(long)]
+    pub from: String,
+    #[command(flatten)]
+    pub s3: crate::store::S3Options,
+    /// Only this partition [default: every partition].
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: Option<PartitionId>,
+    /// Keep the newest N snapshots.
+    #[arg(long)]
+    pub keep: Option<usize>,
+    /// Drop kept snapshots older than this (e.g. 7d); the newest is always kept.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    /// Objects younger than this are never deleted: it must exceed the
+    /// longest snapshot upload.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +118,17 @@ pub struct PipelineArgs {
     /// Upload bandwidth limit in bytes per second, e.g. 50MiB [default: none].
     #[arg(long, value_parser = parse_size)]
     pub rate_limit: Option<u64>,
+    /// Repository format: V1 (every snapshot holds all its files, readable by
+    /// older tools) or V2 (SST files shared between snapshots; only new ones
+    /// are uploaded; latest.json lists the retained snapshots).
+    #[arg(long, default_value = "V1")]
+    pub format: crate::format::FormatVersion,
+    /// V2: snapshots latest.json keeps, newest first.
+    #[arg(long, default_value_t = 10)]
+    pub keep: usize,
+    /// V2: also drop kept snapshots older than this (e.g. 7d); the newest is always kept.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
 }
 
 impl PipelineArgs {
@@ -99,6 +140,11 @@ impl PipelineArgs {
             max_parts_in_flight: self.parts_in_flight,
             staging_dir: self.staging_dir.clone(),
             rate_limit: self.rate_limit.map(crate::ratelimit::RateLimit::new),
+            format: self.format,
+            retention: crate::Retention {
+                keep_last: self.keep,
+                max_age: self.max_age,
+            },
             ..Default::default()
         }
     }
@@ -168,6 +214,51 @@ async fn request(args: RequestArgs) -> CliResult {
     Err(format!("the node answered {status}: {message}").into())
 }
 
+/// `rocksnap prune`.
+async fn prune(args: PruneArgs) -> CliResult {
+    let repo = open_repository(&args.from, crate::OpenMode::MustExist, &args.s3).await?;
+    let retention = (args.keep.is_some() || args.older_than.is_some()).then(|| crate::Retention {
+        keep_last: args.keep.unwrap_or(usize::MAX),
+        max_age: args.older_than,
+    });
+    let opts = crate::gc::GcOptions {
+        grace: args.grace,
+        dry_run: args.dry_run,
+        retention,
+    };
+    let partitions = match args.partition {
+        Some(p) => vec![p],
+        None => repo.list_partitions().await?,
+    };
+    let mut reports = Vec::new();
+    for p in partitions {
+        reports.push(crate::gc::collect(&repo, p, &opts).await?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for r in &reports {
+        for d in &r.deleted {
+            println!("{verb} {} ({})", d.key, indicatif::HumanBytes(d.size));
+        }
+        println!(
+            "partition {}: kept {} snapshots; {verb} {} objects, {}; spared {} younger than the grace period",
+            r.partition_id,
+            r.kept.len(),
+            r.deleted.len(),
+            indicatif::HumanBytes(r.deleted_bytes),
+            r.spared
+        );
+    }
+    Ok(())
+}
+
 /// Opens a repository and checks at once that it answers.
 pub async fn open_repository(
     spec: &str,
@@ -193,5 +284,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Verify(args) => restore::run_verify(args).await,
         Command::Node(args) => crate::node::run(&args.config).await,
         Command::Request(args) => request(args).await,
+        Command::Prune(args) => prune(args).await,
     }
 }

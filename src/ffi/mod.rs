@@ -222,6 +222,24 @@ pub fn scan_sst(path: &Path) -> Result<SstSummary, FfiError> {
     }
 }
 
+/// The identity RocksDB gives an SST file: the database session that wrote
+/// it and its original file number. With the size, no two files share it.
+pub fn sst_identity(path: &Path) -> Result<(String, u64), FfiError> {
+    let cpath = path_cstring(path)?;
+    let mut session: *mut c_char = ptr::null_mut();
+    let mut number = 0u64;
+    // SAFETY: the shim writes a malloc'd string into `session` (or leaves it
+    // null) and a number into `number`; both are read and freed once here.
+    unsafe {
+        let err = rocksnap_sst_identity(cpath.as_ptr(), &mut session, &mut number);
+        let session = owned_c_string(session);
+        if !err.is_null() {
+            return Err(FfiError::Rocks(owned_c_string(err)));
+        }
+        Ok((session, number))
+    }
+}
+
 #[repr(C)]
 struct RawSstSummary {
     smallest_key: *mut c_char,
@@ -265,6 +283,11 @@ extern "C" {
         largest_seqno: u64,
     );
     fn rocksnap_sst_scan(path: *const c_char, out: *mut RawSstSummary) -> *mut c_char;
+    fn rocksnap_sst_identity(
+        path: *const c_char,
+        session: *mut *mut c_char,
+        file_number: *mut u64,
+    ) -> *mut c_char;
 }
 
 struct ImportOptions(*mut ffi::rocksdb_import_column_family_options_t);
@@ -273,6 +296,21 @@ impl Drop for ImportOptions {
     fn drop(&mut self) {
         // SAFETY: created by `rocksdb_import_column_family_options_create`, destroyed once.
         unsafe { ffi::rocksdb_import_column_family_options_destroy(self.0) }
+    }
+}
+
+/// Makes glibc's allocator serve every allocation of 1 MiB or more with its
+/// own mapping, returned to the system when freed. Without it glibc raises
+/// that threshold as large blocks are freed, keeps freed part buffers in
+/// per-thread arenas, and the resident size of a process that moves many
+/// 8 MiB parts grows far past what it holds. Call once at start, before
+/// other threads exist; a host with its own allocator does not need it.
+pub fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before
+    // the process starts other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -112,4 +112,23 @@ char* rocksnap_sst_scan(const char* path, rocksnap_sst_summary* out) {
   return nullptr;
 }
 
+// Reads the identity RocksDB gives an SST: the id of the database session
+// that wrote it and its original file number, from its table properties.
+// Returns NULL on success (with *session malloc'd), else a malloc'd message.
+char* rocksnap_sst_identity(const char* path, char** session,
+                            uint64_t* file_number) {
+  *session = nullptr;
+  rocksdb::Options options;
+  rocksdb::SstFileReader reader(options);
+  rocksdb::Status s = reader.Open(path);
+  if (!s.ok()) return copy_error(s.ToString());
+  auto props = reader.GetTableProperties();
+  if (!props || props->db_session_id.empty()) {
+    return copy_error("the file has no session id in its properties");
+  }
+  *session = copy_error(props->db_session_id);
+  *file_number = props->orig_file_number;
+  return nullptr;
+}
+
 }  // extern "C"

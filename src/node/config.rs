@@ -23,6 +23,47 @@ pub struct NodeConfig {
     #[serde(default)]
     pub policy: PolicySection,
     pub workload: Option<WorkloadSection>,
+    #[serde(default)]
+    pub retention: RetentionSection,
+    pub gc: Option<GcSection>,
+}
+
+/// Which snapshots `latest.json` keeps (format V2).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    #[serde(default = "default_keep")]
+    pub keep_last: usize,
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            keep_last: default_keep(),
+            max_age: None,
+        }
+    }
+}
+
+/// Garbage collection on a schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcSection {
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+    /// Objects younger than this are never deleted; it must exceed the
+    /// longest snapshot upload.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+fn default_keep() -> usize {
+    10
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +103,9 @@ pub struct PipelineSection {
     /// Bytes per second for uploads and downloads of this process.
     pub rate_limit: Option<ByteSize>,
     pub staging_dir: Option<PathBuf>,
+    /// "V1" or "V2" (shared SST files, incremental snapshots).
+    #[serde(default)]
+    pub format: crate::format::FormatVersion,
 }
 
 impl Default for PipelineSection {
@@ -71,6 +115,7 @@ impl Default for PipelineSection {
             parts_in_flight: default_parts_in_flight(),
             rate_limit: None,
             staging_dir: None,
+            format: Default::default(),
         }
     }
 }
@@ -170,12 +215,15 @@ impl NodeConfig {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             p.push("node.partitions lists a partition twice".into());
         }
-        if let Err(e) = crate::Destination::open_with(
-            &self.repository.url,
-            crate::OpenMode::CreateMissing,
-            &self.repository.s3,
-        ) {
-            p.push(format!("repository.url: {e}"));
+        // Remote URLs are checked here (no request is made); a local
+        // directory is created at start, not while checking.
+        let url = &self.repository.url;
+        if url.contains("://") && !url.starts_with("file://") {
+            if let Err(e) =
+                crate::Destination::open_with(url, crate::OpenMode::MustExist, &self.repository.s3)
+            {
+                p.push(format!("repository.url: {e}"));
+            }
         }
         let part = self.pipeline.part_size.as_u64();
         let remote =
@@ -202,6 +250,12 @@ impl NodeConfig {
         }
         if self.policy.every.is_some_and(|d| d.is_zero()) {
             p.push("policy.every must be above zero".into());
+        }
+        if self.retention.keep_last == 0 {
+            p.push("retention.keep_last must be above zero".into());
+        }
+        if self.gc.as_ref().is_some_and(|g| g.every.is_zero()) {
+            p.push("gc.every must be above zero".into());
         }
         if let Some(w) = &self.workload {
             if w.records_per_second == 0 {

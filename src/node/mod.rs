@@ -102,6 +102,11 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         max_concurrent_exports: config.policy.max_concurrent_exports,
         staging_dir: config.pipeline.staging_dir.clone(),
         rate_limit,
+        format: config.pipeline.format,
+        retention: crate::Retention {
+            keep_last: config.retention.keep_last,
+            max_age: config.retention.max_age,
+        },
         ..PipelineConfig::default()
     };
     let (supervisor, supervisor_done) = Supervisor::start(SupervisorArgs::new(
@@ -133,6 +138,9 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     let workload = config
         .workload
         .map(|w| tokio::spawn(policy::workload(state.clone(), w, stop_rx.clone())));
+    let gc = config
+        .gc
+        .map(|g| tokio::spawn(policy::gc(state.clone(), g, stop_rx.clone())));
     // The one line a supervisor script or a test waits for.
     println!(
         "rocksnap node {} listening on http://{addr}",
@@ -147,6 +155,9 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         let _ = w.await;
     }
     let _ = policy.await;
+    if let Some(gc) = gc {
+        let _ = gc.await;
+    }
     let report = Supervisor::shutdown(&supervisor, config.node.shutdown_deadline).await;
     tracing::info!(?report, "snapshots in flight settled");
     let _ = server.await;

@@ -10,7 +10,7 @@ use rand::{Rng, RngCore};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::config::{PolicySection, WorkloadSection};
+use super::config::{GcSection, PolicySection, WorkloadSection};
 use super::{NodeState, TICK};
 use crate::format::{Lsn, PartitionId};
 use crate::{SnapshotError, SnapshotRequest, Supervisor};
@@ -131,6 +131,29 @@ pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Collects each partition's garbage every `g.every`, until `stop`.
+pub async fn gc(state: Arc<NodeState>, g: GcSection, mut stop: watch::Receiver<bool>) {
+    let opts = crate::gc::GcOptions {
+        grace: g.grace,
+        ..Default::default()
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(g.every) => {}
+            _ = stop.changed() => return,
+        }
+        for &id in &state.ids {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = crate::gc::collect(&state.repository, id, &opts).await {
+                tracing::warn!(partition = %id, error = %e, "garbage collection failed");
+            }
+            state.refresh(id).await;
         }
     }
 }

@@ -1,0 +1,243 @@
+//! Retention and garbage collection of a partition's snapshots.
+//!
+//! Mark and sweep: every object a kept snapshot references (its
+//! `metadata.json`, and each file's object, shared or not) and `latest.json`
+//! are marked; every other object of the partition older than the grace
+//! period is deleted. The grace period protects snapshots whose upload is
+//! still in progress: their objects are all younger than it, and a new
+//! snapshot reuses only files the current pointer's snapshot references,
+//! which are marked. The grace period must therefore exceed the longest
+//! snapshot upload.
+//!
+//! Which snapshots are kept: those a V2 pointer lists (after applying the
+//! retention asked for, by compare-and-swap on `latest.json`); with a V1
+//! pointer, the complete snapshots (the newest `keep_last` of them when
+//! asked). A pointer that cannot be read, or a kept snapshot whose metadata
+//! cannot be read, stops the collection before anything is deleted.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+
+use crate::actors::supervisor::Retention;
+use crate::format::{PartitionId, RetainedSnapshot, SnapshotId};
+use crate::repository::{RepoError, Repository};
+use crate::retry::RetryPolicy;
+
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Objects younger than this are never deleted.
+    pub grace: Duration,
+    /// Report what would be deleted, delete nothing, change nothing.
+    pub dry_run: bool,
+    /// Retention to apply before collecting; `None` keeps what the pointer keeps.
+    pub retention: Option<Retention>,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(300),
+            dry_run: false,
+            retention: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    pub partition_id: PartitionId,
+    pub dry_run: bool,
+    /// Snapshots kept, newest first.
+    pub kept: Vec<SnapshotId>,
+    /// Objects deleted (or, in a dry run, that would be).
+    pub deleted: Vec<DeletedObject>,
+    pub deleted_bytes: u64,
+    /// Unreferenced objects spared because they are younger than the grace period.
+    pub spared: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeletedObject {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Applies retention and collects the garbage of one partition.
+pub async fn collect(
+    repo: &Repository,
+    partition: PartitionId,
+    opts: &GcOptions,
+) -> Result<GcReport, GcError> {
+    let kept = kept_snapshots(repo, partition, opts).await?;
+    let layout = repo.layout();
+
+    let mut marked: HashSet<Path> = HashSet::new();
+    marked.insert(layout.latest(partition));
+    for snapshot in &kept {
+        let meta = repo
+            .read_metadata(partition, &snapshot.path)
+            .await
+            .map_err(|source| GcError::KeptUnreadable {
+                snapshot: snapshot.path.clone(),
+                source,
+            })?;
+        marked.insert(layout.metadata(partition, &snapshot.path));
+        for f in &meta.files {
+            let key = layout.object(partition, &snapshot.path, f).map_err(|e| {
+                GcError::KeptUnreadable {
+                    snapshot: snapshot.path.clone(),
+                    source: RepoError::Malformed {
+                        key: layout.metadata(partition, &snapshot.path).to_string(),
+                        source: e,
+                    },
+                }
+            })?;
+            marked.insert(key);
+        }
+    }
+
+    let dir = layout.partition_dir(partition);
+    let objects: Vec<_> = repo
+        .store()
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| GcError::Store {
+            key: dir.to_string(),
+            source: e,
+        })?;
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
+    let mut report = GcReport {
+        partition_id: partition,
+        dry_run: opts.dry_run,
+        kept: kept.iter().map(|k| k.snapshot_id).collect(),
+        deleted: Vec::new(),
+        deleted_bytes: 0,
+        spared: 0,
+    };
+    for object in objects {
+        if marked.contains(&object.location) {
+            continue;
+        }
+        if object.last_modified > cutoff {
+            report.spared += 1;
+            continue;
+        }
+        if !opts.dry_run {
+            let deleted = RetryPolicy::default()
+                .run("delete", || repo.store().delete(&object.location))
+                .await;
+            match deleted {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(GcError::Store {
+                        key: object.location.to_string(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        report.deleted_bytes += object.size;
+        report.deleted.push(DeletedObject {
+            key: object.location.to_string(),
+            size: object.size,
+        });
+    }
+    tracing::info!(
+        partition = %partition, dry_run = opts.dry_run, kept = report.kept.len(),
+        deleted = report.deleted.len(), bytes = report.deleted_bytes, spared = report.spared,
+        "garbage collected"
+    );
+    Ok(report)
+}
+
+/// The snapshots to keep, newest first, after applying the retention asked
+/// for to the pointer (by compare-and-swap, so that a publisher racing with
+/// us is never overwritten).
+async fn kept_snapshots(
+    repo: &Repository,
+    partition: PartitionId,
+    opts: &GcOptions,
+) -> Result<Vec<RetainedSnapshot>, GcError> {
+    for _ in 0..16 {
+        let Some(current) = repo.read_pointer(partition).await? else {
+            return Ok(Vec::new());
+        };
+        if current.pointer.retained.is_empty() {
+            return v1_kept(repo, partition, &current.pointer, opts).await;
+        }
+        let kept = current.pointer.kept();
+        let Some(retention) = opts.retention else {
+            return Ok(kept);
+        };
+        let pruned = retention.apply(kept.clone(), Utc::now());
+        if pruned == kept || opts.dry_run {
+            return Ok(pruned);
+        }
+        let mut pointer = current.pointer.clone();
+        pointer.retained = pruned.clone();
+        match repo.swap_pointer(Some(&current.version), &pointer).await {
+            Ok(_) => return Ok(pruned),
+            Err(RepoError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(GcError::Contended)
+}
+
+/// A V1 pointer keeps no list: every complete snapshot is kept, or the
+/// newest `keep_last` of them (and the one the pointer names) when asked.
+async fn v1_kept(
+    repo: &Repository,
+    partition: PartitionId,
+    pointer: &crate::format::LatestPointer,
+    opts: &GcOptions,
+) -> Result<Vec<RetainedSnapshot>, GcError> {
+    let mut kept = vec![pointer.kept().remove(0)];
+    let limit = opts.retention.map_or(usize::MAX, |r| r.keep_last.max(1));
+    let mut folders = repo.list_snapshots(partition).await?;
+    folders.reverse();
+    for f in folders {
+        if kept.len() >= limit {
+            break;
+        }
+        if f.name == pointer.path || f.lsn > pointer.min_applied_lsn {
+            continue;
+        }
+        match repo.read_metadata(partition, &f.name).await {
+            Ok(meta) => kept.push(meta.retained_entry()),
+            Err(
+                RepoError::Missing { .. } | RepoError::Malformed { .. } | RepoError::Foreign { .. },
+            ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(kept)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+    #[error("kept snapshot {snapshot} cannot be read, so nothing is deleted: {source}")]
+    KeptUnreadable {
+        snapshot: String,
+        #[source]
+        source: RepoError,
+    },
+    #[error("cannot list or delete {key}: {source}")]
+    Store {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("latest.json kept changing; try again")]
+    Contended,
+}
