@@ -48,6 +48,9 @@ fn main() {
     let mut restore_copy_sync = Vec::new();
     let mut restore_peak = Vec::new();
     let mut stored = 0;
+    let mut inc_full = Vec::new();
+    let mut inc_inc = Vec::new();
+    let (mut inc_full_bytes, mut inc_bytes) = (0, 0);
     for run in 0..runs {
         // Baseline: export the same column family, then copy its files.
         let export = root.join(format!("export-{run}"));
@@ -84,6 +87,14 @@ fn main() {
         restore_t.push(Duration::from_secs_f64(r.seconds));
         restore_peak.push(r.peak_rss);
         std::fs::remove_dir_all(&restored).unwrap();
+        std::fs::remove_dir_all(&repo).unwrap();
+
+        // Incremental (format V2) against full, on a checkpoint of the dataset.
+        let v = run_child_json("incremental", &db, &repo);
+        inc_full.push(Duration::from_secs_f64(v["full_seconds"].as_f64().unwrap()));
+        inc_inc.push(Duration::from_secs_f64(v["inc_seconds"].as_f64().unwrap()));
+        inc_full_bytes = v["full_uploaded"].as_u64().unwrap();
+        inc_bytes = v["inc_uploaded"].as_u64().unwrap();
         std::fs::remove_dir_all(&repo).unwrap();
     }
 
@@ -126,6 +137,16 @@ fn main() {
         mib(restore_peak.saturating_sub(idle.peak_rss)),
         mib(config.part_size as u64 * config.max_parts_in_flight as u64)
     );
+    println!("\nincremental snapshot (format V2) after 1% new writes, {runs} runs");
+    row("full snapshot", &inc_full, inc_full_bytes);
+    row("incremental", &inc_inc, inc_bytes);
+    println!(
+        "bytes sent: incremental / full = {:.4} ({} of {} bytes); time: incremental / full = {:.3}",
+        inc_bytes as f64 / inc_full_bytes as f64,
+        inc_bytes,
+        inc_full_bytes,
+        ratio(&inc_inc, &inc_full)
+    );
 }
 
 /// `cp -r src dest`, then `sync` of every copied file (rocksnap makes every
@@ -155,6 +176,21 @@ fn copy_tree(src: &Path, dest: &Path) -> (Duration, Duration) {
     let synced = t.elapsed();
     std::fs::remove_dir_all(dest).unwrap();
     (copied, synced)
+}
+
+fn run_child_json(mode: &str, db: &Path, repo: &Path) -> serde_json::Value {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("ROCKSNAP_BENCH_CHILD", mode)
+        .env("ROCKSNAP_BENCH_DB", db)
+        .env("ROCKSNAP_BENCH_REPO", repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 struct ChildReport {
@@ -188,6 +224,11 @@ fn child(mode: &str) {
     let db = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_DB").unwrap());
     let repo = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_REPO").unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if mode == "incremental" {
+        let report = rt.block_on(incremental(&db, &repo));
+        println!("{report}");
+        return;
+    }
     if mode == "restore" {
         let (seconds, bytes) = rt.block_on(async {
             let repository = Repository::new(
@@ -244,6 +285,64 @@ fn child(mode: &str) {
         "{}",
         serde_json::json!({"seconds": seconds, "bytes": bytes, "peak_rss": peak_rss()})
     );
+}
+
+/// A full V2 snapshot of a checkpoint of the dataset, 1% new writes and a
+/// flush, then an incremental snapshot: bytes sent and time of each.
+async fn incremental(dataset: &Path, repo: &Path) -> serde_json::Value {
+    let work = repo.with_extension("db");
+    let _ = std::fs::remove_dir_all(&work);
+    {
+        let store = PartitionStore::open_existing(dataset).unwrap();
+        rocksdb::checkpoint::Checkpoint::new(store.db())
+            .unwrap()
+            .create_checkpoint(&work)
+            .unwrap();
+    }
+    let partitions = PartitionStore::open_existing(&work).unwrap();
+    let repository = Repository::new(
+        Destination::open(repo.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
+    );
+    let config = PipelineConfig {
+        format: rocksnap::format::FormatVersion::V2,
+        ..PipelineConfig::default()
+    };
+    let (sup, _) = Supervisor::start(SupervisorArgs::new(config, partitions.clone(), repository))
+        .await
+        .unwrap();
+    let request = SnapshotRequest {
+        partition: PARTITION,
+        min_lsn: None,
+    };
+    let t = Instant::now();
+    let full = Supervisor::snapshot(&sup, request).await.unwrap();
+    let full_s = t.elapsed().as_secs_f64();
+    // 1% new data.
+    let lsn = partitions.applied_lsn("data-0").unwrap().unwrap().0 + 1;
+    let mut rng = rand::rng();
+    let records = (full.bytes / 100 / VALUE as u64).max(1);
+    let batch: Vec<(Vec<u8>, Vec<u8>)> = (0..records)
+        .map(|k| {
+            let mut v = vec![0u8; VALUE];
+            rng.fill_bytes(&mut v);
+            (format!("new-{k:012}").into_bytes(), v)
+        })
+        .collect();
+    partitions.apply(PARTITION, Lsn(lsn), batch).unwrap();
+    let cf = partitions.db().cf_handle("data-0").unwrap();
+    partitions.db().flush_cf(&cf).unwrap();
+    drop(cf);
+    let t = Instant::now();
+    let inc = Supervisor::snapshot(&sup, request).await.unwrap();
+    let inc_s = t.elapsed().as_secs_f64();
+    sup.stop(None);
+    drop(partitions);
+    let _ = std::fs::remove_dir_all(&work);
+    serde_json::json!({
+        "full_seconds": full_s, "full_uploaded": full.uploaded_bytes,
+        "inc_seconds": inc_s, "inc_uploaded": inc.uploaded_bytes, "inc_bytes": inc.bytes,
+        "seconds": 0.0, "bytes": 0, "peak_rss": peak_rss(),
+    })
 }
 
 fn build_dataset(db: &Path, bytes: u64) {
