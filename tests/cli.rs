@@ -332,3 +332,88 @@ fn restore_and_verify() {
     let source = PartitionStore::open_existing(&db).unwrap();
     assert_eq!(all(&source), all(&target));
 }
+
+#[test]
+fn incremental_snapshots_and_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    build_db(&db);
+    let repo = dir.path().join("repo");
+    let (db_s, repo_s) = (db.to_str().unwrap(), repo.to_str().unwrap());
+    let snap = |lsn: &str| {
+        ok_json(&[
+            "snapshot",
+            "--db",
+            db_s,
+            "--partition",
+            "7",
+            "--to",
+            repo_s,
+            "--format",
+            "V2",
+            "--keep",
+            "1",
+            "--lsn",
+            lsn,
+            "--json",
+        ])
+    };
+    let first = snap("10");
+    assert_eq!(first["uploaded_bytes"], first["bytes"]);
+    // Compacted: every file is new, and the first snapshot falls out of retention.
+    {
+        let store = PartitionStore::open_existing(&db).unwrap();
+        let cf = store.db().cf_handle("data-7").unwrap();
+        store
+            .db()
+            .compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+    }
+    snap("11");
+    let unchanged = snap("12");
+    assert_eq!(
+        unchanged["uploaded_bytes"], 0,
+        "nothing changed, nothing is sent"
+    );
+
+    let before = common::files_below(&repo);
+    let dry = ok_json(&[
+        "prune",
+        "--from",
+        repo_s,
+        "--grace",
+        "0s",
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(!dry[0]["deleted"].as_array().unwrap().is_empty(), "{dry}");
+    assert_eq!(
+        common::files_below(&repo),
+        before,
+        "a dry run deleted something"
+    );
+    let pruned = ok_json(&["prune", "--from", repo_s, "--grace", "0s", "--json"]);
+    assert_eq!(pruned[0]["deleted"], dry[0]["deleted"]);
+    let first_folder = format!("lsn_{:020}-{}", 10, first["snapshot_id"].as_str().unwrap());
+    assert!(!repo.join("7").join(first_folder).exists());
+    let restored = dir.path().join("restored");
+    let out = ok_json(&[
+        "restore",
+        "--from",
+        repo_s,
+        "--partition",
+        "7",
+        "--db",
+        restored.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out["snapshot_id"], unchanged["snapshot_id"]);
+    let a = PartitionStore::open_existing(&db)
+        .unwrap()
+        .entries("data-7")
+        .unwrap();
+    let b = PartitionStore::open_existing(&restored)
+        .unwrap()
+        .entries("data-7")
+        .unwrap();
+    assert!(a == b);
+}
