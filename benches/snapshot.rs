@@ -200,18 +200,7 @@ struct ChildReport {
 }
 
 fn run_child(mode: &str, db: &Path, repo: &Path) -> ChildReport {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env("ROCKSNAP_BENCH_CHILD", mode)
-        .env("ROCKSNAP_BENCH_DB", db)
-        .env("ROCKSNAP_BENCH_REPO", repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "child {mode} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_child_json(mode, db, repo);
     ChildReport {
         seconds: v["seconds"].as_f64().unwrap(),
         bytes: v["bytes"].as_u64().unwrap(),

@@ -95,7 +95,7 @@ pub struct RestoreOutcome {
     pub restored_lsn: Option<Lsn>,
     pub files: usize,
     pub bytes: u64,
-    #[serde(serialize_with = "seconds")]
+    #[serde(with = "crate::actors::supervisor::duration_seconds")]
     pub duration: Duration,
     /// Newer snapshots that were tried and found unusable.
     pub skipped: Vec<SkippedSnapshot>,
@@ -105,10 +105,6 @@ pub struct RestoreOutcome {
 pub struct SkippedSnapshot {
     pub snapshot_id: SnapshotId,
     pub reason: String,
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Restores `partition` into the database at `db` (created if missing; it

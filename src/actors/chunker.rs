@@ -2,7 +2,7 @@
 //!
 //! One [`BytesMut`] serves every part: a part is read into it, split off and
 //! frozen into [`Bytes`] (no copy), and sent on. Once the uploader drops the
-//! part, `reserve` gets the same allocation back. Before reading a part the
+//! part, its allocation goes back to a [`BufferPool`] and serves a later part. Before reading a part the
 //! chunker takes an uploader credit, so with every credit held by a part in
 //! flight it waits instead of reading ahead: memory stays below
 //! part size × (credits + 1) however large the snapshot is. The file's CRC32C
@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
-use crate::flow::{BoundedMailbox, Credit, Part, PipelineStats};
+use crate::flow::{BoundedMailbox, BufferPool, Credit, Part, PipelineStats};
 
 /// One file to store under one key, and where to report the outcome.
 #[derive(Debug)]
@@ -98,6 +98,7 @@ pub struct ChunkerArgs {
 pub struct ChunkerState {
     uploader: BoundedMailbox<UploaderMsg>,
     stats: Arc<PipelineStats>,
+    pool: BufferPool,
     /// The one buffer every part is read into; `None` only while a read runs
     /// on the blocking pool.
     buffer: Option<BytesMut>,
@@ -116,6 +117,7 @@ impl Actor for Chunker {
         Ok(ChunkerState {
             uploader: args.uploader,
             stats: args.stats,
+            pool: BufferPool::default(),
             buffer: Some(BytesMut::new()),
         })
     }
@@ -173,6 +175,11 @@ async fn chunk_file(state: &mut ChunkerState, upload: &Arc<FileUpload>) -> Resul
         // the many blocking threads: each of those would grow an allocator
         // arena of its own, and memory would no longer track the bound.
         buf.clear();
+        if buf.capacity() < len {
+            if let Some(recycled) = state.pool.take(len) {
+                buf = recycled;
+            }
+        }
         buf.reserve(len);
         let (f, b, read) = tokio::task::spawn_blocking(move || {
             buf.resize(len, 0);
@@ -190,7 +197,7 @@ async fn chunk_file(state: &mut ChunkerState, upload: &Arc<FileUpload>) -> Resul
         crc = crc32c::crc32c_append(crc, &buf);
         let bytes = buf.split().freeze();
         state.buffer = Some(buf);
-        let part = Part::new(bytes, credit, state.stats.clone());
+        let part = Part::new(bytes, credit, state.stats.clone(), state.pool.clone());
         let last = index + 1 == parts;
         let msg = UploaderMsg::Part {
             upload: upload.clone(),

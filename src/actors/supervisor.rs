@@ -162,7 +162,8 @@ pub struct SnapshotOutcome {
     pub duration: Duration,
 }
 
-mod duration_seconds {
+/// Serializes a duration as seconds (a float), as the JSON outputs do.
+pub(crate) mod duration_seconds {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
