@@ -60,6 +60,9 @@ pub struct GcReport {
     pub deleted_bytes: u64,
     /// Unreferenced objects spared because they are younger than the grace period.
     pub spared: usize,
+    /// Keys of multipart uploads, left open for longer than the grace
+    /// period, that were aborted (or, in a dry run, would be).
+    pub aborted_uploads: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +124,7 @@ pub async fn collect(
         deleted: Vec::new(),
         deleted_bytes: 0,
         spared: 0,
+        aborted_uploads: Vec::new(),
     };
     for object in objects {
         if marked.contains(&object.location) {
@@ -150,8 +154,20 @@ pub async fn collect(
             size: object.size,
         });
     }
+    // Uploads a killed process left open: older than the grace period, no
+    // snapshot in progress can still complete them.
+    let open = repo.uploads().list(&dir).await.map_err(GcError::Uploads)?;
+    for upload in open.into_iter().filter(|u| u.initiated <= cutoff) {
+        if !opts.dry_run {
+            repo.uploads()
+                .abort(&upload)
+                .await
+                .map_err(GcError::Uploads)?;
+        }
+        report.aborted_uploads.push(upload.key);
+    }
     tracing::info!(
-        partition = %partition, dry_run = opts.dry_run, kept = report.kept.len(),
+        partition = %partition, dry_run = opts.dry_run, aborted_uploads = report.aborted_uploads.len(), kept = report.kept.len(),
         deleted = report.deleted.len(), bytes = report.deleted_bytes, spared = report.spared,
         "garbage collected"
     );
@@ -240,4 +256,6 @@ pub enum GcError {
     },
     #[error("latest.json kept changing; try again")]
     Contended,
+    #[error("open multipart uploads: {0}")]
+    Uploads(String),
 }

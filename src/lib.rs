@@ -22,6 +22,7 @@ pub mod restore;
 pub mod retry;
 pub mod store;
 pub mod transfer;
+pub mod uploads;
 
 pub use actors::exporter::LsnSource;
 pub use actors::supervisor::{

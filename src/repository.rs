@@ -46,6 +46,7 @@ pub struct Repository {
     local_root: Option<PathBuf>,
     display: String,
     min_part_size: usize,
+    uploads: crate::uploads::UploadLister,
 }
 
 impl Repository {
@@ -56,6 +57,7 @@ impl Repository {
             local_root: dest.local_root,
             display: dest.display,
             min_part_size: dest.min_part_size,
+            uploads: dest.uploads,
         }
     }
 
@@ -67,6 +69,7 @@ impl Repository {
             local_root: None,
             display: "object store".into(),
             min_part_size: 1,
+            uploads: Default::default(),
         }
     }
 
@@ -76,6 +79,11 @@ impl Repository {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// How to find multipart uploads left open in this repository.
+    pub fn uploads(&self) -> &crate::uploads::UploadLister {
+        &self.uploads
     }
 
     /// The smallest multipart part the store accepts.

@@ -9,7 +9,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -75,6 +75,8 @@ pub struct Destination {
     pub display: String,
     /// The smallest part a multipart upload accepts (all parts but the last).
     pub min_part_size: usize,
+    /// How to find the multipart uploads left open under this destination.
+    pub uploads: crate::uploads::UploadLister,
 }
 
 /// S3 refuses multipart parts under 5 MiB, but for the last one.
@@ -128,15 +130,17 @@ impl Destination {
                 local_root: None,
                 display,
                 min_part_size: 1,
+                uploads: Default::default(),
             }),
             "s3" | "s3a" => {
-                let store = open_s3(&url, s3, &display)?;
+                let (store, uploads) = open_s3(&url, s3, &display)?;
                 Ok(Destination {
-                    store: Arc::new(store),
+                    store,
                     prefix: Path::from(url.path().trim_matches('/')),
                     local_root: None,
                     display,
                     min_part_size: S3_MIN_PART_SIZE,
+                    uploads: crate::uploads::UploadLister::S3(uploads),
                 })
             }
             "gs" | "az" | "azure" | "abfs" | "abfss" => {
@@ -153,6 +157,7 @@ impl Destination {
                     display,
                     // GCS and Azure take smaller blocks; 5 MiB suits all three.
                     min_part_size: S3_MIN_PART_SIZE,
+                    uploads: Default::default(),
                 })
             }
             other => Err(StoreError::BadUrl {
@@ -195,9 +200,10 @@ impl Destination {
         Ok(Destination {
             store: Arc::new(store),
             prefix: Path::default(),
-            local_root: Some(root),
+            local_root: Some(root.clone()),
             display,
             min_part_size: 1,
+            uploads: crate::uploads::UploadLister::Local(root),
         })
     }
 }
@@ -209,7 +215,7 @@ fn open_s3(
     url: &Url,
     s3: &S3Options,
     display: &str,
-) -> Result<object_store::aws::AmazonS3, StoreError> {
+) -> Result<(Arc<dyn ObjectStore>, crate::uploads::S3Uploads), StoreError> {
     let bad = |reason: String| StoreError::BadUrl {
         url: display.to_string(),
         reason,
@@ -276,10 +282,23 @@ fn open_s3(
             reason: "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE, or pass --s3-instance-credentials to use the machine's role".into(),
         });
     }
-    b.build().map_err(|e| StoreError::Open {
+    let config = |k: AmazonS3ConfigKey| b.get_config_value(&k).filter(|v| !v.is_empty());
+    let bucket = url.host_str().unwrap_or_default().to_string();
+    let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
+    let base_url = match config(AmazonS3ConfigKey::Endpoint) {
+        Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+    };
+    let store = Arc::new(b.build().map_err(|e| StoreError::Open {
         url: display.to_string(),
         source: e,
-    })
+    })?);
+    let uploads = crate::uploads::S3Uploads {
+        store: store.clone(),
+        base_url,
+        region,
+    };
+    Ok((store, uploads))
 }
 
 impl Destination {

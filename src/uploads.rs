@@ -1,0 +1,207 @@
+//! Multipart uploads that were started and never completed nor aborted, as a
+//! killed process leaves them: listed and aborted by garbage collection.
+//!
+//! `object_store` has no call that lists open multipart uploads, so this
+//! module asks each kind of store itself: S3 with a signed
+//! `ListMultipartUploads` request (and `AbortMultipartUpload` through
+//! `object_store`), a local directory by its staging files (`<key>#<n>`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use object_store::aws::{AmazonS3, AwsAuthorizer};
+use object_store::client::{HttpRequest, HttpRequestBody};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path;
+
+/// An upload started at `initiated` under `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub key: String,
+    pub id: String,
+    pub initiated: DateTime<Utc>,
+}
+
+/// Where to find a store's open uploads.
+#[derive(Debug, Clone, Default)]
+pub enum UploadLister {
+    S3(S3Uploads),
+    /// The directory behind a local store.
+    Local(PathBuf),
+    /// A store rocksnap cannot list uploads of (GCS and Azure drop uncommitted
+    /// blocks by themselves after a week).
+    #[default]
+    Unsupported,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Uploads {
+    pub store: Arc<AmazonS3>,
+    /// `https://bucket.s3.region.amazonaws.com` or `endpoint/bucket`.
+    pub base_url: String,
+    pub region: String,
+}
+
+impl UploadLister {
+    /// Open uploads whose key starts with `prefix`.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<OpenUpload>, String> {
+        match self {
+            UploadLister::Unsupported => Ok(Vec::new()),
+            UploadLister::Local(root) => {
+                let dir = root.join(prefix.as_ref());
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || local_uploads(&root, &dir))
+                    .await
+                    .expect("list task")
+                    .map_err(|e| e.to_string())
+            }
+            UploadLister::S3(s3) => s3.list(prefix).await,
+        }
+    }
+
+    pub async fn abort(&self, upload: &OpenUpload) -> Result<(), String> {
+        match self {
+            UploadLister::Unsupported => Ok(()),
+            UploadLister::Local(root) => {
+                let path = root.join(format!("{}#{}", upload.key, upload.id));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(format!("{}: {e}", path.display())),
+                }
+            }
+            UploadLister::S3(s3) => s3
+                .store
+                .abort_multipart(&Path::from(upload.key.as_str()), &upload.id)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl S3Uploads {
+    async fn list(&self, prefix: &Path) -> Result<Vec<OpenUpload>, String> {
+        let credential = self
+            .store
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut prefix = prefix.to_string();
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        let url = format!(
+            "{}?uploads&prefix={}",
+            self.base_url,
+            url::form_urlencoded::byte_serialize(prefix.as_bytes()).collect::<String>()
+        );
+        let mut request: HttpRequest = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(&url)
+            .body(HttpRequestBody::empty())
+            .map_err(|e| e.to_string())?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| e.to_string())?;
+        let response = reqwest::Client::new()
+            .get(&url)
+            .headers(request.headers().clone())
+            .send()
+            .await
+            .map_err(|e| format!("listing open uploads: {e}"))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("listing open uploads: {status}: {body}"));
+        }
+        Ok(parse_uploads(&body))
+    }
+}
+
+/// The `<Upload>` entries of a `ListMultipartUploadsResult`.
+fn parse_uploads(xml: &str) -> Vec<OpenUpload> {
+    let field = |block: &str, name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = block.find(&open)? + open.len();
+        let end = block[start..].find(&format!("</{name}>"))? + start;
+        Some(
+            block[start..end]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        )
+    };
+    xml.split("<Upload>")
+        .skip(1)
+        .filter_map(|block| {
+            let block = block.split("</Upload>").next()?;
+            Some(OpenUpload {
+                key: field(block, "Key")?,
+                id: field(block, "UploadId")?,
+                initiated: field(block, "Initiated")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Staging files of unfinished local multipart uploads below `dir`.
+fn local_uploads(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+) -> std::io::Result<Vec<OpenUpload>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+                continue;
+            }
+            let rel = entry.path();
+            let Ok(rel) = rel.strip_prefix(root) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy();
+            if let Some((key, id)) = rel.rsplit_once('#') {
+                out.push(OpenUpload {
+                    key: key.to_string(),
+                    id: id.to_string(),
+                    initiated: meta.modified()?.into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_listing() {
+        let xml = r#"<?xml version="1.0"?><ListMultipartUploadsResult><Bucket>b</Bucket>
+            <Upload><Key>p/1/ssts/a&amp;b.sst</Key><UploadId>XyZ</UploadId><Initiated>2026-11-27T10:00:00.000Z</Initiated></Upload>
+            <Upload><Key>p/1/x.sst</Key><UploadId>2</UploadId><Initiated>2026-11-27T11:00:00Z</Initiated></Upload>
+            </ListMultipartUploadsResult>"#;
+        let uploads = parse_uploads(xml);
+        assert_eq!(uploads.len(), 2);
+        assert_eq!(uploads[0].key, "p/1/ssts/a&b.sst");
+        assert_eq!(uploads[0].id, "XyZ");
+        assert_eq!(
+            uploads[1].initiated.to_rfc3339(),
+            "2026-11-27T11:00:00+00:00"
+        );
+    }
+}
