@@ -363,7 +363,8 @@ fn child(mode: &str) {
                 let local = Repository::new(
                     Destination::open(repo.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
                 );
-                let (seconds, bytes, _) = snapshot_all(&db, local, config).await;
+                let partitions = PartitionStore::open_existing(&db).unwrap();
+                let (seconds, bytes, _) = snapshot_all(partitions, local, config).await;
                 json!({"seconds": seconds, "bytes": bytes})
             }
             "restore" => {
@@ -398,11 +399,10 @@ fn child(mode: &str) {
 /// Snapshots every partition of `db` at once; returns seconds, bytes, and
 /// the sizes of the files stored.
 async fn snapshot_all(
-    db: &Path,
+    partitions: PartitionStore,
     repository: Repository,
     config: PipelineConfig,
 ) -> (f64, u64, usize) {
-    let partitions = PartitionStore::open_existing(db).unwrap();
     let ids = partition_ids(&partitions);
     let (sup, done) = Supervisor::start(SupervisorArgs::new(config, partitions, repository))
         .await
@@ -450,13 +450,14 @@ async fn remote(db: &Path) -> Value {
     // rocksnap.
     let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
     let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
-    let (rocksnap_s, bytes, _) = snapshot_all(db, repository.clone(), config.clone()).await;
+    let partitions = PartitionStore::open_existing(db).unwrap();
+    let (rocksnap_s, bytes, _) =
+        snapshot_all(partitions.clone(), repository.clone(), config.clone()).await;
 
     // The same exported files for the baselines.
     let staging = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
     let mut files: Vec<(PathBuf, u64)> = Vec::new();
     {
-        let partitions = PartitionStore::open_existing(db).unwrap();
         for p in partition_ids(&partitions) {
             let cf = format!("data-{p}");
             let e = partitions
