@@ -7,15 +7,11 @@ use serde::Serialize;
 use super::{parse_partition, parse_snapshot_id, CliResult};
 use crate::format::{LatestPointer, Lsn, PartitionId, SnapshotId};
 use crate::repository::{RepoError, Repository};
-use crate::OpenMode;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Repository URL or directory.
-    #[arg(long)]
-    pub from: String,
     #[command(flatten)]
-    pub s3: crate::store::S3Options,
+    pub repo: super::FromArgs,
     /// Only this partition.
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionId>,
@@ -26,11 +22,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Repository URL or directory.
-    #[arg(long)]
-    pub from: String,
     #[command(flatten)]
-    pub s3: crate::store::S3Options,
+    pub repo: super::FromArgs,
     #[arg(long, value_parser = parse_partition)]
     pub partition: PartitionId,
     /// Snapshot id (snap_<ULID>) [default: the one latest.json points at].
@@ -75,7 +68,7 @@ pub struct SnapshotListing {
 }
 
 pub async fn list(args: ListArgs) -> CliResult {
-    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
+    let repo = args.repo.open().await?;
     let partitions = match args.partition {
         Some(p) => vec![p],
         None => repo.list_partitions().await?,
@@ -181,7 +174,7 @@ async fn list_partition(
 }
 
 pub async fn show(args: ShowArgs) -> CliResult {
-    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
+    let repo = args.repo.open().await?;
     let folder = match args.snapshot {
         None => match repo.read_pointer(args.partition).await? {
             Some(p) => p.pointer.path,

@@ -49,13 +49,27 @@ pub enum Command {
     Prune(PruneArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct PruneArgs {
+/// A repository to read (or prune), and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct FromArgs {
     /// Repository URL or directory.
     #[arg(long)]
     pub from: String,
     #[command(flatten)]
     pub s3: crate::store::S3Options,
+}
+
+impl FromArgs {
+    /// Opens the repository, which must exist, and checks that it answers.
+    pub async fn open(&self) -> Result<crate::Repository, crate::store::StoreError> {
+        open_repository(&self.from, crate::OpenMode::MustExist, &self.s3).await
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: FromArgs,
     /// Only this partition [default: every partition].
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionId>,
@@ -216,7 +230,7 @@ async fn request(args: RequestArgs) -> CliResult {
 
 /// `rocksnap prune`.
 async fn prune(args: PruneArgs) -> CliResult {
-    let repo = open_repository(&args.from, crate::OpenMode::MustExist, &args.s3).await?;
+    let repo = args.repo.open().await?;
     let retention = (args.keep.is_some() || args.older_than.is_some()).then(|| crate::Retention {
         keep_last: args.keep.unwrap_or(usize::MAX),
         max_age: args.older_than,

@@ -10,7 +10,6 @@ use super::{parse_lsn, parse_partition, parse_snapshot_id, CliResult};
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::restore::{self, RestoreOptions, RestoreTarget};
 use crate::transfer::TransferProgress;
-use crate::OpenMode;
 
 /// Download settings shared by `restore` and `verify`.
 #[derive(Debug, Clone, Args)]
@@ -35,11 +34,8 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Repository URL or directory.
-    #[arg(long)]
-    pub from: String,
     #[command(flatten)]
-    pub s3: crate::store::S3Options,
+    pub repo: super::FromArgs,
     #[arg(long, value_parser = parse_partition)]
     pub partition: PartitionId,
     /// RocksDB database to restore into; created if missing, and not open elsewhere.
@@ -64,11 +60,8 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Repository URL or directory.
-    #[arg(long)]
-    pub from: String,
     #[command(flatten)]
-    pub s3: crate::store::S3Options,
+    pub repo: super::FromArgs,
     #[arg(long, value_parser = parse_partition)]
     pub partition: PartitionId,
     /// Snapshot to verify [default: the latest].
@@ -99,7 +92,7 @@ pub async fn run_restore(args: RestoreArgs) -> CliResult {
     if args.download.concurrency == 0 {
         return Err("--concurrency must be above zero".into());
     }
-    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
+    let repo = args.repo.open().await?;
     let target = match (args.snapshot, args.min_lsn, args.no_fallback) {
         (Some(id), _, _) => RestoreTarget::Snapshot(id),
         (None, Some(lsn), _) => RestoreTarget::MinLsn(lsn),
@@ -138,7 +131,7 @@ pub async fn run_verify(args: VerifyArgs) -> CliResult {
     if args.download.concurrency == 0 {
         return Err("--concurrency must be above zero".into());
     }
-    let repo = super::open_repository(&args.from, OpenMode::MustExist, &args.s3).await?;
+    let repo = args.repo.open().await?;
     let opts = args.download.options(None);
     let progress = Progress::download(
         opts.progress.clone(),
