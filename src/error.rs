@@ -44,6 +44,11 @@ pub enum SnapshotError {
         #[source]
         source: Box<PublishError>,
     },
+    #[error("partition {partition}: the upload took longer than garbage collection's grace period ({limit:?}); not published")]
+    TooSlow {
+        partition: PartitionId,
+        limit: std::time::Duration,
+    },
     #[error("the snapshot pipeline has stopped ({0})")]
     Stopped(String),
 }
@@ -59,6 +64,7 @@ impl SnapshotError {
             SnapshotError::Export { .. } => "export",
             SnapshotError::Upload { .. } => "upload",
             SnapshotError::Publish { source, .. } => source.reason(),
+            SnapshotError::TooSlow { .. } => "too_slow",
             SnapshotError::Stopped(_) => "stopped",
         }
     }

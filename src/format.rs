@@ -259,8 +259,11 @@ impl SnapshotMetadata {
         check_version(bytes)?;
         let meta: SnapshotMetadata =
             serde_json::from_slice(bytes).map_err(|e| FormatError::Json(METADATA, e))?;
+        let mut names = std::collections::HashSet::new();
         for file in &meta.files {
-            file.file_name()?;
+            if !names.insert(file.file_name()?) {
+                return Err(FormatError::DuplicateFileName(file.name.clone()));
+            }
             let shared = file.shared_name()?;
             if meta.version == FormatVersion::V2 && shared.is_none() {
                 return Err(FormatError::MissingKey(file.name.clone()));
@@ -477,6 +480,8 @@ pub enum FormatError {
     Json(&'static str, #[source] serde_json::Error),
     #[error("file name {0:?} is not a plain file name")]
     UnsafeFileName(String),
+    #[error("file name {0:?} appears twice")]
+    DuplicateFileName(String),
     #[error("file {0:?} of a V2 snapshot has no object key")]
     MissingKey(String),
     #[error("{0:?} is not a snapshot id (expected snap_<ULID>)")]
@@ -517,6 +522,23 @@ mod tests {
         ] {
             assert!(plain_file_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_file_named_twice_is_refused() {
+        let entry = serde_json::json!({
+            "column_family_name": "", "name": "/000001.sst", "directory": "/x", "size": 1,
+            "level": 0, "start_key": "", "end_key": "", "smallest_seqno": 0,
+            "largest_seqno": 0, "num_entries": 0, "num_deletions": 0
+        });
+        let doc = serde_json::json!({
+            "version": "V1", "cluster_name": "c", "partition_id": 1, "node_name": "n",
+            "created_at": "2026-11-27T10:00:00Z", "snapshot_id": format!("{}", SnapshotId::new()),
+            "key_range": {"start": 0, "end": 1}, "min_applied_lsn": 1,
+            "db_comparator_name": "leveldb.BytewiseComparator", "files": [entry.clone(), entry]
+        });
+        let err = SnapshotMetadata::parse(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Retention to apply before collecting; `None` keeps what the pointer keeps.
     pub retention: Option<Retention>,
+    /// The cluster whose pointer this is: a pointer of another cluster is
+    /// never rewritten. `None` accepts any cluster but never rewrites.
+    pub cluster: Option<String>,
 }
 
 impl Default for GcOptions {
@@ -45,6 +48,7 @@ impl Default for GcOptions {
             grace: Duration::from_secs(300),
             dry_run: false,
             retention: None,
+            cluster: None,
         }
     }
 }
@@ -135,6 +139,21 @@ pub async fn collect(
             continue;
         }
         if !opts.dry_run {
+            // Written again since the listing (a snapshot re-sending a shared
+            // file)? Then it is young, and it stays.
+            match repo.store().head(&object.location).await {
+                Ok(now) if now.last_modified > cutoff => {
+                    report.spared += 1;
+                    continue;
+                }
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(GcError::Store {
+                        key: object.location.to_string(),
+                        source: e,
+                    })
+                }
+            }
             let deleted = RetryPolicy::default()
                 .run("delete", || repo.store().delete(&object.location))
                 .await;
@@ -184,7 +203,8 @@ async fn kept_snapshots(
 ) -> Result<Vec<RetainedSnapshot>, GcError> {
     for _ in 0..16 {
         let Some(current) = repo.read_pointer(partition).await? else {
-            return Ok(Vec::new());
+            // No pointer: keep every complete snapshot.
+            return complete_snapshots(repo, partition, None, usize::MAX).await;
         };
         if current.pointer.retained.is_empty() {
             return v1_kept(repo, partition, &current.pointer, opts).await;
@@ -196,6 +216,14 @@ async fn kept_snapshots(
         let pruned = retention.apply(kept.clone(), Utc::now());
         if pruned == kept || opts.dry_run {
             return Ok(pruned);
+        }
+        match &opts.cluster {
+            Some(ours) if *ours == current.pointer.cluster_name => {}
+            _ => {
+                return Err(GcError::ForeignPointer {
+                    found: current.pointer.cluster_name.clone(),
+                })
+            }
         }
         let mut pointer = current.pointer.clone();
         pointer.retained = pruned.clone();
@@ -216,15 +244,26 @@ async fn v1_kept(
     pointer: &crate::format::LatestPointer,
     opts: &GcOptions,
 ) -> Result<Vec<RetainedSnapshot>, GcError> {
-    let mut kept = vec![pointer.kept().remove(0)];
     let limit = opts.retention.map_or(usize::MAX, |r| r.keep_last.max(1));
+    complete_snapshots(repo, partition, Some(pointer), limit).await
+}
+
+/// The pointer's snapshot (if any), then the newest complete snapshots not
+/// newer than it, up to `limit` in all.
+async fn complete_snapshots(
+    repo: &Repository,
+    partition: PartitionId,
+    pointer: Option<&crate::format::LatestPointer>,
+    limit: usize,
+) -> Result<Vec<RetainedSnapshot>, GcError> {
+    let mut kept: Vec<RetainedSnapshot> = pointer.map(|p| p.kept().remove(0)).into_iter().collect();
     let mut folders = repo.list_snapshots(partition).await?;
     folders.reverse();
     for f in folders {
         if kept.len() >= limit {
             break;
         }
-        if f.name == pointer.path || f.lsn > pointer.min_applied_lsn {
+        if pointer.is_some_and(|p| f.name == p.path || f.lsn > p.min_applied_lsn) {
             continue;
         }
         match repo.read_metadata(partition, &f.name).await {
@@ -258,4 +297,8 @@ pub enum GcError {
     Contended,
     #[error("open multipart uploads: {0}")]
     Uploads(String),
+    #[error(
+        "latest.json belongs to cluster {found:?}; pass its cluster name to apply retention to it"
+    )]
+    ForeignPointer { found: String },
 }

@@ -139,7 +139,7 @@ async fn gc_keeps_what_is_referenced_even_during_an_upload() {
         &GcOptions {
             grace: Duration::ZERO,
             dry_run: true,
-            retention: None,
+            ..GcOptions::default()
         },
     )
     .await
@@ -216,4 +216,51 @@ async fn gc_keeps_what_is_referenced_even_during_an_upload() {
         }
     }
     restored_equals_source(&fx, repo, "after-gc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_without_a_pointer_keeps_complete_snapshots_and_never_rewrites_a_foreign_pointer() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 1, 100, 1024);
+    let supervisor = fx.supervisor(v2(&fx, 5)).await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    fx.write(1, 2, 100, 1024);
+    snapshot(&supervisor, 1, None).await.unwrap();
+
+    // Another cluster's pointer: retention may not rewrite it.
+    let err = collect(
+        &fx.repository,
+        PartitionId(1),
+        &GcOptions {
+            grace: Duration::ZERO,
+            retention: Some(Retention {
+                keep_last: 1,
+                max_age: None,
+            }),
+            cluster: Some("another".into()),
+            ..GcOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("localcluster"), "{err}");
+    assert_eq!(fx.latest(1).retained.len(), 2);
+
+    // No pointer at all: complete snapshots are kept.
+    let before = objects(&fx);
+    std::fs::remove_file(fx.repo_dir.join("1").join("latest.json")).unwrap();
+    let report = collect(
+        &fx.repository,
+        PartitionId(1),
+        &GcOptions {
+            grace: Duration::ZERO,
+            ..GcOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.kept.len(), 2);
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    let after = objects(&fx);
+    assert_eq!(after.len() + 1, before.len());
 }

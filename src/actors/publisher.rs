@@ -13,7 +13,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::actors::supervisor::Retention;
-use crate::format::{FormatVersion, Lsn, PartitionId, SnapshotMetadata};
+use crate::format::{FormatVersion, Lsn, PartitionId, SnapshotId, SnapshotMetadata};
 use crate::metrics as m;
 use crate::repository::{RepoError, Repository};
 use crate::retry::{is_transient, RetryPolicy};
@@ -22,8 +22,11 @@ use crate::retry::{is_transient, RetryPolicy};
 const MAX_SWAP_ATTEMPTS: u32 = 16;
 
 pub enum PublisherMsg {
+    /// Publish a snapshot whose files are all stored; the id is the snapshot
+    /// it reused files from, if any.
     Publish(
         Box<SnapshotMetadata>,
+        Option<SnapshotId>,
         RpcReplyPort<Result<Published, PublishError>>,
     ),
 }
@@ -41,6 +44,8 @@ pub enum PublishError {
     Stale { current: Lsn, new: Lsn },
     #[error("latest.json belongs to cluster {found:?}, not {ours:?}, and is left as it is")]
     ForeignCluster { found: String, ours: String },
+    #[error("files were shared with snapshot {0}, which is no longer retained; not published")]
+    BaseGone(SnapshotId),
     #[error("gave up after {0} compare-and-swap conflicts on latest.json")]
     TooManyConflicts(u32),
     #[error("metadata.json was written but latest.json could not be replaced: {0}")]
@@ -55,6 +60,7 @@ impl PublishError {
             PublishError::Stale { .. } => "stale",
             PublishError::ForeignCluster { .. } => "foreign_cluster",
             PublishError::TooManyConflicts(_) => "conflicts",
+            PublishError::BaseGone(_) => "base_gone",
             PublishError::Uncertain(_) => "uncertain",
             PublishError::Repository(RepoError::Malformed { .. }) => "malformed_pointer",
             PublishError::Repository(_) => "repository",
@@ -91,13 +97,13 @@ impl Actor for Publisher {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PublisherMsg::Publish(meta, reply) => {
+            PublisherMsg::Publish(meta, reused_from, reply) => {
                 assert_eq!(
                     meta.partition_id, state.partition,
                     "routed to its own publisher"
                 );
                 let started = Instant::now();
-                let result = publish(&state.repository, &meta, state.retention).await;
+                let result = publish(&state.repository, &meta, reused_from, state.retention).await;
                 m::stage_duration("publish").record(started.elapsed().as_secs_f64());
                 if result.is_ok() {
                     let p = state.partition.0;
@@ -114,6 +120,7 @@ impl Actor for Publisher {
 async fn publish(
     repo: &Repository,
     meta: &SnapshotMetadata,
+    reused_from: Option<SnapshotId>,
     retention: Retention,
 ) -> Result<Published, PublishError> {
     let policy = RetryPolicy::default();
@@ -138,6 +145,13 @@ async fn publish(
                     current: cur.pointer.min_applied_lsn,
                     new: meta.min_applied_lsn,
                 });
+            }
+            // Shared files reused from a snapshot that is no longer retained
+            // may already be collected.
+            if let Some(base) = reused_from {
+                if !cur.pointer.kept().iter().any(|k| k.snapshot_id == base) {
+                    return Err(PublishError::BaseGone(base));
+                }
             }
         }
         if !metadata_written {

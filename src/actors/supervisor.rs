@@ -65,6 +65,9 @@ pub struct PipelineConfig {
     pub format: FormatVersion,
     /// Which snapshots `latest.json` keeps (V2).
     pub retention: Retention,
+    /// Garbage collection's grace period, when one runs against the
+    /// repository: a snapshot whose uploads took longer is not published.
+    pub max_upload_age: Option<Duration>,
 }
 
 /// Which snapshots a V2 pointer keeps: the newest `keep_last`, and of those
@@ -114,6 +117,7 @@ impl Default for PipelineConfig {
             rate_limit: None,
             format: FormatVersion::V1,
             retention: Retention::default(),
+            max_upload_age: None,
         }
     }
 }
@@ -551,31 +555,37 @@ impl Job {
         }
     }
 
-    /// Identity → CRC32C of the files the partition's latest snapshot
-    /// references, if it is a V2 snapshot. Any trouble reading it only means
-    /// that nothing is shared.
-    async fn previous_files(&self, partition: PartitionId) -> HashMap<String, u32> {
+    /// The partition's latest snapshot, and identity → CRC32C of the files
+    /// it references if it is a V2 snapshot. Any trouble reading it only
+    /// means that nothing is shared.
+    async fn previous_files(
+        &self,
+        partition: PartitionId,
+    ) -> (Option<SnapshotId>, HashMap<String, u32>) {
         let pointer = match self.repository.read_pointer(partition).await {
             Ok(Some(p)) => p.pointer,
-            _ => return HashMap::new(),
+            _ => return (None, HashMap::new()),
         };
         match self
             .repository
             .read_metadata(partition, &pointer.path)
             .await
         {
-            Ok(meta) => meta
-                .files
-                .iter()
-                .filter_map(|f| {
-                    let crc = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
-                    f.key.as_ref()?;
-                    Some((f.identity.clone()?, crc))
-                })
-                .collect(),
+            Ok(meta) => {
+                let files = meta
+                    .files
+                    .iter()
+                    .filter_map(|f| {
+                        let crc = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
+                        f.key.as_ref()?;
+                        Some((f.identity.clone()?, crc))
+                    })
+                    .collect();
+                (Some(meta.snapshot_id), files)
+            }
             Err(e) => {
                 tracing::warn!(%partition, error = %e, "cannot read the previous snapshot; sending every file");
-                HashMap::new()
+                (None, HashMap::new())
             }
         }
     }
@@ -611,9 +621,9 @@ impl Job {
         let folder = snapshot_folder(export.min_applied_lsn, snapshot_id);
         let layout = self.repository.layout();
         // V2: files the previous snapshot already references are not sent again.
-        let previous = match self.config.format {
+        let (base, previous) = match self.config.format {
             FormatVersion::V2 => self.previous_files(partition).await,
-            FormatVersion::V1 => HashMap::new(),
+            FormatVersion::V1 => (None, HashMap::new()),
         };
         let cancel = &cancel;
         let mut uploads = Vec::with_capacity(export.files.len());
@@ -719,10 +729,31 @@ impl Job {
         let bytes = meta.total_bytes();
         let uploaded_bytes = uploaded.iter().map(|f| f.size).sum();
         let file_count = meta.files.len();
+        // Files reused from the base snapshot are safe only while it is
+        // retained; the publisher checks that under its compare-and-swap.
+        let reused_from = base.filter(|_| stored.len() > uploaded.len());
         // The staging files are no longer needed once every file is stored.
         drop(export);
+        // A snapshot cancelled (shutdown deadline) while its last files were
+        // stored is not published.
+        if cancel.load(Ordering::SeqCst) {
+            return Err(SnapshotError::Upload {
+                partition,
+                source: Box::new(UploadError::Cancelled),
+            });
+        }
+        // A snapshot that took longer than garbage collection's grace period
+        // may have lost its first objects to a collection: never publish it.
+        if let Some(limit) = self.config.max_upload_age {
+            if upload_started.elapsed() >= limit {
+                return Err(SnapshotError::TooSlow { partition, limit });
+            }
+        }
         match publisher
-            .call(|reply| PublisherMsg::Publish(Box::new(meta), reply), None)
+            .call(
+                |reply| PublisherMsg::Publish(Box::new(meta), reused_from, reply),
+                None,
+            )
             .await
         {
             Ok(CallResult::Success(Ok(_))) => {}

@@ -86,6 +86,9 @@ pub struct PruneArgs {
     /// Print what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The cluster whose latest.json --keep/--older-than may rewrite.
+    #[arg(long, default_value = "localcluster")]
+    pub cluster: String,
     /// Print the reports as JSON.
     #[arg(long)]
     pub json: bool,
@@ -239,6 +242,7 @@ async fn prune(args: PruneArgs) -> CliResult {
         grace: args.grace,
         dry_run: args.dry_run,
         retention,
+        cluster: Some(args.cluster.clone()),
     };
     let partitions = match args.partition {
         Some(p) => vec![p],

@@ -28,6 +28,7 @@ use config::NodeConfig;
 /// What the admin endpoint and the policy share.
 pub struct NodeState {
     pub name: String,
+    pub cluster: String,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub repository: Repository,
     pub partitions: PartitionStore,
@@ -103,6 +104,9 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         staging_dir: config.pipeline.staging_dir.clone(),
         rate_limit,
         format: config.pipeline.format,
+        // With collection running, a snapshot slower than its grace period
+        // may have lost objects: it is refused rather than published.
+        max_upload_age: config.gc.as_ref().map(|g| g.grace),
         retention: crate::Retention {
             keep_last: config.retention.keep_last,
             max_age: config.retention.max_age,
@@ -117,6 +121,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     .await?;
     let state = Arc::new(NodeState {
         name: config.node.name.clone(),
+        cluster: config.node.cluster.clone(),
         supervisor: supervisor.clone(),
         repository,
         partitions,

@@ -139,6 +139,7 @@ pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch
 pub async fn gc(state: Arc<NodeState>, g: GcSection, mut stop: watch::Receiver<bool>) {
     let opts = crate::gc::GcOptions {
         grace: g.grace,
+        cluster: Some(state.cluster.clone()),
         ..Default::default()
     };
     loop {
