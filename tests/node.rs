@@ -161,7 +161,14 @@ async fn policy_requests_and_metrics(backend: Backend) {
                 &format!("rocksnap_snapshots_succeeded_total{{partition=\"{p}\"}}"),
             )
         };
-        if done("1").unwrap_or(0.0) >= 1.0 && done("2").unwrap_or(0.0) >= 1.0 {
+        // The node refreshes the age and trim-point gauges right after a
+        // snapshot's outcome; wait for those too.
+        let refreshed = ["1", "2"].iter().all(|p| {
+            s.contains(&format!(
+                "rocksnap_latest_snapshot_age_seconds{{partition=\"{p}\"}}"
+            )) && s.contains(&format!("rocksnap_safe_trim_lsn{{partition=\"{p}\"}}"))
+        });
+        if done("1").unwrap_or(0.0) >= 1.0 && done("2").unwrap_or(0.0) >= 1.0 && refreshed {
             break s;
         }
         assert!(Instant::now() < deadline, "the policy never fired:\n{s}");
