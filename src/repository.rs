@@ -333,11 +333,20 @@ impl Repository {
     /// complete snapshot the repository keeps, so that a restore, even one
     /// that falls back to an older snapshot, finds the log it needs.
     pub async fn safe_trim_point(&self, partition: PartitionId) -> Result<Option<Lsn>, RepoError> {
+        let pointer = self.read_pointer(partition).await?;
+        self.safe_trim_point_with(partition, pointer.as_ref().map(|p| &p.pointer))
+            .await
+    }
+
+    /// [`Self::safe_trim_point`] for a caller that has just read the pointer.
+    pub async fn safe_trim_point_with(
+        &self,
+        partition: PartitionId,
+        pointer: Option<&LatestPointer>,
+    ) -> Result<Option<Lsn>, RepoError> {
         // A V2 pointer lists what is kept.
-        if let Some(p) = self.read_pointer(partition).await? {
-            if let Some(oldest) = p.pointer.retained.last() {
-                return Ok(Some(oldest.min_applied_lsn));
-            }
+        if let Some(oldest) = pointer.and_then(|p| p.retained.last()) {
+            return Ok(Some(oldest.min_applied_lsn));
         }
         for folder in self.list_snapshots(partition).await? {
             match self.read_metadata(partition, &folder.name).await {

@@ -371,6 +371,7 @@ async fn prepare(
     std::fs::create_dir(&download_dir).map_err(|e| RestoreError::local(&download_dir, e))?;
     let mut downloads = Vec::with_capacity(meta.files.len());
     let mut import = Vec::with_capacity(meta.files.len());
+    let mut checksums = Vec::with_capacity(meta.files.len());
     for f in &meta.files {
         // Checked when the metadata was parsed; checked again here because
         // this is where a name becomes a path.
@@ -398,7 +399,7 @@ async fn prepare(
             smallest_seqno: f.smallest_seqno,
             largest_seqno: f.largest_seqno,
         });
-        expected_checksum(f).map_err(invalid)?;
+        checksums.push(expected_checksum(f).map_err(invalid)?);
         downloads.push(Download {
             key,
             dest: download_dir.join(name),
@@ -432,20 +433,19 @@ async fn prepare(
             }),
             e => RestoreError::Download(e),
         })?;
-    for ((f, d), crc) in meta.files.iter().zip(&downloads).zip(crcs) {
-        match expected_checksum(f) {
-            Ok(Some(want)) if want != crc => {
+    for ((want, d), crc) in checksums.iter().zip(&downloads).zip(crcs) {
+        match want {
+            Some(want) if *want != crc => {
                 return Err(unusable(Unusable::Checksum {
                     key: d.key.to_string(),
                     expected: format!("{want:08x}"),
                     actual: format!("{crc:08x}"),
                 }))
             }
-            Ok(Some(_)) => {}
-            Ok(None) => {
+            Some(_) => {}
+            None => {
                 tracing::warn!(key = %d.key, "no checksum in metadata; only the size was checked")
             }
-            Err(_) => unreachable!("checked before the download"),
         }
     }
 

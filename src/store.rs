@@ -13,7 +13,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 use url::Url;
 
 /// Settings for S3 and S3-compatible stores beyond the URL. Each one that is
@@ -232,7 +232,6 @@ fn open_s3(
             retry_timeout: Duration::from_secs(30),
             ..RetryConfig::default()
         });
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let Some(v) = &s3.endpoint {
         b = b.with_endpoint(v);
     }
@@ -251,25 +250,24 @@ fn open_s3(
     if s3.allow_http {
         b = b.with_allow_http(true);
     }
-    let allow_http = s3.allow_http || env("AWS_ALLOW_HTTP").is_some_and(|v| v == "true");
-    let endpoint = s3
-        .endpoint
-        .clone()
-        .or_else(|| env("AWS_ENDPOINT"))
-        .or_else(|| env("AWS_ENDPOINT_URL"));
-    if let Some(e) = &endpoint {
+    // The builder has merged the explicit settings and the `AWS_*`
+    // variables: every check below reads the settings it will use.
+    let config = |k: AmazonS3ConfigKey| b.get_config_value(&k).filter(|v| !v.is_empty());
+    let is_true = |k: AmazonS3ConfigKey| config(k).is_some_and(|v| v == "true");
+    let allow_http = is_true(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp));
+    if let Some(e) = config(AmazonS3ConfigKey::Endpoint) {
         if e.starts_with("http://") && !allow_http {
             return Err(bad(format!(
                 "endpoint {e} is plain HTTP; pass --s3-allow-http (or set AWS_ALLOW_HTTP=true) to use it"
             )));
         }
     }
-    let has_key = s3.access_key_id.is_some() || env("AWS_ACCESS_KEY_ID").is_some();
-    let has_secret = s3.secret_access_key.is_some() || env("AWS_SECRET_ACCESS_KEY").is_some();
-    let other_provider = env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
-        || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
-        || env("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
-        || env("AWS_SKIP_SIGNATURE").is_some_and(|v| v == "true");
+    let has_key = config(AmazonS3ConfigKey::AccessKeyId).is_some();
+    let has_secret = config(AmazonS3ConfigKey::SecretAccessKey).is_some();
+    let other_provider = config(AmazonS3ConfigKey::WebIdentityTokenFile).is_some()
+        || config(AmazonS3ConfigKey::ContainerCredentialsRelativeUri).is_some()
+        || config(AmazonS3ConfigKey::ContainerCredentialsFullUri).is_some()
+        || is_true(AmazonS3ConfigKey::SkipSignature);
     if has_key != has_secret {
         return Err(StoreError::Credentials {
             url: display.to_string(),
@@ -282,7 +280,6 @@ fn open_s3(
             reason: "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE, or pass --s3-instance-credentials to use the machine's role".into(),
         });
     }
-    let config = |k: AmazonS3ConfigKey| b.get_config_value(&k).filter(|v| !v.is_empty());
     let bucket = url.host_str().unwrap_or_default().to_string();
     let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
     let base_url = match config(AmazonS3ConfigKey::Endpoint) {

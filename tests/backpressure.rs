@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gated::{Gate, GatedStore};
+use common::faulty::{Fault, FaultyStore, Gate, Op, When};
 use common::{snapshot, Fixture};
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -22,7 +22,11 @@ async fn stalled_store_stops_the_chunker_and_bounds_memory() {
     fx.write(1, 9, 6_000, 1024);
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let gate = Gate::closed();
-    let store = Arc::new(GatedStore::new(inner.clone(), gate.clone()));
+    // Every data write (single puts and multipart parts) waits at the gate.
+    let store = FaultyStore::new(inner.clone());
+    store.inject(Op::Put, When::FromNth(1), Fault::Hold(gate.clone()));
+    store.inject(Op::Part, When::FromNth(1), Fault::Hold(gate.clone()));
+    let store = Arc::new(store);
     let repository = Repository::with_store(store, Path::from("repo"));
     let stats = Arc::new(PipelineStats::default());
     let config = PipelineConfig {

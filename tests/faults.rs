@@ -87,7 +87,7 @@ async fn each_kind_failing_once_is_retried(kind: Kind) {
         let backend = kind.fresh(case).await;
         let fx = setup(&backend).await;
         let (store, repo) = faulty(&backend);
-        store.inject(op, When::Nth(1), fault);
+        store.inject(op, When::Nth(1), fault.clone());
         let supervisor = fx
             .supervisor_on(config(&fx, &backend), repo, Arc::default())
             .await;

@@ -288,15 +288,17 @@ async fn finish_multipart(
         (None, None) => unreachable!("an outcome is either stored or an error"),
     };
     if result.is_err() {
-        let multipart = &mut in_progress.multipart;
-        let mut attempts = RetryPolicy::default().attempts;
-        while let Err(e) = multipart.abort().await {
-            attempts -= 1;
-            if attempts == 0 || !crate::retry::is_transient(&e) {
+        // `RetryPolicy::run` cannot lend the upload mutably to each attempt,
+        // so the same policy is applied here by hand, with its backoff.
+        let policy = RetryPolicy::default();
+        let mut attempt = 0;
+        while let Err(e) = in_progress.multipart.abort().await {
+            attempt += 1;
+            if attempt >= policy.attempts || !crate::retry::is_transient(&e) {
                 tracing::warn!(key = %upload.key, error = %e, "cannot abort multipart upload");
                 break;
             }
-            tokio::time::sleep(RetryPolicy::default().backoff(0)).await;
+            tokio::time::sleep(policy.backoff(attempt - 1)).await;
         }
     }
     upload.finish(result);

@@ -42,7 +42,24 @@ impl NodeState {
     /// Reads the partition's pointer and oldest kept snapshot again, and
     /// updates the gauges that describe them.
     pub async fn refresh(&self, partition: PartitionId) {
-        match self.repository.safe_trim_point(partition).await {
+        let pointer = match self.repository.read_pointer(partition).await {
+            Ok(p) => p.map(|p| p.pointer),
+            Err(e) => {
+                tracing::warn!(%partition, error = %e, "cannot read latest.json");
+                return;
+            }
+        };
+        if let Some(p) = &pointer {
+            let age = chrono::Utc::now() - p.created_at;
+            m::latest_lsn(partition.0).set(p.min_applied_lsn.0 as f64);
+            m::latest_timestamp(partition.0).set(p.created_at.timestamp() as f64);
+            m::latest_age(partition.0).set(age.num_milliseconds() as f64 / 1000.0);
+        }
+        match self
+            .repository
+            .safe_trim_point_with(partition, pointer.as_ref())
+            .await
+        {
             Ok(trim) => {
                 if let Some(lsn) = trim {
                     m::safe_trim_lsn(partition.0).set(lsn.0 as f64);
@@ -53,12 +70,6 @@ impl NodeState {
                     .insert(partition, trim);
             }
             Err(e) => tracing::warn!(%partition, error = %e, "cannot read the safe trim point"),
-        }
-        if let Ok(Some(p)) = self.repository.read_pointer(partition).await {
-            let age = chrono::Utc::now() - p.pointer.created_at;
-            m::latest_lsn(partition.0).set(p.pointer.min_applied_lsn.0 as f64);
-            m::latest_timestamp(partition.0).set(p.pointer.created_at.timestamp() as f64);
-            m::latest_age(partition.0).set(age.num_milliseconds() as f64 / 1000.0);
         }
     }
 

@@ -1,11 +1,12 @@
-//! A wrapper around a real object store that fails, delays or cuts off the
-//! Nth request of a kind. "Cut off" sends the request to the store and then
-//! loses the answer, as a dropped connection does.
+//! A wrapper around a real object store that fails, delays, holds or cuts
+//! off the Nth request of a kind. "Cut off" sends the request to the store
+//! and then loses the answer, as a dropped connection does; "hold" keeps the
+//! request at a [`Gate`] until the test opens it, as a stalled store does.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -32,11 +34,47 @@ pub enum Op {
     List,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     Fail,
     Delay(Duration),
     CutOff,
+    Hold(Gate),
+}
+
+/// Holds requests until opened.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    open: watch::Sender<bool>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    pub fn closed() -> Self {
+        Gate {
+            open: watch::channel(false).0,
+            waiting: Arc::default(),
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Requests currently held at the gate.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    async fn pass(&self) {
+        let mut rx = self.open.subscribe();
+        if *rx.borrow() {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = rx.wait_for(|open| *open).await.map(|_| ());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,13 +101,13 @@ impl State {
             *c
         };
         let rules = self.rules.lock().unwrap();
-        rules.iter().find_map(|&(o, when, fault)| {
-            let hit = o == op
-                && match when {
+        rules.iter().find_map(|(o, when, fault)| {
+            let hit = *o == op
+                && match *when {
                     When::Nth(k) => n == k,
                     When::FromNth(k) => n >= k,
                 };
-            hit.then_some(fault)
+            hit.then(|| fault.clone())
         })
     }
 
@@ -87,6 +125,10 @@ impl State {
             Fault::CutOff => {
                 let _ = request.await;
                 Err(injected(op, "connection cut before the answer"))
+            }
+            Fault::Hold(gate) => {
+                gate.pass().await;
+                request.await
             }
         }
     }

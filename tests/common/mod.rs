@@ -4,7 +4,6 @@
 
 pub mod backend;
 pub mod faulty;
-pub mod gated;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
