@@ -18,7 +18,7 @@ use crate::metrics as m;
 
 /// The credits of one stage: at most `capacity` messages queued or in work.
 #[derive(Debug, Clone)]
-pub struct Credits {
+pub(crate) struct Credits {
     stage: &'static str,
     capacity: usize,
     semaphore: Arc<Semaphore>,
@@ -55,15 +55,11 @@ impl Credits {
     pub fn in_use(&self) -> usize {
         self.capacity - self.semaphore.available_permits()
     }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
 }
 
 /// One unit of a stage's capacity, held by the message that used it.
 #[derive(Debug)]
-pub struct Credit {
+pub(crate) struct Credit {
     stage: &'static str,
     semaphore: Arc<Semaphore>,
     capacity: usize,
@@ -80,7 +76,7 @@ impl Drop for Credit {
 
 /// An actor behind a credit bound.
 #[derive(Debug)]
-pub struct BoundedMailbox<M: Message> {
+pub(crate) struct BoundedMailbox<M: Message> {
     actor: ActorRef<M>,
     credits: Credits,
 }
@@ -119,12 +115,15 @@ impl<M: Message> BoundedMailbox<M> {
 /// The receiving actor has stopped.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the {0} stage has stopped")]
-pub struct StageGone(pub &'static str);
+pub(crate) struct StageGone(pub &'static str);
 
 /// Counters that make the memory bound observable: how many parts were read
-/// and how many bytes are held in parts that are not yet uploaded.
+/// and how many bytes are held in parts that are not yet uploaded. Shared by
+/// every snapshot of one supervisor; progress bars read them too.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
+    restarts: AtomicU64,
+    waiting_for_room: AtomicU64,
     parts_read: AtomicU64,
     parts_alive: AtomicU64,
     parts_alive_peak: AtomicU64,
@@ -134,6 +133,34 @@ pub struct PipelineStats {
 }
 
 impl PipelineStats {
+    /// Stages and publishers the supervisor replaced after a failure.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether the chunker is waiting for a part in flight to finish before
+    /// it reads the next: the pipeline is held back by the store.
+    pub fn is_waiting_for_room(&self) -> bool {
+        self.waiting_for_room.load(Ordering::SeqCst) > 0
+    }
+
+    /// Marks the chunker as waiting until the guard is dropped.
+    pub(crate) fn waiting_for_room(&self) -> impl Drop + '_ {
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting_for_room.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.waiting_for_room)
+    }
+
+    /// Parts read from disk so far.
     pub fn parts_read(&self) -> u64 {
         self.parts_read.load(Ordering::SeqCst)
     }
@@ -141,6 +168,7 @@ impl PipelineStats {
     pub fn parts_alive(&self) -> u64 {
         self.parts_alive.load(Ordering::SeqCst)
     }
+    /// The most parts alive at once.
     pub fn parts_alive_peak(&self) -> u64 {
         self.parts_alive_peak.load(Ordering::SeqCst)
     }
@@ -148,9 +176,11 @@ impl PipelineStats {
     pub fn bytes_alive(&self) -> u64 {
         self.bytes_alive.load(Ordering::SeqCst)
     }
+    /// The most bytes held in parts at once.
     pub fn bytes_alive_peak(&self) -> u64 {
         self.bytes_alive_peak.load(Ordering::SeqCst)
     }
+    /// Bytes stored so far.
     pub fn bytes_uploaded(&self) -> u64 {
         self.bytes_uploaded.load(Ordering::SeqCst)
     }
@@ -166,7 +196,7 @@ impl PipelineStats {
 /// next part. A snapshot of any size then reuses the same `bound + 1`
 /// buffers: no allocation, no page faults, no allocator growth per part.
 #[derive(Debug, Clone, Default)]
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     free: Arc<std::sync::Mutex<Vec<BytesMut>>>,
 }
 
@@ -194,7 +224,7 @@ impl BufferPool {
 /// was read under; dropping it (after the upload) frees both the memory and
 /// the credit, and hands the buffer back to the pool.
 #[derive(Debug)]
-pub struct Part {
+pub(crate) struct Part {
     bytes: Bytes,
     stats: Arc<PipelineStats>,
     pool: BufferPool,
@@ -225,10 +255,6 @@ impl Part {
 
     pub fn len(&self) -> usize {
         self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
     }
 }
 

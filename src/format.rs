@@ -74,6 +74,7 @@ impl fmt::Display for Lsn {
 pub struct SnapshotId(Ulid);
 
 impl SnapshotId {
+    /// A fresh id from a new ULID (current time plus randomness).
     pub fn new() -> Self {
         SnapshotId(Ulid::new())
     }
@@ -140,11 +141,14 @@ impl FromStr for FormatVersion {
 /// The half-open range of partition keys a partition owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
+    /// First key of the range (inclusive).
     pub start: u64,
+    /// End of the range (exclusive).
     pub end: u64,
 }
 
 impl KeyRange {
+    /// The range of every key, `0..u64::MAX`.
     pub const FULL: KeyRange = KeyRange {
         start: 0,
         end: u64::MAX,
@@ -155,19 +159,27 @@ impl KeyRange {
 /// checksum. Exactly what column family import needs on restore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
+    /// Name of the column family the file was exported from.
     pub column_family_name: String,
     /// RocksDB's name for the file, with a leading `/` (`/000603.sst`).
     pub name: String,
+    /// Local directory the file was exported to on the snapshotting node.
     pub directory: String,
+    /// Size of the file in bytes.
     pub size: u64,
+    /// LSM level the file was at in the exported column family.
     pub level: i32,
     /// Smallest key in the file, hex.
     pub start_key: String,
     /// Largest key in the file, hex.
     pub end_key: String,
+    /// Smallest RocksDB sequence number in the file.
     pub smallest_seqno: u64,
+    /// Largest RocksDB sequence number in the file.
     pub largest_seqno: u64,
+    /// Number of entries in the file, as RocksDB reports it.
     pub num_entries: u64,
+    /// Number of deletion entries in the file, as RocksDB reports it.
     pub num_deletions: u64,
     /// CRC32C (Castagnoli) of the whole file, as 8 lowercase hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,18 +241,29 @@ pub fn plain_file_name(name: &str) -> Result<&str, FormatError> {
 /// `metadata.json`: written once, after every file it names is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMetadata {
+    /// Format version of this document and of the snapshot's layout.
     pub version: FormatVersion,
+    /// Name of the cluster the snapshot was taken in.
     pub cluster_name: String,
+    /// Partition the snapshot is of.
     pub partition_id: PartitionId,
+    /// Name of the node that took the snapshot.
     pub node_name: String,
+    /// When the snapshot was taken.
     pub created_at: DateTime<Utc>,
+    /// Unique id of the snapshot.
     pub snapshot_id: SnapshotId,
+    /// Keys the partition owned when the snapshot was taken.
     pub key_range: KeyRange,
+    /// The partition's applied LSN, read before the export started; the
+    /// snapshot holds at least every record up to it.
     pub min_applied_lsn: Lsn,
+    /// Name of the comparator of the database the files were exported from.
     pub db_comparator_name: String,
     /// Name of the per-file checksum algorithm (`crc32c`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_algorithm: Option<String>,
+    /// Every file of the snapshot.
     pub files: Vec<FileEntry>,
 }
 
@@ -250,6 +273,7 @@ impl SnapshotMetadata {
         snapshot_folder(self.min_applied_lsn, self.snapshot_id)
     }
 
+    /// Sum of the sizes of the snapshot's files, in bytes.
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
@@ -272,6 +296,7 @@ impl SnapshotMetadata {
         Ok(meta)
     }
 
+    /// This document as pretty-printed JSON, ready to store.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("metadata serializes")
     }
@@ -308,13 +333,22 @@ impl SnapshotMetadata {
 /// `latest.json`: the one object that is ever replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LatestPointer {
+    /// Format version of this document.
     pub version: FormatVersion,
+    /// Partition the pointer belongs to.
     pub partition_id: PartitionId,
+    /// Name of the cluster that owns the partition; a pointer of another
+    /// cluster is never overwritten.
     pub cluster_name: String,
+    /// Name of the node that took the latest snapshot.
     pub node_name: String,
+    /// When the latest snapshot was taken.
     pub created_at: DateTime<Utc>,
+    /// Id of the latest snapshot.
     pub snapshot_id: SnapshotId,
+    /// The latest snapshot's LSN; it never decreases from one pointer to the next.
     pub min_applied_lsn: Lsn,
+    /// Folder of the latest snapshot inside the partition's folder.
     pub path: String,
     /// V2: the snapshots kept, newest first (the latest included). Whatever
     /// they reference is never deleted; the oldest one's LSN is the safe
@@ -326,9 +360,13 @@ pub struct LatestPointer {
 /// A snapshot kept by retention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetainedSnapshot {
+    /// Id of the snapshot.
     pub snapshot_id: SnapshotId,
+    /// The snapshot's LSN.
     pub min_applied_lsn: Lsn,
+    /// When the snapshot was taken.
     pub created_at: DateTime<Utc>,
+    /// Folder of the snapshot inside the partition's folder.
     pub path: String,
 }
 
@@ -379,6 +417,7 @@ impl LatestPointer {
         Ok(pointer)
     }
 
+    /// This document as pretty-printed JSON, ready to store.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("pointer serializes")
     }
@@ -421,26 +460,32 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// A layout whose keys all start with `prefix` (empty for the store's root).
     pub fn new(prefix: Path) -> Self {
         Layout { prefix }
     }
 
+    /// The key prefix of the repository.
     pub fn prefix(&self) -> &Path {
         &self.prefix
     }
 
+    /// Folder of a partition: `[prefix/]<partition_id>`.
     pub fn partition_dir(&self, partition: PartitionId) -> Path {
         self.prefix.clone().join(partition.to_string())
     }
 
+    /// Key of a partition's `latest.json`.
     pub fn latest(&self, partition: PartitionId) -> Path {
         self.partition_dir(partition).join(LATEST)
     }
 
+    /// Folder of a snapshot; `folder` is its name from [`snapshot_folder`].
     pub fn snapshot_dir(&self, partition: PartitionId, folder: &str) -> Path {
         self.partition_dir(partition).join(folder)
     }
 
+    /// Key of a snapshot's `metadata.json`.
     pub fn metadata(&self, partition: PartitionId, folder: &str) -> Path {
         self.snapshot_dir(partition, folder).join(METADATA)
     }
@@ -472,24 +517,38 @@ impl Layout {
 /// What is wrong with a document or a name read from a repository.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
+    /// The bytes are not JSON, or have no `version` field.
     #[error("not a versioned JSON document: {0}")]
     NotAVersionedDocument(#[source] serde_json::Error),
+    /// The document's `version` is not one this build reads.
     #[error("unknown format version {0} (this build reads \"V1\" and \"V2\")")]
     UnknownVersion(String),
+    /// The named document (`latest.json` or `metadata.json`) does not parse.
     #[error("malformed {0}: {1}")]
     Json(&'static str, #[source] serde_json::Error),
+    /// A file name or object key that is not a plain file name.
     #[error("file name {0:?} is not a plain file name")]
     UnsafeFileName(String),
+    /// Two file entries of one snapshot have the same name.
     #[error("file name {0:?} appears twice")]
     DuplicateFileName(String),
+    /// A file entry of a V2 snapshot without its shared object key.
     #[error("file {0:?} of a V2 snapshot has no object key")]
     MissingKey(String),
+    /// A string that is not `snap_` followed by a ULID.
     #[error("{0:?} is not a snapshot id (expected snap_<ULID>)")]
     BadSnapshotId(String),
+    /// A pointer's (or retained entry's) `path` is not the folder its LSN
+    /// and snapshot id name.
     #[error(
         "pointer path {path:?} does not match its LSN and snapshot id (expected {expected:?})"
     )]
-    PointerPathMismatch { path: String, expected: String },
+    PointerPathMismatch {
+        /// The path the document gives.
+        path: String,
+        /// The folder its LSN and snapshot id name.
+        expected: String,
+    },
 }
 
 #[cfg(test)]

@@ -24,11 +24,11 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
-use crate::actors::supervisor::Retention;
 use crate::format::{PartitionId, RetainedSnapshot, SnapshotId};
 use crate::repository::{RepoError, Repository};
-use crate::retry::RetryPolicy;
+use crate::retention::Retention;
 
+/// How a garbage collection runs.
 #[derive(Debug, Clone)]
 pub struct GcOptions {
     /// Objects younger than this are never deleted.
@@ -53,14 +53,18 @@ impl Default for GcOptions {
     }
 }
 
+/// What a garbage collection kept, deleted and spared.
 #[derive(Debug, Clone, Serialize)]
 pub struct GcReport {
+    /// The partition collected.
     pub partition_id: PartitionId,
+    /// Whether this was a dry run, which deleted nothing.
     pub dry_run: bool,
     /// Snapshots kept, newest first.
     pub kept: Vec<SnapshotId>,
     /// Objects deleted (or, in a dry run, that would be).
     pub deleted: Vec<DeletedObject>,
+    /// Total size of the deleted objects, in bytes.
     pub deleted_bytes: u64,
     /// Unreferenced objects spared because they are younger than the grace period.
     pub spared: usize,
@@ -69,9 +73,12 @@ pub struct GcReport {
     pub aborted_uploads: Vec<String>,
 }
 
+/// An object garbage collection deleted (or would delete).
 #[derive(Debug, Clone, Serialize)]
 pub struct DeletedObject {
+    /// Key of the object.
     pub key: String,
+    /// Size of the object in bytes.
     pub size: u64,
 }
 
@@ -154,7 +161,8 @@ pub async fn collect(
                     })
                 }
             }
-            let deleted = RetryPolicy::default()
+            let deleted = repo
+                .retry()
                 .run("delete", || repo.store().delete(&object.location))
                 .await;
             match deleted {
@@ -277,28 +285,45 @@ async fn complete_snapshots(
     Ok(kept)
 }
 
+/// Why a garbage collection stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
+    /// The repository failed: reading or replacing the pointer, listing
+    /// snapshots, or reading a metadata document.
     #[error(transparent)]
     Repository(#[from] RepoError),
+    /// A kept snapshot's metadata cannot be read, so its references are
+    /// unknown and nothing is deleted.
     #[error("kept snapshot {snapshot} cannot be read, so nothing is deleted: {source}")]
     KeptUnreadable {
+        /// Folder name of the snapshot.
         snapshot: String,
+        /// Why it cannot be read.
         #[source]
         source: RepoError,
     },
+    /// Listing, checking or deleting an object failed.
     #[error("cannot list or delete {key}: {source}")]
     Store {
+        /// The key (or folder, for a listing) operated on.
         key: String,
+        /// What the store said.
         #[source]
         source: object_store::Error,
     },
+    /// `latest.json` changed under every attempt to apply retention to it.
     #[error("latest.json kept changing; try again")]
     Contended,
+    /// Listing or aborting open multipart uploads failed.
     #[error("open multipart uploads: {0}")]
     Uploads(String),
+    /// Retention would rewrite a pointer of another cluster (or of a cluster
+    /// not named in [`GcOptions::cluster`]).
     #[error(
         "latest.json belongs to cluster {found:?}; pass its cluster name to apply retention to it"
     )]
-    ForeignPointer { found: String },
+    ForeignPointer {
+        /// The cluster named in the pointer.
+        found: String,
+    },
 }

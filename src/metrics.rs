@@ -1,32 +1,49 @@
 //! Metric names, units and help texts, in one place.
 //!
 //! rocksnap records through the `metrics` facade; the host installs an
-//! exporter (see [`install_prometheus`]) or none, in which case recording
-//! costs almost nothing. Names follow Prometheus conventions: a `rocksnap_`
+//! exporter (the `rocksnap` binary installs Prometheus's) or none, in which
+//! case recording costs almost nothing. A host that renders the metrics
+//! calls [`describe`] once after installing its recorder. Names follow Prometheus conventions: a `rocksnap_`
 //! prefix, base units in the name, `_total` on counters.
-
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use metrics::{
     describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
 };
 
+/// Counter: snapshots requested, by partition.
 pub const SNAPSHOTS_STARTED: &str = "rocksnap_snapshots_started_total";
+/// Counter: snapshots published, by partition.
 pub const SNAPSHOTS_SUCCEEDED: &str = "rocksnap_snapshots_succeeded_total";
+/// Counter: snapshots that failed, by partition and reason.
 pub const SNAPSHOTS_FAILED: &str = "rocksnap_snapshots_failed_total";
+/// Histogram: seconds spent per snapshot in each stage (export, upload, publish).
 pub const STAGE_DURATION: &str = "rocksnap_stage_duration_seconds";
+/// Counter: bytes of snapshot files stored.
 pub const UPLOADED_BYTES: &str = "rocksnap_uploaded_bytes_total";
+/// Counter: parts (single puts and multipart parts) stored.
 pub const UPLOADED_PARTS: &str = "rocksnap_uploaded_parts_total";
+/// Gauge: parts read from disk and not yet stored.
 pub const PARTS_IN_FLIGHT: &str = "rocksnap_parts_in_flight";
+/// Gauge: messages queued or in work, by pipeline stage.
 pub const MAILBOX_DEPTH: &str = "rocksnap_mailbox_depth";
+/// Counter: `latest.json` compare-and-swap conflicts, by partition.
 pub const CAS_CONFLICTS: &str = "rocksnap_pointer_conflicts_total";
+/// Gauge: LSN of the newest published snapshot, by partition.
 pub const LATEST_LSN: &str = "rocksnap_latest_snapshot_lsn";
+/// Gauge: creation time of the newest published snapshot, in Unix seconds, by partition.
 pub const LATEST_TIMESTAMP: &str = "rocksnap_latest_snapshot_timestamp_seconds";
+/// Gauge: age in seconds of the newest published snapshot, by partition.
 pub const LATEST_AGE: &str = "rocksnap_latest_snapshot_age_seconds";
+/// Gauge: LSN up to which the host may trim its log, by partition.
 pub const SAFE_TRIM_LSN: &str = "rocksnap_safe_trim_lsn";
+/// Counter: restores, by partition and outcome.
 pub const RESTORES: &str = "rocksnap_restores_total";
+/// Histogram: seconds per restore.
 pub const RESTORE_DURATION: &str = "rocksnap_restore_duration_seconds";
+/// Counter: unusable snapshots skipped by restores, by partition.
 pub const RESTORE_FALLBACKS: &str = "rocksnap_restore_fallbacks_total";
+/// Counter: pipeline stages restarted by the supervisor, by stage.
+pub const STAGE_RESTARTS: &str = "rocksnap_stage_restarts_total";
 
 /// Registers help texts and units; call once after installing a recorder.
 pub fn describe() {
@@ -77,6 +94,10 @@ pub fn describe() {
         SAFE_TRIM_LSN,
         "LSN up to which the host may trim its log (the oldest kept snapshot), by partition."
     );
+    describe_counter!(
+        STAGE_RESTARTS,
+        "Pipeline stages restarted by the supervisor after a failure, by stage."
+    );
     describe_counter!(RESTORES, "Restores, by partition and outcome.");
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time per restore.");
     describe_counter!(
@@ -85,18 +106,8 @@ pub fn describe() {
     );
 }
 
-/// Installs the Prometheus recorder for this process; the handle renders
-/// the text exposition format for a `/metrics` endpoint.
-pub fn install_prometheus() -> Result<PrometheusHandle, String> {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-        ])
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
-    describe();
-    Ok(handle)
+pub(crate) fn stage_restarts(stage: &'static str) -> Counter {
+    metrics::counter!(STAGE_RESTARTS, "stage" => stage)
 }
 
 pub(crate) fn restores(partition: u64, outcome: &'static str) -> Counter {
@@ -111,10 +122,12 @@ pub(crate) fn restore_fallbacks(partition: u64) -> Counter {
     metrics::counter!(RESTORE_FALLBACKS, "partition" => partition.to_string())
 }
 
+/// The [`LATEST_AGE`] gauge of a partition.
 pub fn latest_age(partition: u64) -> Gauge {
     metrics::gauge!(LATEST_AGE, "partition" => partition.to_string())
 }
 
+/// The [`SAFE_TRIM_LSN`] gauge of a partition.
 pub fn safe_trim_lsn(partition: u64) -> Gauge {
     metrics::gauge!(SAFE_TRIM_LSN, "partition" => partition.to_string())
 }
@@ -155,10 +168,12 @@ pub(crate) fn cas_conflicts(partition: u64) -> Counter {
     metrics::counter!(CAS_CONFLICTS, "partition" => partition.to_string())
 }
 
+/// The [`LATEST_LSN`] gauge of a partition.
 pub fn latest_lsn(partition: u64) -> Gauge {
     metrics::gauge!(LATEST_LSN, "partition" => partition.to_string())
 }
 
+/// The [`LATEST_TIMESTAMP`] gauge of a partition.
 pub fn latest_timestamp(partition: u64) -> Gauge {
     metrics::gauge!(LATEST_TIMESTAMP, "partition" => partition.to_string())
 }

@@ -90,10 +90,12 @@ impl PartitionStore {
         }
     }
 
+    /// The underlying RocksDB handle.
     pub fn db(&self) -> &Arc<DB> {
         &self.db
     }
 
+    /// Directory of the database.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -109,6 +111,7 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// Whether this handle knows a column family named `name`.
     pub fn has_column_family(&self, name: &str) -> bool {
         self.db.cf_handle(name).is_some()
     }
@@ -248,26 +251,51 @@ impl PartitionStore {
     }
 }
 
+/// Why an operation on the partition store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
+    /// RocksDB returned an error.
     #[error("RocksDB at {}: {source}", path.display())]
     Rocks {
+        /// Directory of the database.
         path: PathBuf,
+        /// What RocksDB said.
         #[source]
         source: rocksdb::Error,
     },
+    /// There is no database at the path (no `CURRENT` file).
     #[error("no RocksDB database at {}", .0.display())]
     NoDatabase(PathBuf),
+    /// The partition has no column family in this database.
     #[error("unknown partition {0}")]
     UnknownPartition(PartitionId),
+    /// No column family of that name in this database.
     #[error("no column family named {0:?}")]
     UnknownColumnFamily(String),
+    /// RocksDB refused to import SST files as a column family.
     #[error("cannot import column family {cf:?}: {reason}")]
-    Import { cf: String, reason: String },
+    Import {
+        /// The column family being created.
+        cf: String,
+        /// What RocksDB said.
+        reason: String,
+    },
+    /// RocksDB failed to export a column family.
     #[error("cannot export column family {cf:?}: {reason}")]
-    Export { cf: String, reason: String },
+    Export {
+        /// The column family being exported.
+        cf: String,
+        /// What RocksDB said.
+        reason: String,
+    },
+    /// The value under [`APPLIED_LSN_KEY`] is not 8 bytes long.
     #[error("column family {cf:?}: the applied LSN is {len} bytes, expected 8")]
-    CorruptLsn { cf: String, len: usize },
+    CorruptLsn {
+        /// The column family read.
+        cf: String,
+        /// Length in bytes of the stored value.
+        len: usize,
+    },
 }
 
 impl PartitionError {

@@ -9,6 +9,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 /// Bytes are metered in units of this size.
 const UNIT: u64 = 1024;
 
+/// A bandwidth limit in bytes per second; clones share one budget.
 #[derive(Clone)]
 pub struct RateLimit {
     limiter: Arc<DefaultDirectRateLimiter>,
@@ -38,6 +39,7 @@ impl RateLimit {
         }
     }
 
+    /// The rate asked for, in bytes per second.
     pub fn bytes_per_second(&self) -> u64 {
         self.bytes_per_second
     }

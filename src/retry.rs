@@ -1,17 +1,24 @@
-//! Retries of transient store errors, with bounded exponential backoff.
+//! The one retry policy above the store's own.
 //!
-//! Cloud stores already retry at the HTTP layer; this is the layer above,
-//! for failures that reach rocksnap (a connection cut after the retries, a
-//! store wrapper that fails). Only requests that are safe to repeat are
-//! retried here: reads, create-only and overwriting puts of immutable
-//! objects, and whole files (a multipart upload cannot repeat one part, so a
-//! failed part aborts the upload and the file is sent again).
+//! Requests are retried first by the store client (`object_store`'s
+//! `RetryConfig` for S3, GCS and Azure). What fails past that reaches
+//! rocksnap, and only three things are tried again here, all with this one
+//! policy: requests that are safe to repeat (reads, create-only and
+//! overwriting puts of immutable objects), a whole file whose multipart
+//! upload was aborted (a part cannot be repeated on its own), and the
+//! compare-and-swap of `latest.json` after a conflict or a lost answer.
+//! Errors are told apart by their `object_store::Error` variant only.
+//!
+//! Waits come from `backon`'s exponential backoff with jitter, on tokio's
+//! clock, so a test can run retries under `tokio::time::pause`.
 
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+
 /// How often and how patiently to retry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub attempts: u32,
@@ -32,33 +39,34 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after failed attempt `n` (0-based), with up to 25% jitter so
-    /// that writers that failed together do not retry together.
-    pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << n.min(16)).min(self.max);
-        let jitter = rand::random::<f64>() * 0.25;
-        exp.mul_f64(1.0 + jitter).min(self.max)
+    fn builder(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base)
+            .with_max_delay(self.max)
+            .with_max_times(self.attempts.saturating_sub(1) as usize)
+            // Writers that failed together do not retry together.
+            .with_jitter()
+    }
+
+    /// The waits between attempts, one per retry: for loops that decide
+    /// for themselves after each failure (a file sent again, a pointer read
+    /// again after a conflict). `None` once the attempts are spent.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send {
+        self.builder().build()
     }
 
     /// Runs `op` until it succeeds, fails for good, or the attempts run out.
-    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, object_store::Error>
+    pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, object_store::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, object_store::Error>>,
     {
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if is_transient(&e) && attempt + 1 < self.attempts => {
-                    let wait = self.backoff(attempt);
-                    tracing::debug!(%what, attempt, error = %e, ?wait, "transient store error, retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        op.retry(self.builder())
+            .when(is_transient)
+            .notify(|e, wait| {
+                tracing::debug!(%what, error = %e, ?wait, "transient store error, retrying");
+            })
+            .await
     }
 }
 
@@ -93,14 +101,16 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    // The clock is paused: the backoff's waits pass at once, in order.
+    #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_until_success_and_stops_on_final_ones() {
         let policy = RetryPolicy {
             attempts: 4,
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(5),
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
         };
         let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
         let ok = policy
             .run("t", || async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 2 {
@@ -112,6 +122,8 @@ mod tests {
             .await;
         assert_eq!(ok.unwrap(), 7);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Two waits of at least 100 ms and 200 ms were taken on the clock.
+        assert!(started.elapsed() >= Duration::from_millis(300));
 
         calls.store(0, Ordering::SeqCst);
         let gave_up: Result<(), _> = policy
@@ -135,5 +147,13 @@ mod tests {
             .await;
         assert!(final_error.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn delays_are_bounded_and_run_out() {
+        let policy = RetryPolicy::default();
+        let delays: Vec<_> = policy.delays().collect();
+        assert_eq!(delays.len(), policy.attempts as usize - 1);
+        assert!(delays.iter().all(|d| *d <= policy.max));
     }
 }

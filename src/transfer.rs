@@ -22,15 +22,17 @@ use crate::retry::RetryPolicy;
 /// Bytes moved so far and bytes to move, for progress reports.
 #[derive(Debug, Default)]
 pub struct TransferProgress {
-    pub bytes: AtomicU64,
-    pub total: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) total: AtomicU64,
 }
 
 impl TransferProgress {
+    /// Bytes moved so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Bytes to move in all, once known.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
@@ -38,17 +40,18 @@ impl TransferProgress {
 
 /// Fetches objects into local files.
 #[derive(Debug, Clone)]
-pub struct Downloader {
+pub(crate) struct Downloader {
     store: Arc<dyn ObjectStore>,
     permits: Arc<Semaphore>,
     part_size: u64,
     progress: Arc<TransferProgress>,
     rate_limit: Option<RateLimit>,
+    retry: RetryPolicy,
 }
 
 /// One object to fetch and what it must be.
 #[derive(Debug, Clone)]
-pub struct Download {
+pub(crate) struct Download {
     pub key: Path,
     pub dest: PathBuf,
     pub size: u64,
@@ -61,8 +64,10 @@ impl Downloader {
         part_size: usize,
         progress: Arc<TransferProgress>,
         rate_limit: Option<RateLimit>,
+        retry: RetryPolicy,
     ) -> Self {
         Downloader {
+            retry,
             store,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             part_size: part_size.max(1) as u64,
@@ -78,7 +83,7 @@ impl Downloader {
 
     /// Fetches one object into `dest` (created, never overwritten) and returns its CRC32C.
     pub async fn fetch(&self, d: &Download) -> Result<u32, DownloadError> {
-        let retry = RetryPolicy::default();
+        let retry = self.retry;
         let meta = retry
             .run("head", || self.store.head(&d.key))
             .await
@@ -166,25 +171,40 @@ impl Downloader {
     }
 }
 
+/// Why an object could not be downloaded.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
+    /// The object does not exist.
     #[error("{key} is missing")]
-    Missing { key: String },
+    Missing {
+        /// Its key.
+        key: String,
+    },
+    /// The object is not the size the metadata says.
     #[error("{key} has {actual} bytes, the metadata says {expected}")]
     Size {
+        /// Its key.
         key: String,
+        /// What the metadata says.
         expected: u64,
+        /// What the store has.
         actual: u64,
     },
+    /// The store failed.
     #[error("cannot read {key}: {source}")]
     Store {
+        /// Its key.
         key: String,
+        /// What the store said.
         #[source]
         source: object_store::Error,
     },
+    /// The local file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Local {
+        /// The local file.
         path: PathBuf,
+        /// What the filesystem said.
         #[source]
         source: std::io::Error,
     },

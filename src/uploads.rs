@@ -17,7 +17,7 @@ use object_store::path::Path;
 
 /// An upload started at `initiated` under `key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenUpload {
+pub(crate) struct OpenUpload {
     pub key: String,
     pub id: String,
     pub initiated: DateTime<Utc>,
@@ -25,7 +25,7 @@ pub struct OpenUpload {
 
 /// Where to find a store's open uploads.
 #[derive(Debug, Clone, Default)]
-pub enum UploadLister {
+pub(crate) enum UploadLister {
     S3(S3Uploads),
     /// The directory behind a local store.
     Local(PathBuf),
@@ -36,7 +36,7 @@ pub enum UploadLister {
 }
 
 #[derive(Debug, Clone)]
-pub struct S3Uploads {
+pub(crate) struct S3Uploads {
     pub store: Arc<AmazonS3>,
     /// `https://bucket.s3.region.amazonaws.com` or `endpoint/bucket`.
     pub base_url: String,
@@ -81,6 +81,34 @@ impl UploadLister {
 }
 
 impl S3Uploads {
+    /// The HTTP status of a signed HeadBucket: 200 if the bucket exists and
+    /// the credentials may use it, 404 if it does not exist, 403 if they may
+    /// not. `object_store` reports a listing's status only inside its error
+    /// text, so the start-up check asks the bucket itself.
+    pub(crate) async fn head_bucket(&self) -> Result<http::StatusCode, String> {
+        let credential = self
+            .store
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut request: HttpRequest = http::Request::builder()
+            .method(http::Method::HEAD)
+            .uri(&self.base_url)
+            .body(HttpRequestBody::empty())
+            .map_err(|e| e.to_string())?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| e.to_string())?;
+        let response = reqwest::Client::new()
+            .head(&self.base_url)
+            .headers(request.headers().clone())
+            .send()
+            .await
+            .map_err(|e| format!("HeadBucket: {e}"))?;
+        Ok(response.status())
+    }
+
     async fn list(&self, prefix: &Path) -> Result<Vec<OpenUpload>, String> {
         let credential = self
             .store

@@ -3,14 +3,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::faulty::{Fault, FaultyStore, Gate, Op, When};
-use common::{snapshot, Fixture};
+use common::{snapshot, wait_until, Fixture};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use rocksnap::flow::PipelineStats;
+use rocksnap::PipelineStats;
 use rocksnap::{Lsn, PipelineConfig, Repository};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,17 +36,13 @@ async fn stalled_store_stops_the_chunker_and_bounds_memory() {
     let supervisor = fx.supervisor_on(config, repository, stats.clone()).await;
     let request = tokio::spawn(async move { snapshot(&supervisor, 1, None).await });
 
-    // Wait until the store holds every request the bound allows.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while gate.waiting() < IN_FLIGHT {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "uploads never reached the store"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Give a misbehaving chunker every chance to read ahead.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the store holds every request the bound allows, and the
+    // chunker has stopped to wait for room rather than read on.
+    wait_until(
+        "the store holds the bound's requests and the chunker waits",
+        || gate.waiting() >= IN_FLIGHT && stats.is_waiting_for_room(),
+    )
+    .await;
     assert_eq!(
         gate.waiting(),
         IN_FLIGHT,

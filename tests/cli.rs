@@ -4,45 +4,23 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::bin;
 
 use rocksnap::format::{Lsn, PartitionId};
 use rocksnap::PartitionStore;
 
 fn rocksnap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rocksnap"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run rocksnap")
+    bin::output(&mut bin::command(args))
 }
 
 fn ok_json(args: &[&str]) -> serde_json::Value {
-    let out = rocksnap(args);
-    assert!(
-        out.status.success(),
-        "rocksnap {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    bin::ok_json(&mut bin::command(args))
 }
 
-/// One clear line on stderr, a non-zero exit, and no panic.
 fn fails_clearly(args: &[&str], expect: &str) {
-    let out = rocksnap(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "rocksnap {args:?} succeeded");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(expect), "expected {expect:?} in {stderr}");
+    bin::fails_clearly(&mut bin::command(args), expect);
 }
 
 fn build_db(path: &Path) {

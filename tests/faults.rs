@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::backend::Backend;
 use common::faulty::{Fault, FaultyStore, Op, When};
 use common::{snapshot, Fixture};
+use rocksnap::gc::{collect, GcOptions};
 use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
-use rocksnap::{PartitionId, PipelineConfig, Repository};
+use rocksnap::{PartitionId, PipelineConfig, Repository, Retention};
 
 /// A partition with one multi-part SST, and a first snapshot published
 /// without faults.
@@ -37,11 +38,8 @@ fn config(fx: &Fixture, backend: &Backend) -> PipelineConfig {
 
 fn faulty(backend: &Backend) -> (FaultyStore, Repository) {
     let dest = backend.destination();
-    let store = FaultyStore::new(dest.store.clone());
-    let repo = Repository::new(rocksnap::Destination {
-        store: Arc::new(store.clone()),
-        ..dest
-    });
+    let store = FaultyStore::new(dest.store().clone());
+    let repo = Repository::new(dest.wrap_store(|_| Arc::new(store.clone())));
     (store, repo)
 }
 
@@ -202,4 +200,109 @@ async fn local_each_kind_failing_always_fails_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_each_kind_failing_always_fails_cleanly() {
     each_kind_failing_always_fails_cleanly(Kind::S3).await;
+}
+
+/// A snapshot whose parts fail and whose aborts fail too leaves open
+/// uploads behind; a collection whose deletes fail stops with the error.
+/// Neither harms what is published, and the next collection finishes both.
+async fn failed_aborts_and_deletes_are_left_to_collection(kind: Kind) {
+    let backend = kind.fresh(200).await;
+    let fx = setup(&backend).await;
+    let before = backend
+        .repository()
+        .read_pointer(PartitionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let (store, repo) = faulty(&backend);
+    store.inject(Op::Part, When::FromNth(1), Fault::Fail);
+    store.inject(Op::Abort, When::FromNth(1), Fault::Fail);
+    let supervisor = fx
+        .supervisor_on(config(&fx, &backend), repo.clone(), Arc::default())
+        .await;
+    let err = snapshot(&supervisor, 1, None).await.unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    supervisor.stop(None);
+    assert!(store.count(Op::Abort) > 0, "no abort was tried");
+    // On S3 a failed abort leaves the upload open; object_store's local
+    // store removes its staging file when the upload is dropped anyway.
+    if matches!(backend, Backend::S3 { .. }) {
+        assert!(
+            backend.open_uploads().await > 0,
+            "the failed aborts left nothing open"
+        );
+    }
+    let after = backend
+        .repository()
+        .read_pointer(PartitionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.pointer, before.pointer, "the pointer moved");
+
+    // A collection with failing deletes: an error, and nothing else changes.
+    let first_folder = before.pointer.path.clone();
+    fx.write(1, 30, 10, 100);
+    let supervisor = fx
+        .supervisor_on(config(&fx, &backend), backend.repository(), Arc::default())
+        .await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    store.inject(Op::Delete, When::FromNth(1), Fault::Fail);
+    let opts = GcOptions {
+        grace: Duration::ZERO,
+        retention: Some(Retention {
+            keep_last: 1,
+            max_age: None,
+        }),
+        cluster: Some("localcluster".into()),
+        ..GcOptions::default()
+    };
+    let err = collect(&repo, PartitionId(1), &opts).await.unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    assert!(
+        repo.read_metadata(PartitionId(1), &first_folder)
+            .await
+            .is_ok(),
+        "a delete that failed removed the object"
+    );
+
+    // The next collection, without faults, deletes and aborts what is left.
+    let report = collect(&backend.repository(), PartitionId(1), &opts)
+        .await
+        .unwrap();
+    assert!(!report.deleted.is_empty());
+    if matches!(backend, Backend::S3 { .. }) {
+        assert!(!report.aborted_uploads.is_empty());
+    }
+    assert_eq!(backend.open_uploads().await, 0, "an upload is still open");
+    let latest = backend
+        .repository()
+        .read_pointer(PartitionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    rocksnap::restore::verify(
+        &backend.repository(),
+        PartitionId(1),
+        Some(latest.pointer.snapshot_id),
+        false,
+        &RestoreOptions {
+            staging_dir: Some(fx.dir.path().join("verify")),
+            ..RestoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_failed_aborts_and_deletes_are_left_to_collection() {
+    failed_aborts_and_deletes_are_left_to_collection(Kind::Local(tempfile::tempdir().unwrap()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_failed_aborts_and_deletes_are_left_to_collection() {
+    failed_aborts_and_deletes_are_left_to_collection(Kind::S3).await;
 }

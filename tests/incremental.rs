@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Fault, FaultyStore, Op, When};
-use common::{files_below, snapshot, Fixture};
+use common::faulty::{Fault, FaultyStore, Gate, Op, When};
+use common::{files_below, snapshot, wait_until, Fixture};
 use rocksnap::format::{FormatVersion, PartitionId};
 use rocksnap::gc::{collect, GcOptions};
 use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
@@ -152,18 +152,19 @@ async fn gc_keeps_what_is_referenced_even_during_an_upload() {
     fx.write(1, 4, 300, 4096);
     flush(&fx, 1);
     let faulty = FaultyStore::new(fx.repository.store().clone());
-    let slow_repo = Repository::new(rocksnap::Destination {
-        store: Arc::new(faulty.clone()),
-        ..rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
+    let slow_repo = Repository::new(
+        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
             .unwrap()
-    });
+            .wrap_store(|_| Arc::new(faulty.clone())),
+    );
     // The files are multipart uploads, so the first single put is metadata.json.
-    faulty.inject(Op::Put, When::Nth(1), Fault::Delay(Duration::from_secs(2)));
+    let gate = Gate::closed();
+    faulty.inject(Op::Put, When::Nth(1), Fault::Hold(gate.clone()));
     let slow = fx
         .supervisor_on(v2(&fx, 2), slow_repo, Arc::default())
         .await;
     let upload = tokio::spawn(async move { snapshot(&slow, 1, None).await });
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_until("the metadata write is held", || gate.waiting() == 1).await;
     let report = collect(
         &fx.repository,
         PartitionId(1),
@@ -183,6 +184,7 @@ async fn gc_keeps_what_is_referenced_even_during_an_upload() {
         report.spared > 0,
         "the upload in progress left nothing to spare"
     );
+    gate.open();
     let fourth = upload.await.unwrap().unwrap();
 
     // Now collect with no grace: only what no kept snapshot references goes.

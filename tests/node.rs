@@ -20,9 +20,8 @@ struct Node {
 
 impl Node {
     fn start(backend: &Backend, config: &Path) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocksnap"));
-        cmd.args(["node", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "rocksnap=warn")
+        let mut cmd = common::bin::command(&["node", "--config", config.to_str().unwrap()]);
+        cmd.env("RUST_LOG", "rocksnap=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in backend.env() {
@@ -196,9 +195,7 @@ async fn policy_requests_and_metrics(backend: Backend) {
     // An admin request returns the outcome, through the CLI too.
     let outcome = json(http.post(node.url("/snapshots/2")).send().await.unwrap()).await;
     assert_eq!(outcome["partition_id"], 2, "{outcome}");
-    let mut request = Command::new(env!("CARGO_BIN_EXE_rocksnap"));
-    let out = request
-        .args(["request", "--node", &node.addr, "--partition", "1"])
+    let out = common::bin::command(&["request", "--node", &node.addr, "--partition", "1"])
         .output()
         .unwrap();
     assert!(
@@ -210,8 +207,7 @@ async fn policy_requests_and_metrics(backend: Backend) {
     assert_eq!(via_cli["partition_id"], 1);
     let unknown = http.post(node.url("/snapshots/9")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
-    let out = Command::new(env!("CARGO_BIN_EXE_rocksnap"))
-        .args(["request", "--node", &node.addr, "--partition", "9"])
+    let out = common::bin::command(&["request", "--node", &node.addr, "--partition", "9"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -289,7 +285,11 @@ async fn sigterm_mid_snapshot(backend: Backend) {
         assert!(Instant::now() < deadline, "the export never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped once its upload is under way: a multipart upload is open.
+    while backend.open_uploads().await == 0 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = node.terminate();
     assert!(status.success(), "node exited with {status}");
     if let Ok(Ok(response)) = request.await {
@@ -365,8 +365,7 @@ fn invalid_configurations_are_refused_with_their_problem() {
     for (i, (text, expect)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.toml"));
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_rocksnap"))
-            .args(["node", "--config", path.to_str().unwrap()])
+        let out = common::bin::command(&["node", "--config", path.to_str().unwrap()])
             .env("AWS_ACCESS_KEY_ID", "k")
             .env("AWS_SECRET_ACCESS_KEY", "s")
             .env("AWS_REGION", "us-east-1")

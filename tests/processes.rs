@@ -13,8 +13,7 @@ use rocksnap::format::{Lsn, PartitionId};
 use rocksnap::PartitionStore;
 
 fn rocksnap(backend: &Backend, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocksnap"));
-    cmd.args(args).env("RUST_LOG", "off");
+    let mut cmd = common::bin::command(args);
     for (k, v) in backend.env() {
         cmd.env(k, v);
     }
@@ -165,7 +164,15 @@ async fn killed_mid_upload(backend: Backend, dir: &Path) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed once its upload is under way: a multipart upload is open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while backend.open_uploads().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     assert_eq!(

@@ -6,44 +6,28 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::bin;
+
 use common::backend::{Backend, SECRET_KEY};
 use rocksnap::format::{Lsn, PartitionId};
 use rocksnap::PartitionStore;
 
+fn command(env: &[(String, String)], args: &[&str]) -> Command {
+    let mut cmd = bin::command(args);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
 fn run(env: &[(String, String)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocksnap"));
-    cmd.args(args).env("RUST_LOG", "off");
-    for var in [
-        "AWS_ENDPOINT",
-        "AWS_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_ALLOW_HTTP",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    bin::output(&mut command(env, args))
 }
 
 fn ok_json(env: &[(String, String)], args: &[&str]) -> serde_json::Value {
-    let out = run(env, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    bin::ok_json(&mut command(env, args))
 }
 
 fn refused(env: &[(String, String)], args: &[&str], expect: &str) {
-    let out = run(env, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(expect), "expected {expect:?} in {stderr}");
+    let stderr = bin::fails_clearly(&mut command(env, args), expect);
     assert!(!stderr.contains(SECRET_KEY), "the secret leaked: {stderr}");
 }
 

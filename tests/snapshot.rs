@@ -3,9 +3,9 @@
 mod common;
 
 use common::{files_below, snapshot, Fixture};
-use rocksnap::actors::publisher::PublishError;
 use rocksnap::format::{FormatVersion, KeyRange, Lsn, PartitionId};
 use rocksnap::repository::RepoError;
+use rocksnap::PublishError;
 use rocksnap::SnapshotError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,10 @@
 
 mod model;
 
+// The binary's allocator tuning, so that child processes measure what it would.
+#[path = "../../src/bin/rocksnap/alloc.rs"]
+mod alloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -40,7 +44,7 @@ const VALUE: usize = 4096;
 
 fn main() {
     // As the rocksnap binary does; see its documentation.
-    rocksnap::pin_mmap_threshold();
+    alloc::pin_mmap_threshold();
     if let Ok(mode) = std::env::var("ROCKSNAP_BENCH_CHILD") {
         child(&mode);
         return;
@@ -363,7 +367,7 @@ fn child(mode: &str) {
                     .ok()
                     .and_then(|r| r.parse().ok());
                 let config = PipelineConfig {
-                    rate_limit: rate.map(rocksnap::ratelimit::RateLimit::new),
+                    rate_limit: rate.map(rocksnap::RateLimit::new),
                     ..PipelineConfig::default()
                 };
                 let local = Repository::new(

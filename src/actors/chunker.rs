@@ -1,102 +1,59 @@
 //! The chunker: reads exported files into parts for the uploader.
 //!
 //! One [`BytesMut`] serves every part: a part is read into it, split off and
-//! frozen into [`Bytes`] (no copy), and sent on. Once the uploader drops the
-//! part, its allocation goes back to a [`BufferPool`] and serves a later part. Before reading a part the
-//! chunker takes an uploader credit, so with every credit held by a part in
-//! flight it waits instead of reading ahead: memory stays below
-//! part size × (credits + 1) however large the snapshot is. The file's CRC32C
-//! is computed while reading, so every byte is read from disk exactly once.
+//! frozen into [`bytes::Bytes`] (no copy), and sent on. Once the uploader
+//! drops the part, its allocation goes back to a [`BufferPool`] and serves a
+//! later part. Before reading a part the chunker takes an uploader credit, so
+//! with every credit held by a part in flight it waits instead of reading
+//! ahead: memory stays below part size × (credits + 1) however large the
+//! snapshot is. The file's CRC32C is computed while reading, so every byte is
+//! read from disk exactly once.
+//!
+//! The chunker talks to the uploader by messages only: `Begin` hands over
+//! the port the file's outcome goes to, then come the parts, then `End` or
+//! `Abandon`. It stops reading a file as soon as the file's cancellation
+//! token fires (a failed part, a cancelled snapshot).
 
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use object_store::path::Path;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use tokio_util::sync::CancellationToken;
 
-use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
+use super::uploader::{FileId, FileReply, FileUpload, UploadError, UploaderMsg};
 use crate::flow::{BoundedMailbox, BufferPool, Credit, Part, PipelineStats};
 
-/// One file to store under one key, and where to report the outcome.
-#[derive(Debug)]
-pub struct FileUpload {
+/// One file to store under one key.
+pub(crate) struct FileRequest {
+    pub id: FileId,
     pub path: PathBuf,
     pub key: Path,
     pub size: u64,
     pub part_size: usize,
-    /// Set when this attempt fails (a read, a part): its remaining parts are
-    /// not read.
-    pub failed: Arc<AtomicBool>,
-    /// Set when the snapshot gives up: no part of any of its files is read.
-    pub cancel: Arc<AtomicBool>,
-    done: Mutex<Option<oneshot::Sender<Result<StoredFile, UploadError>>>>,
-}
-
-impl FileUpload {
-    /// A file upload, and the receiver of its outcome. `cancel` is shared by
-    /// every file of one snapshot, so that giving up on one stops them all.
-    pub fn new(
-        path: PathBuf,
-        key: Path,
-        size: u64,
-        part_size: usize,
-        cancel: Arc<AtomicBool>,
-    ) -> (
-        Arc<Self>,
-        oneshot::Receiver<Result<StoredFile, UploadError>>,
-    ) {
-        let (tx, rx) = oneshot::channel();
-        let upload = FileUpload {
-            path,
-            key,
-            size,
-            part_size,
-            failed: Arc::default(),
-            cancel,
-            done: Mutex::new(Some(tx)),
-        };
-        (Arc::new(upload), rx)
-    }
-
-    /// Number of parts: at least one, so that an empty file is still stored.
-    pub fn part_count(&self) -> u64 {
-        self.size.div_ceil(self.part_size as u64).max(1)
-    }
-
-    pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
-    }
-
-    /// Reports the outcome once; later reports are ignored.
-    pub fn finish(&self, result: Result<StoredFile, UploadError>) {
-        if result.is_err() {
-            self.failed.store(true, Ordering::SeqCst);
-        }
-        if let Some(tx) = self.done.lock().expect("not poisoned").take() {
-            let _ = tx.send(result);
-        }
-    }
-}
-
-pub enum ChunkerMsg {
-    /// Read a file into parts. The credit bounds the chunker's own mailbox.
-    File(Arc<FileUpload>, Credit),
-}
-
-pub struct Chunker;
-
-pub struct ChunkerArgs {
+    /// Cancelled when this attempt is given up.
+    pub cancel: CancellationToken,
+    /// The uploader to send the parts to.
     pub uploader: BoundedMailbox<UploaderMsg>,
+    /// Where the file's outcome goes: handed to the uploader with `Begin`.
+    pub reply: FileReply,
+}
+
+pub(crate) enum ChunkerMsg {
+    /// Read a file into parts. The credit bounds the chunker's own mailbox.
+    File(FileRequest, Credit),
+}
+
+pub(crate) struct Chunker;
+
+pub(crate) struct ChunkerArgs {
     pub stats: Arc<PipelineStats>,
 }
 
-pub struct ChunkerState {
-    uploader: BoundedMailbox<UploaderMsg>,
+pub(crate) struct ChunkerState {
     stats: Arc<PipelineStats>,
     pool: BufferPool,
     /// The one buffer every part is read into; `None` only while a read runs
@@ -115,7 +72,6 @@ impl Actor for Chunker {
         args: ChunkerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(ChunkerState {
-            uploader: args.uploader,
             stats: args.stats,
             pool: BufferPool::default(),
             buffer: Some(BytesMut::new()),
@@ -128,101 +84,146 @@ impl Actor for Chunker {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            ChunkerMsg::File(upload, _credit) => {
-                if let Err(e) = chunk_file(state, &upload).await {
-                    abort(state, &upload, e).await;
-                }
-            }
-        }
+        let ChunkerMsg::File(request, _credit) = msg;
+        state.file(request).await;
         Ok(())
     }
 }
 
-async fn chunk_file(state: &mut ChunkerState, upload: &Arc<FileUpload>) -> Result<(), UploadError> {
-    let read_err = |source| UploadError::Read {
-        path: upload.path.clone(),
-        source,
-    };
-    let path = upload.path.clone();
-    let (mut file, actual) = tokio::task::spawn_blocking(move || {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        Ok::<_, std::io::Error>((file, len))
-    })
-    .await
-    .expect("open task")
-    .map_err(read_err)?;
-    // A file whose size changed since the export is not the file RocksDB described.
-    if actual != upload.size {
-        return Err(read_err(std::io::Error::other(format!(
-            "size is {actual} bytes, the export said {}",
-            upload.size
-        ))));
-    }
-    let parts = upload.part_count();
-    let mut crc = 0u32;
-    for index in 0..parts {
-        if upload.is_failed() {
-            return Err(UploadError::Cancelled);
-        }
-        let offset = index * upload.part_size as u64;
-        let len = (upload.size - offset).min(upload.part_size as u64) as usize;
-        // Wait for room downstream before touching the disk.
-        let credit = state.uploader.credits().acquire().await;
-        let mut buf = state.buffer.take().expect("buffer is home between reads");
-        // Any allocation happens here, on the actor's thread, not on one of
-        // the many blocking threads: each of those would grow an allocator
-        // arena of its own, and memory would no longer track the bound.
-        buf.clear();
-        if buf.capacity() < len {
-            if let Some(recycled) = state.pool.take(len) {
-                buf = recycled;
+impl ChunkerState {
+    async fn file(&mut self, request: FileRequest) {
+        let FileRequest {
+            id,
+            path,
+            key,
+            size,
+            part_size,
+            cancel,
+            uploader,
+            reply,
+        } = request;
+        let file = match open(path.clone(), size).await {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
             }
-        }
-        buf.reserve(len);
-        let (f, b, read) = tokio::task::spawn_blocking(move || {
-            buf.resize(len, 0);
-            let read = file.read_exact(&mut buf[..]);
-            (file, buf, read)
-        })
-        .await
-        .expect("read task");
-        file = f;
-        let mut buf = b;
-        if let Err(e) = read {
-            state.buffer = Some(buf);
-            return Err(read_err(e));
-        }
-        crc = crc32c::crc32c_append(crc, &buf);
-        let bytes = buf.split().freeze();
-        state.buffer = Some(buf);
-        let part = Part::new(bytes, credit, state.stats.clone(), state.pool.clone());
-        let last = index + 1 == parts;
-        let msg = UploaderMsg::Part {
-            upload: upload.clone(),
-            index,
-            part,
-            crc32c: last.then_some(crc),
         };
-        state
-            .uploader
-            .actor()
-            .cast(msg)
-            .map_err(|_| UploadError::Stopped("uploader"))?;
+        let parts = size.div_ceil(part_size as u64).max(1);
+        let begin = UploaderMsg::Begin(FileUpload {
+            id,
+            key,
+            size,
+            parts,
+            cancel: cancel.clone(),
+            reply,
+        });
+        if let Err(MessagingErr::SendErr(UploaderMsg::Begin(upload))) = uploader.actor().cast(begin)
+        {
+            let _ = upload.reply.send(Err(UploadError::Stopped("uploader")));
+            return;
+        }
+        // From here on the uploader reports the outcome; the file ends with
+        // `End` or `Abandon`.
+        let close = match self
+            .send_parts(file, &path, id, size, parts, part_size, &cancel, &uploader)
+            .await
+        {
+            Ok(crc32c) => UploaderMsg::End { file: id, crc32c },
+            Err(error) => UploaderMsg::Abandon { file: id, error },
+        };
+        let _ = uploader.actor().cast(close);
     }
-    Ok(())
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_parts(
+        &mut self,
+        mut file: File,
+        path: &std::path::Path,
+        id: FileId,
+        size: u64,
+        parts: u64,
+        part_size: usize,
+        cancel: &CancellationToken,
+        uploader: &BoundedMailbox<UploaderMsg>,
+    ) -> Result<u32, UploadError> {
+        let read_err = |source| UploadError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut crc = 0u32;
+        for index in 0..parts {
+            let offset = index * part_size as u64;
+            let len = (size - offset).min(part_size as u64) as usize;
+            // Wait for room downstream before touching the disk.
+            let credit = {
+                let _waiting = self.stats.waiting_for_room();
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(UploadError::Cancelled),
+                    credit = uploader.credits().acquire() => credit,
+                }
+            };
+            let mut buf = self.buffer.take().expect("buffer is home between reads");
+            // Any allocation happens here, on the actor's thread, not on one of
+            // the many blocking threads: each of those would grow an allocator
+            // arena of its own, and memory would no longer track the bound.
+            buf.clear();
+            if buf.capacity() < len {
+                if let Some(recycled) = self.pool.take(len) {
+                    buf = recycled;
+                }
+            }
+            buf.reserve(len);
+            let (f, mut buf, read) = tokio::task::spawn_blocking(move || {
+                buf.resize(len, 0);
+                let read = file.read_exact(&mut buf[..]);
+                (file, buf, read)
+            })
+            .await
+            .expect("a read does not panic");
+            file = f;
+            if let Err(e) = read {
+                self.buffer = Some(buf);
+                return Err(read_err(e));
+            }
+            crc = crc32c::crc32c_append(crc, &buf);
+            let bytes = buf.split().freeze();
+            self.buffer = Some(buf);
+            let part = Part::new(bytes, credit, self.stats.clone(), self.pool.clone());
+            uploader
+                .actor()
+                .cast(UploaderMsg::Part {
+                    file: id,
+                    index,
+                    part,
+                })
+                .map_err(|_| UploadError::Stopped("uploader"))?;
+        }
+        Ok(crc)
+    }
 }
 
-async fn abort(state: &ChunkerState, upload: &Arc<FileUpload>, error: UploadError) {
-    upload.failed.store(true, Ordering::SeqCst);
-    let msg = UploaderMsg::Abort {
-        upload: upload.clone(),
-        error,
+/// Opens an exported file and checks that it has the size RocksDB described.
+async fn open(path: PathBuf, expected: u64) -> Result<File, UploadError> {
+    let opened = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            let file = File::open(path)?;
+            let len = file.metadata()?.len();
+            Ok::<_, std::io::Error>((file, len))
+        }
+    })
+    .await
+    .expect("an open does not panic");
+    let read_err = |source| UploadError::Read {
+        path: path.clone(),
+        source,
     };
-    if let Err(ractor::MessagingErr::SendErr(UploaderMsg::Abort { error, .. })) =
-        state.uploader.actor().cast(msg)
-    {
-        upload.finish(Err(error));
+    let (file, actual) = opened.map_err(read_err)?;
+    if actual != expected {
+        return Err(read_err(std::io::Error::other(format!(
+            "size is {actual} bytes, the export said {expected}"
+        ))));
     }
+    Ok(file)
 }

@@ -7,6 +7,9 @@
 //! and the exact LSN travels inside the exported data under the reserved key.
 //! The staging directory is a [`TempDir`] owned by the [`Export`], so it is
 //! removed whatever happens to the snapshot afterwards.
+//!
+//! Exports of different partitions run side by side, up to a bound: each is
+//! a task in the exporter's own [`JoinSet`], aborted if the exporter stops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,26 +18,18 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tempfile::TempDir;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
-use crate::error::SnapshotError;
+use crate::config::LsnSource;
 use crate::ffi::{self, ExportedFile};
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::metrics as m;
-use crate::partition::PartitionStore;
+use crate::partition::{PartitionError, PartitionStore};
+use crate::staging;
 
-/// Where the LSN recorded for a snapshot comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LsnSource {
-    /// The LSN stored in the partition, or else the database's latest
-    /// sequence number (for databases written without rocksnap).
-    #[default]
-    Stored,
-    /// Given by the caller.
-    Fixed(Lsn),
-}
-
+/// What to export.
 #[derive(Debug, Clone)]
-pub struct ExportRequest {
+pub(crate) struct ExportRequest {
     pub partition: PartitionId,
     pub cf: String,
     pub lsn: LsnSource,
@@ -46,9 +41,9 @@ pub struct ExportRequest {
 
 /// An exported column family in its staging directory.
 #[derive(Debug)]
-pub struct Export {
+pub(crate) struct Export {
     /// Removed when the export is dropped.
-    pub staging: TempDir,
+    _staging: TempDir,
     pub min_applied_lsn: Lsn,
     pub comparator_name: String,
     pub files: Vec<ExportedFile>,
@@ -63,16 +58,40 @@ impl Export {
     }
 }
 
-/// Names of export staging directories start with this.
-const STAGING_PREFIX: &str = "export-";
-
-pub enum ExporterMsg {
-    Export(ExportRequest, RpcReplyPort<Result<Export, SnapshotError>>),
+/// Why a partition could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The database has no such column family.
+    #[error("the database has no column family {cf:?}")]
+    UnknownColumnFamily {
+        /// The column family looked for.
+        cf: String,
+    },
+    /// The stored LSN could not be read.
+    #[error("cannot read its applied LSN: {0}")]
+    Lsn(#[source] Box<PartitionError>),
+    /// The partition is behind what the request asked for.
+    #[error("applied LSN {applied} is below the requested minimum {requested}")]
+    LsnBelowMinimum {
+        /// The partition's LSN.
+        applied: Lsn,
+        /// The request's minimum.
+        requested: Lsn,
+    },
+    /// RocksDB or the filesystem refused.
+    #[error("export failed: {0}")]
+    Failed(String),
 }
 
-pub struct Exporter;
+pub(crate) enum ExporterMsg {
+    Export(ExportRequest, RpcReplyPort<Result<Export, ExportError>>),
+    /// One of the exporter's tasks panicked: the stage fails and is restarted.
+    TaskPanicked(String),
+}
 
-pub struct ExporterArgs {
+pub(crate) struct Exporter;
+
+pub(crate) struct ExporterArgs {
     pub partitions: PartitionStore,
     /// Parent of the per-snapshot staging directories; on the database's
     /// filesystem so that RocksDB can hard-link instead of copying.
@@ -81,10 +100,11 @@ pub struct ExporterArgs {
     pub max_concurrent: usize,
 }
 
-pub struct ExporterState {
+pub(crate) struct ExporterState {
     partitions: PartitionStore,
     staging_root: PathBuf,
     permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
 }
 
 impl Actor for Exporter {
@@ -97,54 +117,49 @@ impl Actor for Exporter {
         _myself: ActorRef<Self::Msg>,
         args: ExporterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        std::fs::create_dir_all(&args.staging_root)?;
-        // Exports left by a process that was killed: only the process that
-        // has the database open exports into its staging root, so nothing
-        // else can be using them.
-        for entry in std::fs::read_dir(&args.staging_root)? {
-            let entry = entry?;
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(STAGING_PREFIX)
-            {
-                tracing::info!(path = %entry.path().display(), "removing a stale export");
-                std::fs::remove_dir_all(entry.path())?;
-            }
-        }
+        staging::prepare_export_root(&args.staging_root)?;
         Ok(ExporterState {
             partitions: args.partitions,
             staging_root: args.staging_root,
             permits: Arc::new(Semaphore::new(args.max_concurrent.max(1))),
+            tasks: JoinSet::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Forget the tasks that have ended; a panic was reported by message.
+        while state.tasks.try_join_next().is_some() {}
         match msg {
             ExporterMsg::Export(req, reply) => {
                 let partitions = state.partitions.clone();
                 let root = state.staging_root.clone();
                 let permits = state.permits.clone();
-                // Exports of different partitions run side by side, up to the bound.
-                tokio::spawn(async move {
+                let work = async move {
                     let _permit = permits.acquire_owned().await.expect("never closed");
                     let started = Instant::now();
+                    // RocksDB's export blocks; a panic inside it fails this
+                    // export only, with its message.
                     let result =
                         tokio::task::spawn_blocking(move || export(&partitions, &root, req))
                             .await
                             .unwrap_or_else(|e| {
-                                Err(SnapshotError::Stopped(format!("export task failed: {e}")))
+                                Err(ExportError::Failed(format!("export panicked: {e}")))
                             });
                     m::stage_duration("export").record(started.elapsed().as_secs_f64());
                     // The requester may have gone away; the export is then
                     // dropped and its staging directory removed.
                     let _ = reply.send(result);
-                });
+                    None
+                };
+                super::spawn_owned(&mut state.tasks, &myself, work, ExporterMsg::TaskPanicked);
+            }
+            ExporterMsg::TaskPanicked(msg) => {
+                return Err(format!("an export task panicked: {msg}").into());
             }
         }
         Ok(())
@@ -155,61 +170,48 @@ fn export(
     partitions: &PartitionStore,
     staging_root: &std::path::Path,
     req: ExportRequest,
-) -> Result<Export, SnapshotError> {
+) -> Result<Export, ExportError> {
     if !partitions.has_column_family(&req.cf) {
-        return Err(SnapshotError::UnknownPartition {
-            partition: req.partition,
-            cf: req.cf.clone(),
-        });
+        return Err(ExportError::UnknownColumnFamily { cf: req.cf });
     }
     let lsn = match req.lsn {
         LsnSource::Fixed(lsn) => lsn,
         LsnSource::Stored => partitions
             .applied_lsn(&req.cf)
-            .map_err(|source| SnapshotError::Lsn {
-                partition: req.partition,
-                source: Box::new(source),
-            })?
+            .map_err(|e| ExportError::Lsn(Box::new(e)))?
             .unwrap_or(Lsn(partitions.db().latest_sequence_number())),
     };
     if let Some(min) = req.min_lsn {
         if lsn < min {
-            return Err(SnapshotError::LsnBelowMinimum {
-                partition: req.partition,
+            return Err(ExportError::LsnBelowMinimum {
                 applied: lsn,
                 requested: min,
             });
         }
     }
-    let export_err = |reason: String| SnapshotError::Export {
-        partition: req.partition,
-        reason,
-    };
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(
-            "{STAGING_PREFIX}{}-{}-",
-            req.partition, req.snapshot_id
-        ))
-        .tempdir_in(staging_root)
-        .map_err(|e| export_err(format!("cannot create staging directory: {e}")))?;
+    let staging = staging::export_dir(
+        staging_root,
+        &format!("{}-{}", req.partition, req.snapshot_id),
+    )
+    .map_err(|e| ExportError::Failed(format!("cannot create staging directory: {e}")))?;
     // RocksDB insists on creating the export directory itself.
     let dir = staging.path().join("export");
     let exported = partitions
         .export_column_family(&req.cf, &dir)
-        .map_err(|e| export_err(e.to_string()))?;
+        .map_err(|e| ExportError::Failed(e.to_string()))?;
     let mut identities = Vec::with_capacity(exported.files.len());
     for f in &exported.files {
         identities.push(if req.identities {
             let path = PathBuf::from(&f.directory).join(f.name.trim_start_matches('/'));
             let (session, number) = ffi::sst_identity(&path)
-                .map_err(|e| export_err(format!("{}: {e}", path.display())))?;
+                .map_err(|e| ExportError::Failed(format!("{}: {e}", path.display())))?;
             Some(format!("{number}-{session}-{}", f.size))
         } else {
             None
         });
     }
     Ok(Export {
-        staging,
+        _staging: staging,
         min_applied_lsn: lsn,
         comparator_name: exported.comparator_name,
         files: exported.files,

@@ -12,16 +12,16 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::actors::supervisor::Retention;
 use crate::format::{FormatVersion, Lsn, PartitionId, SnapshotId, SnapshotMetadata};
 use crate::metrics as m;
 use crate::repository::{RepoError, Repository};
-use crate::retry::{is_transient, RetryPolicy};
+use crate::retention::Retention;
+use crate::retry::is_transient;
 
 /// How often a conflicting swap is retried before giving up.
 const MAX_SWAP_ATTEMPTS: u32 = 16;
 
-pub enum PublisherMsg {
+pub(crate) enum PublisherMsg {
     /// Publish a snapshot whose files are all stored; the id is the snapshot
     /// it reused files from, if any.
     Publish(
@@ -33,28 +33,46 @@ pub enum PublisherMsg {
 
 /// A published snapshot.
 #[derive(Debug, Clone)]
-pub struct Published {
+pub(crate) struct Published {
     /// Compare-and-swap conflicts met on the way.
     pub conflicts: u32,
 }
 
+/// Why a snapshot whose files are all stored was not published.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The pointer is already at a newer snapshot.
     #[error("latest.json already points at LSN {current}, newer than this snapshot's {new}; the pointer never moves back")]
-    Stale { current: Lsn, new: Lsn },
+    Stale {
+        /// The pointer's LSN.
+        current: Lsn,
+        /// This snapshot's LSN.
+        new: Lsn,
+    },
+    /// The pointer belongs to another cluster.
     #[error("latest.json belongs to cluster {found:?}, not {ours:?}, and is left as it is")]
-    ForeignCluster { found: String, ours: String },
+    ForeignCluster {
+        /// The pointer's cluster.
+        found: String,
+        /// This node's cluster.
+        ours: String,
+    },
+    /// Files were reused from a snapshot that is no longer retained.
     #[error("files were shared with snapshot {0}, which is no longer retained; not published")]
     BaseGone(SnapshotId),
+    /// Other writers kept moving the pointer.
     #[error("gave up after {0} compare-and-swap conflicts on latest.json")]
     TooManyConflicts(u32),
+    /// The swap's answer was lost, and reading again did not settle it.
     #[error("metadata.json was written but latest.json could not be replaced: {0}")]
     Uncertain(#[source] RepoError),
+    /// The repository failed.
     #[error(transparent)]
     Repository(#[from] RepoError),
 }
 
 impl PublishError {
+    /// A short, stable label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
             PublishError::Stale { .. } => "stale",
@@ -68,9 +86,9 @@ impl PublishError {
     }
 }
 
-pub struct Publisher;
+pub(crate) struct Publisher;
 
-pub struct PublisherArgs {
+pub(crate) struct PublisherArgs {
     pub partition: PartitionId,
     pub repository: Repository,
     /// Which snapshots a V2 pointer keeps.
@@ -105,7 +123,9 @@ impl Actor for Publisher {
                 let started = Instant::now();
                 let result = publish(&state.repository, &meta, reused_from, state.retention).await;
                 m::stage_duration("publish").record(started.elapsed().as_secs_f64());
-                if result.is_ok() {
+                if let Ok(published) = &result {
+                    tracing::debug!(partition = %state.partition, snapshot_id = %meta.snapshot_id,
+                        conflicts = published.conflicts, "latest.json replaced");
                     let p = state.partition.0;
                     m::latest_lsn(p).set(meta.min_applied_lsn.0 as f64);
                     m::latest_timestamp(p).set(meta.created_at.timestamp() as f64);
@@ -123,7 +143,7 @@ async fn publish(
     reused_from: Option<SnapshotId>,
     retention: Retention,
 ) -> Result<Published, PublishError> {
-    let policy = RetryPolicy::default();
+    let mut delays = repo.retry().delays();
     let mut metadata_written = false;
     let mut conflicts = 0;
     let mut uncertain = None;
@@ -182,7 +202,14 @@ async fn publish(
             // connection after the store applied it): read the pointer again
             // and see.
             Err(RepoError::Store { source, op, key }) if is_transient(&source) => {
-                tokio::time::sleep(policy.backoff(attempt.min(8))).await;
+                let Some(wait) = delays.next() else {
+                    return Err(PublishError::Uncertain(RepoError::Store {
+                        source,
+                        op,
+                        key,
+                    }));
+                };
+                tokio::time::sleep(wait).await;
                 uncertain = Some(RepoError::Store { source, op, key });
             }
             Err(e) => return Err(e.into()),

@@ -1,192 +1,75 @@
 //! The supervisor: the entry point a host node starts.
 //!
-//! It owns the pipeline (exporter → chunker → uploader) and one publisher per
-//! partition, takes snapshot requests, and answers each with a
+//! It owns the pipeline's stages (exporter, chunker, uploader) and one
+//! publisher per partition, all linked children, and it starts one
+//! coordinator per snapshot request. It answers each request once, with a
 //! [`SnapshotOutcome`] or a typed [`SnapshotError`]. Snapshots of different
-//! partitions run at once, sharing the pipeline's bounds; a second request for
+//! partitions run at once, sharing the stages' bounds; a second request for
 //! a partition that is already being snapshotted is refused, not queued.
+//!
+//! ractor has no restart strategy of its own, so the supervisor is one: a
+//! stage that fails (a panic in its handler or in a task it owns) fails the
+//! snapshots it was serving, and is spawned again with the same bounds; the
+//! next snapshot gets the new stage. A publisher is spawned again at the
+//! next request for its partition. Stages that keep failing (more than
+//! [`MAX_RESTARTS`] times within [`RESTART_WINDOW`]) stop the supervisor,
+//! for the host to see.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use futures::future::join_all;
-use object_store::ObjectStoreExt;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde::Serialize;
-use tokio::sync::watch;
-
-use crate::actors::chunker::{Chunker, ChunkerArgs, ChunkerMsg, FileUpload};
-use crate::actors::exporter::{ExportRequest, Exporter, ExporterArgs, ExporterMsg, LsnSource};
-use crate::actors::publisher::{Publisher, PublisherArgs, PublisherMsg};
-use crate::actors::uploader::{StoredFile, UploadError, Uploader, UploaderArgs, UploaderMsg};
-use crate::error::SnapshotError;
-use crate::flow::{BoundedMailbox, Credits, PipelineStats};
-use crate::format::{
-    snapshot_folder, FileEntry, FormatVersion, KeyRange, Lsn, PartitionId, SnapshotId,
-    SnapshotMetadata, CHECKSUM_ALGORITHM,
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
+    SupervisionEvent,
 };
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::chunker::{Chunker, ChunkerArgs};
+use super::coordinator::{
+    Coordinator, CoordinatorArgs, SnapshotError, SnapshotOutcome, SnapshotRequest, Stages,
+};
+use super::exporter::{Exporter, ExporterArgs};
+use super::publisher::{Publisher, PublisherArgs, PublisherMsg};
+use super::uploader::{Uploader, UploaderArgs};
+use crate::config::{PartitionSpec, PipelineConfig};
+use crate::flow::{BoundedMailbox, Credits, PipelineStats};
+use crate::format::PartitionId;
 use crate::metrics as m;
-use crate::partition::{cf_name, PartitionStore};
-use crate::ratelimit::RateLimit;
+use crate::partition::PartitionStore;
 use crate::repository::Repository;
-use crate::retry::{is_transient, RetryPolicy};
+use crate::staging::default_staging_dir;
 
-/// Default part size: S3 needs 5 MiB for every part but the last.
-pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
-/// Default number of parts in flight across all files and partitions.
-pub const DEFAULT_PARTS_IN_FLIGHT: usize = 8;
+/// Restarts allowed within [`RESTART_WINDOW`] before the supervisor gives up.
+pub const MAX_RESTARTS: usize = 5;
+/// The window [`MAX_RESTARTS`] is counted in.
+pub const RESTART_WINDOW: Duration = Duration::from_secs(10);
 
-/// How the pipeline runs; the defaults suit S3 and a local directory alike.
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    pub cluster_name: String,
-    pub node_name: String,
-    /// Bytes per part; every part but a file's last has exactly this size.
-    pub part_size: usize,
-    /// Parts read and not yet stored, across all files: the memory bound is
-    /// `part_size × (max_parts_in_flight + 1)`.
-    pub max_parts_in_flight: usize,
-    /// Files queued at the chunker.
-    pub chunker_queue: usize,
-    /// Exports that may run at once.
-    pub max_concurrent_exports: usize,
-    /// Where exports are staged; default `<database>.rocksnap-staging` beside
-    /// the database, on the same filesystem so that export can hard-link.
-    pub staging_dir: Option<PathBuf>,
-    /// Upload bandwidth, shared with whatever else holds the same limit.
-    pub rate_limit: Option<RateLimit>,
-    /// V1: every snapshot holds all its files. V2: SST files are shared
-    /// between snapshots, and only new ones are sent.
-    pub format: FormatVersion,
-    /// Which snapshots `latest.json` keeps (V2).
-    pub retention: Retention,
-    /// Garbage collection's grace period, when one runs against the
-    /// repository: a snapshot whose uploads took longer is not published.
-    pub max_upload_age: Option<Duration>,
-}
-
-/// Which snapshots a V2 pointer keeps: the newest `keep_last`, and of those
-/// only the ones younger than `max_age` (the newest is always kept).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    pub keep_last: usize,
-    pub max_age: Option<Duration>,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            keep_last: 10,
-            max_age: None,
-        }
-    }
-}
-
-impl Retention {
-    /// Applies the policy to a list of snapshots, newest first.
-    pub fn apply(
-        &self,
-        mut kept: Vec<crate::format::RetainedSnapshot>,
-        now: chrono::DateTime<Utc>,
-    ) -> Vec<crate::format::RetainedSnapshot> {
-        kept.truncate(self.keep_last.max(1));
-        if let Some(max_age) = self.max_age {
-            let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-            let mut first = true;
-            kept.retain(|r| std::mem::take(&mut first) || now - r.created_at <= max_age);
-        }
-        kept
-    }
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            cluster_name: "localcluster".into(),
-            node_name: "node".into(),
-            part_size: DEFAULT_PART_SIZE,
-            max_parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
-            chunker_queue: 2,
-            max_concurrent_exports: 2,
-            staging_dir: None,
-            rate_limit: None,
-            format: FormatVersion::V1,
-            retention: Retention::default(),
-            max_upload_age: None,
-        }
-    }
-}
-
-/// How one partition is found in the database; the default is column family
-/// `data-<id>`, its stored LSN, and the full key range.
-#[derive(Debug, Clone)]
-pub struct PartitionSpec {
-    pub cf: String,
-    pub lsn: LsnSource,
-    pub key_range: KeyRange,
-}
-
-impl PartitionSpec {
-    pub fn for_partition(partition: PartitionId) -> Self {
-        PartitionSpec {
-            cf: cf_name(partition),
-            lsn: LsnSource::Stored,
-            key_range: KeyRange::FULL,
-        }
-    }
-}
-
-/// Asks for a snapshot of `partition` whose LSN is at least `min_lsn`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotRequest {
-    pub partition: PartitionId,
-    pub min_lsn: Option<Lsn>,
-}
-
-/// A published snapshot.
-#[derive(Debug, Clone, Serialize)]
-pub struct SnapshotOutcome {
-    pub partition_id: PartitionId,
-    pub snapshot_id: SnapshotId,
-    pub min_applied_lsn: Lsn,
-    /// Key of the snapshot's `metadata.json`.
-    pub key: String,
-    /// Size of every file the snapshot references.
-    pub bytes: u64,
-    /// Bytes sent: less than `bytes` when files were shared with the
-    /// previous snapshot (format V2).
-    pub uploaded_bytes: u64,
-    pub files: usize,
-    #[serde(with = "duration_seconds")]
-    pub duration: Duration,
-}
-
-/// Serializes a duration as seconds (a float), as the JSON outputs do.
-pub(crate) mod duration_seconds {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-}
-
+/// The messages a host sends to the supervisor.
 pub enum SupervisorMsg {
+    /// Take a snapshot and answer with its outcome.
     Snapshot(
         SnapshotRequest,
         RpcReplyPort<Result<SnapshotOutcome, SnapshotError>>,
     ),
-    /// A snapshot of the partition ended (either way).
-    Finished(PartitionId),
     /// Take no more requests; let the snapshots in flight finish within the
     /// deadline, then cancel the rest (their uploads are aborted, nothing is
     /// published). Answered once none is left.
     Shutdown(Duration, RpcReplyPort<ShutdownReport>),
+    /// The supervisor's own bookkeeping; a host never sends it.
+    Internal(Internal),
+}
+
+/// Messages the supervisor sends itself.
+pub struct Internal(InternalMsg);
+
+enum InternalMsg {
+    /// A snapshot's coordinator is done, either way.
+    Finished(PartitionId, Box<Result<SnapshotOutcome, SnapshotError>>),
+    /// The shutdown deadline has passed.
+    Deadline,
 }
 
 /// How a shutdown went.
@@ -198,18 +81,36 @@ pub struct ShutdownReport {
     pub cancelled: usize,
 }
 
+/// Why the supervisor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The pipeline's configuration cannot work with the repository.
+    #[error("{0}")]
+    Config(String),
+    /// The supervisor or one of its stages failed to start.
+    #[error("cannot start the snapshot pipeline: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+}
+
+/// The supervisor actor; see the module documentation.
 pub struct Supervisor;
 
+/// What the supervisor is started with.
 pub struct SupervisorArgs {
+    /// How the pipeline runs.
     pub config: PipelineConfig,
+    /// The database the partitions live in.
     pub partitions: PartitionStore,
+    /// Where snapshots go.
     pub repository: Repository,
     /// Partitions that are not found the default way.
     pub overrides: HashMap<PartitionId, PartitionSpec>,
+    /// Counters of the pipeline's memory and progress, shared with the host.
     pub stats: Arc<PipelineStats>,
 }
 
 impl SupervisorArgs {
+    /// Arguments with no overrides and fresh counters.
     pub fn new(config: PipelineConfig, partitions: PartitionStore, repository: Repository) -> Self {
         SupervisorArgs {
             config,
@@ -221,32 +122,67 @@ impl SupervisorArgs {
     }
 }
 
-pub struct SupervisorState {
-    job: Job,
-    partitions: PartitionStore,
-    overrides: HashMap<PartitionId, PartitionSpec>,
-    publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
-    /// Snapshots in flight and the flag that cancels each.
-    running: HashMap<PartitionId, Arc<AtomicBool>>,
-    running_count: watch::Sender<usize>,
-    closing: bool,
+/// The stages the supervisor restarts.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Exporter,
+    Chunker,
+    Uploader,
 }
 
-/// What a snapshot run needs from the supervisor; cheap to clone.
-#[derive(Clone)]
-struct Job {
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Exporter => "exporter",
+            Stage::Chunker => "chunker",
+            Stage::Uploader => "uploader",
+        }
+    }
+}
+
+/// A snapshot in flight.
+struct Running {
+    coordinator: ActorId,
+    reply: RpcReplyPort<Result<SnapshotOutcome, SnapshotError>>,
+    cancel: CancellationToken,
+}
+
+/// A shutdown waiting for the snapshots in flight.
+struct Closing {
+    reply: RpcReplyPort<ShutdownReport>,
+    in_flight: usize,
+    cancelled: usize,
+}
+
+/// The supervisor's state; opaque to hosts.
+pub struct SupervisorState {
     config: Arc<PipelineConfig>,
+    partitions: PartitionStore,
     repository: Repository,
-    exporter: ActorRef<ExporterMsg>,
-    chunker: BoundedMailbox<ChunkerMsg>,
+    overrides: HashMap<PartitionId, PartitionSpec>,
+    stats: Arc<PipelineStats>,
+    chunker_credits: Credits,
+    uploader_credits: Credits,
+    stages: Stages,
+    publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
+    running: HashMap<PartitionId, Running>,
+    /// Cancels every snapshot when the supervisor stops.
+    cancel: CancellationToken,
+    closing: Option<Closing>,
+    accepting: bool,
+    restarts: Vec<Instant>,
 }
 
 impl Supervisor {
-    /// Starts the supervisor and its pipeline.
+    /// Starts the supervisor and its pipeline, once the configuration is
+    /// checked against the repository.
     pub async fn start(
         args: SupervisorArgs,
-    ) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
-        Actor::spawn(None, Supervisor, args).await
+    ) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), StartError> {
+        args.config
+            .check(&args.repository)
+            .map_err(StartError::Config)?;
+        Ok(Actor::spawn(None, Supervisor, args).await?)
     }
 
     /// Stops taking requests and waits for the snapshots in flight, cancelling
@@ -289,77 +225,50 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let config = args.config;
-        if config.part_size == 0
-            || config.max_parts_in_flight == 0
-            || config.chunker_queue == 0
-            || config.max_concurrent_exports == 0
-        {
-            return Err("part size, parts in flight, chunker queue and concurrent exports must be above zero".into());
-        }
-        if config.part_size < args.repository.min_part_size() {
-            return Err(format!(
-                "part size {} is below the {} bytes {} needs for multipart uploads",
-                config.part_size,
-                args.repository.min_part_size(),
-                args.repository.display()
-            )
-            .into());
-        }
-        let staging_root = config
-            .staging_dir
-            .clone()
-            .unwrap_or_else(|| default_staging_dir(args.partitions.path()));
-        let cell = myself.get_cell();
-        let (exporter, _) = Actor::spawn_linked(
-            None,
-            Exporter,
-            ExporterArgs {
-                partitions: args.partitions.clone(),
-                staging_root,
-                max_concurrent: config.max_concurrent_exports,
-            },
-            cell.clone(),
-        )
-        .await?;
-        let (uploader, _) = Actor::spawn_linked(
-            None,
-            Uploader,
-            UploaderArgs {
-                store: args.repository.store().clone(),
-                stats: args.stats.clone(),
-                rate_limit: config.rate_limit.clone(),
-            },
-            cell.clone(),
-        )
-        .await?;
-        let uploader: BoundedMailbox<UploaderMsg> =
-            BoundedMailbox::new(uploader, Credits::new("upload", config.max_parts_in_flight));
-        let (chunker, _) = Actor::spawn_linked(
-            None,
-            Chunker,
-            ChunkerArgs {
-                uploader,
-                stats: args.stats.clone(),
-            },
-            cell,
-        )
-        .await?;
-        let chunker = BoundedMailbox::new(chunker, Credits::new("chunk", config.chunker_queue));
+        args.config.check(&args.repository)?;
+        let config = Arc::new(args.config);
+        let chunker_credits = Credits::new("chunk", config.chunker_queue);
+        let uploader_credits = Credits::new("upload", config.max_parts_in_flight);
         Ok(SupervisorState {
-            job: Job {
-                config: Arc::new(config),
-                repository: args.repository,
-                exporter,
-                chunker,
+            stages: Stages {
+                exporter: spawn_exporter(&myself, &config, &args.partitions).await?,
+                chunker: BoundedMailbox::new(
+                    spawn_chunker(&myself, &args.stats).await?,
+                    chunker_credits.clone(),
+                ),
+                uploader: BoundedMailbox::new(
+                    spawn_uploader(&myself, &config, &args.repository, &args.stats).await?,
+                    uploader_credits.clone(),
+                ),
             },
+            config,
             partitions: args.partitions,
+            repository: args.repository,
             overrides: args.overrides,
+            stats: args.stats,
+            chunker_credits,
+            uploader_credits,
             publishers: HashMap::new(),
             running: HashMap::new(),
-            running_count: watch::channel(0).0,
-            closing: false,
+            cancel: CancellationToken::new(),
+            closing: None,
+            accepting: true,
+            restarts: Vec::new(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.cancel.cancel();
+        for (_, running) in state.running.drain() {
+            let _ = running
+                .reply
+                .send(Err(SnapshotError::Stopped("supervisor".into())));
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -369,85 +278,42 @@ impl Actor for Supervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Snapshot(request, reply) => {
-                let partition = request.partition;
-                let spec = state
-                    .overrides
-                    .get(&partition)
-                    .cloned()
-                    .unwrap_or_else(|| PartitionSpec::for_partition(partition));
-                if !state.partitions.has_column_family(&spec.cf) {
-                    let _ = reply.send(Err(SnapshotError::UnknownPartition {
-                        partition,
-                        cf: spec.cf,
-                    }));
-                    return Ok(());
-                }
-                if state.closing {
-                    let _ = reply.send(Err(SnapshotError::Stopped("shutting down".into())));
-                    return Ok(());
-                }
-                if state.running.contains_key(&partition) {
-                    let _ = reply.send(Err(SnapshotError::InProgress(partition)));
-                    return Ok(());
-                }
-                let cancel = Arc::new(AtomicBool::new(false));
-                state.running.insert(partition, cancel.clone());
-                state.running_count.send_replace(state.running.len());
-                let publisher = state.publisher(&myself, partition).await?;
-                let job = state.job.clone();
-                m::snapshots_started(partition.0).increment(1);
-                tokio::spawn(async move {
-                    let result = job.run(request, spec, publisher, cancel).await;
-                    match &result {
-                        Ok(o) => {
-                            m::snapshots_succeeded(partition.0).increment(1);
-                            tracing::info!(
-                                partition = %partition, snapshot_id = %o.snapshot_id,
-                                lsn = %o.min_applied_lsn, bytes = o.bytes, files = o.files,
-                                duration_ms = o.duration.as_millis() as u64, "snapshot published"
-                            );
-                        }
-                        Err(e) => {
-                            m::snapshots_failed(partition.0, e.reason()).increment(1);
-                            tracing::warn!(partition = %partition, reason = e.reason(), error = %e, "snapshot failed");
-                        }
-                    }
-                    let _ = myself.cast(SupervisorMsg::Finished(partition));
-                    let _ = reply.send(result);
-                });
-            }
-            SupervisorMsg::Finished(partition) => {
-                state.running.remove(&partition);
-                state.running_count.send_replace(state.running.len());
+            SupervisorMsg::Snapshot(request, reply) => state.start(&myself, request, reply).await?,
+            SupervisorMsg::Internal(Internal(InternalMsg::Finished(partition, result))) => {
+                state.finished(partition, *result);
             }
             SupervisorMsg::Shutdown(deadline, reply) => {
-                state.closing = true;
-                let flags: Vec<_> = state.running.values().cloned().collect();
-                let mut count = state.running_count.subscribe();
-                tokio::spawn(async move {
-                    let in_flight = flags.len();
-                    let mut cancelled = 0;
-                    let drained = tokio::time::timeout(deadline, count.wait_for(|n| *n == 0))
-                        .await
-                        .is_ok();
-                    if !drained {
-                        for flag in &flags {
-                            if !flag.swap(true, Ordering::SeqCst) {
-                                cancelled += 1;
-                            }
-                        }
-                        tracing::warn!(
-                            cancelled,
-                            "shutdown deadline reached; cancelling snapshots in flight"
-                        );
-                        let _ = count.wait_for(|n| *n == 0).await.map(|_| ());
-                    }
-                    let _ = reply.send(ShutdownReport {
-                        in_flight,
-                        cancelled,
-                    });
+                state.accepting = false;
+                let in_flight = state.running.len();
+                state.closing = Some(Closing {
+                    reply,
+                    in_flight,
+                    cancelled: 0,
                 });
+                if in_flight > 0 {
+                    // ractor's timer: a message to ourselves, nothing to own.
+                    myself.send_after(deadline, || {
+                        SupervisorMsg::Internal(Internal(InternalMsg::Deadline))
+                    });
+                }
+                state.answer_shutdown_if_done();
+            }
+            SupervisorMsg::Internal(Internal(InternalMsg::Deadline)) => {
+                let Some(closing) = &mut state.closing else {
+                    return Ok(());
+                };
+                for running in state.running.values() {
+                    if !running.cancel.is_cancelled() {
+                        running.cancel.cancel();
+                        closing.cancelled += 1;
+                    }
+                }
+                if closing.cancelled > 0 {
+                    tracing::warn!(
+                        cancelled = closing.cancelled,
+                        "shutdown deadline reached; cancelling snapshots in flight"
+                    );
+                }
             }
         }
         Ok(())
@@ -461,10 +327,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(who, error) => {
-                // A pipeline stage that panics takes the node's snapshots with
-                // it; stop so that the host's own supervision restarts us.
-                tracing::error!(actor = ?who.get_id(), %error, "pipeline actor failed");
-                myself.stop(Some(format!("pipeline actor failed: {error}")));
+                state.failed(&myself, who, error.to_string()).await?;
             }
             SupervisionEvent::ActorTerminated(who, _, _) => {
                 state.publishers.retain(|_, p| p.get_id() != who.get_id());
@@ -476,21 +339,232 @@ impl Actor for Supervisor {
 }
 
 impl SupervisorState {
+    async fn start(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        request: SnapshotRequest,
+        reply: RpcReplyPort<Result<SnapshotOutcome, SnapshotError>>,
+    ) -> Result<(), ActorProcessingErr> {
+        let partition = request.partition;
+        if !self.accepting {
+            let _ = reply.send(Err(SnapshotError::Stopped("shutting down".into())));
+            return Ok(());
+        }
+        if self.running.contains_key(&partition) {
+            let _ = reply.send(Err(SnapshotError::InProgress(partition)));
+            return Ok(());
+        }
+        m::snapshots_started(partition.0).increment(1);
+        let spec = self
+            .overrides
+            .get(&partition)
+            .cloned()
+            .unwrap_or_else(|| PartitionSpec::for_partition(partition));
+        self.ensure_stages(myself).await?;
+        let publisher = self.publisher(myself, partition).await?;
+        let cancel = self.cancel.child_token();
+        let report_to = myself.clone();
+        let args = CoordinatorArgs {
+            request,
+            spec,
+            config: self.config.clone(),
+            repository: self.repository.clone(),
+            stages: self.stages.clone(),
+            publisher,
+            cancel: cancel.clone(),
+            report: Box::new(move |result| {
+                let msg = InternalMsg::Finished(partition, Box::new(result));
+                let _ = report_to.cast(SupervisorMsg::Internal(Internal(msg)));
+            }),
+        };
+        match Actor::spawn_linked(None, Coordinator, args, myself.get_cell()).await {
+            Ok((coordinator, _)) => {
+                self.running.insert(
+                    partition,
+                    Running {
+                        coordinator: coordinator.get_id(),
+                        reply,
+                        cancel,
+                    },
+                );
+            }
+            Err(e) => {
+                let error = SnapshotError::Stopped(format!("cannot start the snapshot: {e}"));
+                m::snapshots_failed(partition.0, error.reason()).increment(1);
+                let _ = reply.send(Err(error));
+            }
+        }
+        Ok(())
+    }
+
+    fn finished(&mut self, partition: PartitionId, result: Result<SnapshotOutcome, SnapshotError>) {
+        let Some(running) = self.running.remove(&partition) else {
+            return;
+        };
+        match &result {
+            Ok(o) => {
+                m::snapshots_succeeded(partition.0).increment(1);
+                tracing::info!(
+                    partition = %partition, snapshot_id = %o.snapshot_id,
+                    lsn = %o.min_applied_lsn, bytes = o.bytes, files = o.files,
+                    duration_ms = o.duration.as_millis() as u64, "snapshot published"
+                );
+            }
+            Err(e) => {
+                m::snapshots_failed(partition.0, e.reason()).increment(1);
+                tracing::warn!(partition = %partition, reason = e.reason(), error = %e, "snapshot failed");
+            }
+        }
+        let _ = running.reply.send(result);
+        self.answer_shutdown_if_done();
+    }
+
+    fn answer_shutdown_if_done(&mut self) {
+        if !self.running.is_empty() {
+            return;
+        }
+        if let Some(closing) = self.closing.take() {
+            let _ = closing.reply.send(ShutdownReport {
+                in_flight: closing.in_flight,
+                cancelled: closing.cancelled,
+            });
+        }
+    }
+
+    /// A child failed: a coordinator fails its snapshot; a stage is
+    /// spawned again and the stages handed to later snapshots rewired.
+    async fn failed(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        who: ActorCell,
+        error: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let id = who.get_id();
+        if let Some(&partition) = self
+            .running
+            .iter()
+            .find_map(|(p, r)| (r.coordinator == id).then_some(p))
+        {
+            tracing::error!(%partition, %error, "snapshot coordinator failed");
+            let result = Err(SnapshotError::Stopped(format!(
+                "the snapshot's coordinator failed: {error}"
+            )));
+            self.finished(partition, result);
+            return Ok(());
+        }
+        if self.publishers.values().any(|p| p.get_id() == id) {
+            tracing::error!(%error, "publisher failed; a new one starts with the next snapshot");
+            self.publishers.retain(|_, p| p.get_id() != id);
+            m::stage_restarts("publisher").increment(1);
+            self.stats.restarted();
+            return Ok(());
+        }
+        let stage = if self.stages.exporter.get_id() == id {
+            Stage::Exporter
+        } else if self.stages.chunker.actor().get_id() == id {
+            Stage::Chunker
+        } else if self.stages.uploader.actor().get_id() == id {
+            Stage::Uploader
+        } else {
+            // A stage already replaced, or a coordinator already answered for.
+            tracing::debug!(%error, "a replaced actor failed");
+            return Ok(());
+        };
+        tracing::error!(stage = stage.name(), %error, "pipeline stage failed; restarting it");
+        self.replace(myself, stage, &error).await
+    }
+
+    /// Replaces stages that have stopped, before a snapshot is handed them:
+    /// a stage's failure can reach a snapshot before its supervision event
+    /// reaches the supervisor.
+    async fn ensure_stages(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        for stage in [Stage::Exporter, Stage::Chunker, Stage::Uploader] {
+            let cell = match stage {
+                Stage::Exporter => self.stages.exporter.get_cell(),
+                Stage::Chunker => self.stages.chunker.actor().get_cell(),
+                Stage::Uploader => self.stages.uploader.actor().get_cell(),
+            };
+            if has_stopped(&cell) {
+                tracing::error!(
+                    stage = stage.name(),
+                    "pipeline stage has stopped; restarting it"
+                );
+                self.replace(myself, stage, "stopped").await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Spawns a stage again with the same bounds; later snapshots get the
+    /// new one. Too many restarts in a short time stop the supervisor.
+    async fn replace(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        stage: Stage,
+        error: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        self.restarts
+            .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        self.restarts.push(now);
+        if self.restarts.len() > MAX_RESTARTS {
+            return Err(format!(
+                "the {} stage failed {} times within {RESTART_WINDOW:?}; last: {error}",
+                stage.name(),
+                self.restarts.len()
+            )
+            .into());
+        }
+        match stage {
+            Stage::Exporter => {
+                self.stages.exporter.stop(None);
+                self.stages.exporter =
+                    spawn_exporter(myself, &self.config, &self.partitions).await?;
+            }
+            Stage::Chunker => {
+                self.stages.chunker.actor().stop(None);
+                self.stages.chunker = BoundedMailbox::new(
+                    spawn_chunker(myself, &self.stats).await?,
+                    self.chunker_credits.clone(),
+                );
+            }
+            Stage::Uploader => {
+                self.stages.uploader.actor().stop(None);
+                self.stages.uploader = BoundedMailbox::new(
+                    spawn_uploader(myself, &self.config, &self.repository, &self.stats).await?,
+                    self.uploader_credits.clone(),
+                );
+            }
+        }
+        m::stage_restarts(stage.name()).increment(1);
+        self.stats.restarted();
+        Ok(())
+    }
+
+    /// The partition's publisher, spawned if it has none or if it stopped.
     async fn publisher(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         partition: PartitionId,
     ) -> Result<ActorRef<PublisherMsg>, ActorProcessingErr> {
         if let Some(p) = self.publishers.get(&partition) {
-            return Ok(p.clone());
+            if !has_stopped(&p.get_cell()) {
+                return Ok(p.clone());
+            }
+            self.publishers.remove(&partition);
+            m::stage_restarts("publisher").increment(1);
+            self.stats.restarted();
         }
         let (publisher, _) = Actor::spawn_linked(
             None,
             Publisher,
             PublisherArgs {
                 partition,
-                repository: self.job.repository.clone(),
-                retention: self.job.config.retention,
+                repository: self.repository.clone(),
+                retention: self.config.retention,
             },
             myself.get_cell(),
         )
@@ -500,280 +574,58 @@ impl SupervisorState {
     }
 }
 
-/// `<database>.rocksnap-staging`, beside the database.
-pub fn default_staging_dir(db: &std::path::Path) -> PathBuf {
-    let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push(".rocksnap-staging");
-    db.with_file_name(name)
+/// Whether an actor is stopping or gone (one that is still starting is not).
+fn has_stopped(cell: &ActorCell) -> bool {
+    matches!(
+        cell.get_status(),
+        ActorStatus::Stopping | ActorStatus::Stopped
+    )
 }
 
-impl Job {
-    /// Stores one file, sending it through the chunker again (after a
-    /// backoff) when a transient store error aborted the previous attempt.
-    /// Giving up cancels the snapshot's other files.
-    async fn store_file(
-        &self,
-        path: PathBuf,
-        key: object_store::path::Path,
-        size: u64,
-        cancel: &Arc<AtomicBool>,
-    ) -> Result<StoredFile, UploadError> {
-        let policy = RetryPolicy::default();
-        let mut attempt = 0;
-        loop {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(UploadError::Cancelled);
-            }
-            let (upload, done) = FileUpload::new(
-                path.clone(),
-                key.clone(),
-                size,
-                self.config.part_size,
-                cancel.clone(),
-            );
-            self.chunker
-                .send(|credit| ChunkerMsg::File(upload, credit))
-                .await
-                .map_err(|_| UploadError::Stopped("chunker"))?;
-            let result = done.await.unwrap_or(Err(UploadError::Stopped("uploader")));
-            match result {
-                Ok(stored) => return Ok(stored),
-                Err(UploadError::Store { source, key: k })
-                    if is_transient(&source)
-                        && attempt + 1 < policy.attempts
-                        && !cancel.load(Ordering::SeqCst) =>
-                {
-                    tracing::debug!(key = %k, attempt, error = %source, "file upload failed, sending it again");
-                    tokio::time::sleep(policy.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    cancel.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-            }
-        }
-    }
+async fn spawn_exporter(
+    myself: &ActorRef<SupervisorMsg>,
+    config: &PipelineConfig,
+    partitions: &PartitionStore,
+) -> Result<ActorRef<super::exporter::ExporterMsg>, ActorProcessingErr> {
+    let staging_root = config
+        .staging_dir
+        .clone()
+        .unwrap_or_else(|| default_staging_dir(partitions.path()));
+    let args = ExporterArgs {
+        partitions: partitions.clone(),
+        staging_root,
+        max_concurrent: config.max_concurrent_exports,
+    };
+    Ok(Actor::spawn_linked(None, Exporter, args, myself.get_cell())
+        .await?
+        .0)
+}
 
-    /// The partition's latest snapshot, and identity → CRC32C of the files
-    /// it references if it is a V2 snapshot. Any trouble reading it only
-    /// means that nothing is shared.
-    async fn previous_files(
-        &self,
-        partition: PartitionId,
-    ) -> (Option<SnapshotId>, HashMap<String, u32>) {
-        let pointer = match self.repository.read_pointer(partition).await {
-            Ok(Some(p)) => p.pointer,
-            _ => return (None, HashMap::new()),
-        };
-        match self
-            .repository
-            .read_metadata(partition, &pointer.path)
-            .await
-        {
-            Ok(meta) => {
-                let files = meta
-                    .files
-                    .iter()
-                    .filter_map(|f| {
-                        let crc = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
-                        f.key.as_ref()?;
-                        Some((f.identity.clone()?, crc))
-                    })
-                    .collect();
-                (Some(meta.snapshot_id), files)
-            }
-            Err(e) => {
-                tracing::warn!(%partition, error = %e, "cannot read the previous snapshot; sending every file");
-                (None, HashMap::new())
-            }
-        }
-    }
+async fn spawn_chunker(
+    myself: &ActorRef<SupervisorMsg>,
+    stats: &Arc<PipelineStats>,
+) -> Result<ActorRef<super::chunker::ChunkerMsg>, ActorProcessingErr> {
+    let args = ChunkerArgs {
+        stats: stats.clone(),
+    };
+    Ok(Actor::spawn_linked(None, Chunker, args, myself.get_cell())
+        .await?
+        .0)
+}
 
-    async fn run(
-        &self,
-        request: SnapshotRequest,
-        spec: PartitionSpec,
-        publisher: ActorRef<PublisherMsg>,
-        cancel: Arc<AtomicBool>,
-    ) -> Result<SnapshotOutcome, SnapshotError> {
-        let started = Instant::now();
-        let partition = request.partition;
-        let snapshot_id = SnapshotId::new();
-        let export_request = ExportRequest {
-            partition,
-            cf: spec.cf,
-            lsn: spec.lsn,
-            min_lsn: request.min_lsn,
-            snapshot_id,
-            identities: self.config.format == FormatVersion::V2,
-        };
-        let export = match self
-            .exporter
-            .call(|reply| ExporterMsg::Export(export_request, reply), None)
-            .await
-        {
-            Ok(CallResult::Success(export)) => export?,
-            _ => return Err(SnapshotError::Stopped("exporter".into())),
-        };
-
-        let upload_started = Instant::now();
-        let folder = snapshot_folder(export.min_applied_lsn, snapshot_id);
-        let layout = self.repository.layout();
-        // V2: files the previous snapshot already references are not sent again.
-        let (base, previous) = match self.config.format {
-            FormatVersion::V2 => self.previous_files(partition).await,
-            FormatVersion::V1 => (None, HashMap::new()),
-        };
-        let cancel = &cancel;
-        let mut uploads = Vec::with_capacity(export.files.len());
-        for (file, identity) in export.files.iter().zip(&export.identities) {
-            let name =
-                crate::format::plain_file_name(&file.name).map_err(|e| SnapshotError::Export {
-                    partition,
-                    reason: e.to_string(),
-                })?;
-            let key = match identity {
-                Some(id) => layout.shared(partition, &format!("{id}.sst")),
-                None => layout.file(partition, &folder, name),
-            };
-            let reuse = identity.as_ref().and_then(|id| previous.get(id).copied());
-            let path = export.file_path(file);
-            let size = file.size;
-            uploads.push(async move {
-                match reuse {
-                    Some(crc32c) => Ok((StoredFile { key, size, crc32c }, false)),
-                    None => self
-                        .store_file(path, key, size, cancel)
-                        .await
-                        .map(|s| (s, true)),
-                }
-            });
-        }
-        let results = join_all(uploads).await;
-        m::stage_duration("upload").record(upload_started.elapsed().as_secs_f64());
-
-        let mut stored = Vec::with_capacity(results.len());
-        let mut uploaded = Vec::new();
-        let mut errors = Vec::new();
-        for result in results {
-            match result {
-                Ok((file, sent)) => {
-                    if sent {
-                        uploaded.push(file.clone());
-                    }
-                    stored.push(file);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        // The cause is the first failure that is not a cancellation caused by it.
-        let cause = errors
-            .iter()
-            .position(|e| !matches!(e, UploadError::Cancelled))
-            .unwrap_or(0);
-        let first_error = (!errors.is_empty()).then(|| errors.swap_remove(cause));
-        if let Some(source) = first_error {
-            // No metadata names the objects in this snapshot's own folder, so
-            // nothing can reference them. Shared files (V2) may be referenced
-            // by older retained snapshots: garbage collection decides.
-            let own = layout.snapshot_dir(partition, &folder);
-            for file in uploaded.iter().filter(|f| f.key.prefix_matches(&own)) {
-                if let Err(e) = self.repository.store().delete(&file.key).await {
-                    tracing::debug!(key = %file.key, error = %e, "cannot remove object of a failed snapshot");
-                }
-            }
-            return Err(SnapshotError::Upload {
-                partition,
-                source: Box::new(source),
-            });
-        }
-
-        let files = export
-            .files
-            .iter()
-            .zip(&stored)
-            .zip(&export.identities)
-            .map(|((f, s), id)| FileEntry {
-                column_family_name: f.column_family_name.clone(),
-                name: f.name.clone(),
-                directory: f.directory.clone(),
-                size: f.size,
-                level: f.level,
-                start_key: hex::encode(&f.smallest_key),
-                end_key: hex::encode(&f.largest_key),
-                smallest_seqno: f.smallest_seqno,
-                largest_seqno: f.largest_seqno,
-                num_entries: f.num_entries,
-                num_deletions: f.num_deletions,
-                checksum: Some(format!("{:08x}", s.crc32c)),
-                identity: id.clone(),
-                key: id.as_ref().map(|id| crate::format::shared_key(id)),
-            })
-            .collect();
-        let meta = SnapshotMetadata {
-            version: self.config.format,
-            cluster_name: self.config.cluster_name.clone(),
-            partition_id: partition,
-            node_name: self.config.node_name.clone(),
-            created_at: Utc::now(),
-            snapshot_id,
-            key_range: spec.key_range,
-            min_applied_lsn: export.min_applied_lsn,
-            db_comparator_name: export.comparator_name.clone(),
-            checksum_algorithm: Some(CHECKSUM_ALGORITHM.into()),
-            files,
-        };
-        let key = layout.metadata(partition, &folder).to_string();
-        let lsn = export.min_applied_lsn;
-        let bytes = meta.total_bytes();
-        let uploaded_bytes = uploaded.iter().map(|f| f.size).sum();
-        let file_count = meta.files.len();
-        // Files reused from the base snapshot are safe only while it is
-        // retained; the publisher checks that under its compare-and-swap.
-        let reused_from = base.filter(|_| stored.len() > uploaded.len());
-        // The staging files are no longer needed once every file is stored.
-        drop(export);
-        // A snapshot cancelled (shutdown deadline) while its last files were
-        // stored is not published.
-        if cancel.load(Ordering::SeqCst) {
-            return Err(SnapshotError::Upload {
-                partition,
-                source: Box::new(UploadError::Cancelled),
-            });
-        }
-        // A snapshot that took longer than garbage collection's grace period
-        // may have lost its first objects to a collection: never publish it.
-        if let Some(limit) = self.config.max_upload_age {
-            if upload_started.elapsed() >= limit {
-                return Err(SnapshotError::TooSlow { partition, limit });
-            }
-        }
-        match publisher
-            .call(
-                |reply| PublisherMsg::Publish(Box::new(meta), reused_from, reply),
-                None,
-            )
-            .await
-        {
-            Ok(CallResult::Success(Ok(_))) => {}
-            Ok(CallResult::Success(Err(source))) => {
-                return Err(SnapshotError::Publish {
-                    partition,
-                    source: Box::new(source),
-                })
-            }
-            _ => return Err(SnapshotError::Stopped("publisher".into())),
-        }
-        Ok(SnapshotOutcome {
-            partition_id: partition,
-            snapshot_id,
-            min_applied_lsn: lsn,
-            key,
-            bytes,
-            uploaded_bytes,
-            files: file_count,
-            duration: started.elapsed(),
-        })
-    }
+async fn spawn_uploader(
+    myself: &ActorRef<SupervisorMsg>,
+    config: &PipelineConfig,
+    repository: &Repository,
+    stats: &Arc<PipelineStats>,
+) -> Result<ActorRef<super::uploader::UploaderMsg>, ActorProcessingErr> {
+    let args = UploaderArgs {
+        store: repository.store().clone(),
+        stats: stats.clone(),
+        rate_limit: config.rate_limit.clone(),
+        retry: repository.retry(),
+    };
+    Ok(Actor::spawn_linked(None, Uploader, args, myself.get_cell())
+        .await?
+        .0)
 }

@@ -31,6 +31,8 @@
 //! * An imported column family's handle is destroyed right after the import;
 //!   that releases the handle, not the column family.
 
+#![allow(unsafe_code)]
+
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
 use std::ptr;
@@ -41,31 +43,46 @@ use rocksdb::{AsColumnFamilyRef, AsRawPtr, DB};
 /// One SST file of an exported column family, as RocksDB describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportedFile {
+    /// Name of the column family the file belongs to.
     pub column_family_name: String,
     /// With a leading `/`, as RocksDB writes it.
     pub name: String,
+    /// Directory the file was exported to.
     pub directory: String,
+    /// Size of the file in bytes.
     pub size: u64,
+    /// LSM level of the file.
     pub level: i32,
+    /// Smallest user key in the file.
     pub smallest_key: Vec<u8>,
+    /// Largest user key in the file.
     pub largest_key: Vec<u8>,
+    /// Smallest sequence number in the file.
     pub smallest_seqno: u64,
+    /// Largest sequence number in the file.
     pub largest_seqno: u64,
+    /// Number of entries in the file.
     pub num_entries: u64,
+    /// Number of deletion entries in the file.
     pub num_deletions: u64,
 }
 
 /// RocksDB's description of an exported column family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportedColumnFamily {
+    /// Name of the column family's comparator.
     pub comparator_name: String,
+    /// The exported SST files.
     pub files: Vec<ExportedFile>,
 }
 
+/// Why a call into RocksDB's C API (or the shim) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FfiError {
+    /// RocksDB's error message.
     #[error("RocksDB: {0}")]
     Rocks(String),
+    /// A path or name passed in contains a NUL byte, so it cannot be a C string.
     #[error("{0:?} contains a NUL byte")]
     NulInPath(String),
 }
@@ -110,11 +127,17 @@ pub struct ImportFile {
     pub directory: String,
     /// RocksDB's name for it, with a leading `/`.
     pub name: String,
+    /// LSM level to import the file at.
     pub level: i32,
+    /// Size of the file in bytes.
     pub size: u64,
+    /// Smallest user key in the file.
     pub smallest_key: Vec<u8>,
+    /// Largest user key in the file.
     pub largest_key: Vec<u8>,
+    /// Smallest sequence number in the file.
     pub smallest_seqno: u64,
+    /// Largest sequence number in the file.
     pub largest_seqno: u64,
 }
 
@@ -180,11 +203,17 @@ pub fn import_column_family(
 /// What a full read of one SST found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SstSummary {
+    /// Smallest user key of the point entries; empty if there are none.
     pub smallest_key: Vec<u8>,
+    /// Largest user key of the point entries; empty if there are none.
     pub largest_key: Vec<u8>,
+    /// Smallest sequence number of the point entries (0 if there are none).
     pub smallest_seqno: u64,
+    /// Largest sequence number of the point entries (0 if there are none).
     pub largest_seqno: u64,
+    /// Number of point entries read, deletions included.
     pub entries: u64,
+    /// Number of range deletions, from the file's table properties.
     pub range_deletions: u64,
 }
 
@@ -296,21 +325,6 @@ impl Drop for ImportOptions {
     fn drop(&mut self) {
         // SAFETY: created by `rocksdb_import_column_family_options_create`, destroyed once.
         unsafe { ffi::rocksdb_import_column_family_options_destroy(self.0) }
-    }
-}
-
-/// Makes glibc's allocator serve every allocation of 1 MiB or more with its
-/// own mapping, returned to the system when freed. Without it glibc raises
-/// that threshold as large blocks are freed, keeps freed part buffers in
-/// per-thread arenas, and the resident size of a process that moves many
-/// 8 MiB parts grows far past what it holds. Call once at start, before
-/// other threads exist; a host with its own allocator does not need it.
-pub fn pin_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before
-    // the process starts other threads.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

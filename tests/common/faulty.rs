@@ -32,6 +32,10 @@ pub enum Op {
     Get,
     /// A listing.
     List,
+    /// Aborting a multipart upload.
+    Abort,
+    /// A delete.
+    Delete,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +44,8 @@ pub enum Fault {
     Delay(Duration),
     CutOff,
     Hold(Gate),
+    /// The request panics, as a bug in a store client would.
+    Panic,
 }
 
 /// Holds requests until opened.
@@ -130,6 +136,7 @@ impl State {
                 gate.pass().await;
                 request.await
             }
+            Fault::Panic => panic!("injected panic on {op:?}"),
         }
     }
 }
@@ -217,7 +224,26 @@ impl ObjectStore for FaultyStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
+        // Each location is one delete request, failed or held on its own.
+        let inner = self.inner.clone();
+        let state = self.state.clone();
+        locations
+            .then(move |location| {
+                let inner = inner.clone();
+                let state = state.clone();
+                async move {
+                    let location = location?;
+                    let request = async {
+                        let mut deleted = inner
+                            .delete_stream(futures::stream::once(async { Ok(location) }).boxed());
+                        deleted.next().await.unwrap_or_else(|| {
+                            Err(injected(Op::Delete, "no answer from the store"))
+                        })
+                    };
+                    state.apply(Op::Delete, request).await
+                }
+            })
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -271,6 +297,7 @@ impl MultipartUpload for FaultyUpload {
     }
 
     async fn abort(&mut self) -> Result<()> {
-        self.inner.abort().await
+        let state = self.state.clone();
+        state.apply(Op::Abort, self.inner.abort()).await
     }
 }

@@ -3,14 +3,15 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod bin;
 pub mod faulty;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ractor::ActorRef;
-use rocksnap::flow::PipelineStats;
 use rocksnap::format::{LatestPointer, SnapshotMetadata};
+use rocksnap::PipelineStats;
 use rocksnap::{
     Destination, Lsn, OpenMode, PartitionId, PartitionStore, PipelineConfig, Repository,
     SnapshotError, SnapshotOutcome, SnapshotRequest, Supervisor, SupervisorArgs, SupervisorMsg,
@@ -117,6 +118,20 @@ pub fn value(lsn: u64, i: usize, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Waits until `condition` holds, checking it every few milliseconds, and
+/// fails the test if it does not within a minute: the test waits on the
+/// condition, not on a guess of how long it takes.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 pub async fn snapshot(

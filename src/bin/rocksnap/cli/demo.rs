@@ -11,10 +11,10 @@ use rand::RngCore;
 
 use super::progress::Progress;
 use super::{CliResult, PipelineArgs};
-use crate::flow::PipelineStats;
-use crate::format::{Lsn, PartitionId};
-use crate::restore::{self, RestoreOptions, RestoreTarget};
-use crate::{
+use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::restore::{self, RestoreOptions, RestoreTarget};
+use rocksnap::PipelineStats;
+use rocksnap::{
     Destination, OpenMode, PartitionStore, Repository, SnapshotRequest, Supervisor, SupervisorArgs,
 };
 
@@ -120,7 +120,9 @@ pub async fn run(args: DemoArgs) -> CliResult {
     println!("\nrepository tree:");
     print_tree(&repo_path, 1)?;
     for id in &ids {
-        let latest = repo_path.join(id.to_string()).join(crate::format::LATEST);
+        let latest = repo_path
+            .join(id.to_string())
+            .join(rocksnap::format::LATEST);
         println!(
             "\npartition {id} latest.json:\n{}",
             std::fs::read_to_string(latest)?
@@ -169,7 +171,7 @@ fn compare_partition(
     id: PartitionId,
 ) -> Result<usize, String> {
     let restored = PartitionStore::open_existing(restored).map_err(|e| e.to_string())?;
-    let cf = crate::partition::cf_name(id);
+    let cf = rocksnap::partition::cf_name(id);
     let entries = |store: &PartitionStore| store.entries(&cf).map_err(|e| e.to_string());
     let (a, b) = (entries(source)?, entries(&restored)?);
     if a != b {
@@ -190,7 +192,7 @@ fn write_round(
     records: u64,
     mut lsn: u64,
     written: &AtomicU64,
-) -> Result<u64, crate::partition::PartitionError> {
+) -> Result<u64, rocksnap::partition::PartitionError> {
     let mut rng = rand::rng();
     let mut value = vec![0u8; 1024];
     let mut next = 0u64;

@@ -7,15 +7,15 @@ use clap::Args;
 
 use super::progress::Progress;
 use super::{parse_lsn, parse_partition, parse_snapshot_id, CliResult};
-use crate::format::{Lsn, PartitionId, SnapshotId};
-use crate::restore::{self, RestoreOptions, RestoreTarget};
-use crate::transfer::TransferProgress;
+use rocksnap::format::{Lsn, PartitionId, SnapshotId};
+use rocksnap::restore::{self, RestoreOptions, RestoreTarget};
+use rocksnap::TransferProgress;
 
 /// Download settings shared by `restore` and `verify`.
 #[derive(Debug, Clone, Args)]
 pub struct DownloadArgs {
     /// Ranged GETs in flight at once, across all files.
-    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PARTS_IN_FLIGHT)]
+    #[arg(long, default_value_t = rocksnap::DEFAULT_PARTS_IN_FLIGHT)]
     pub concurrency: usize,
     /// Bytes per ranged GET, e.g. 8MiB.
     #[arg(long, default_value = "8MiB", value_parser = super::parse_size)]
@@ -83,7 +83,7 @@ impl DownloadArgs {
             part_size: self.part_size as usize,
             staging_dir: self.staging_dir.clone(),
             progress: Arc::new(TransferProgress::default()),
-            rate_limit: self.rate_limit.map(crate::ratelimit::RateLimit::new),
+            rate_limit: self.rate_limit.map(rocksnap::RateLimit::new),
         }
     }
 }

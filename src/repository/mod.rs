@@ -9,6 +9,8 @@
 //! version check inside it: two processes writing into one directory then
 //! behave like two nodes on S3.
 
+mod local;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,20 +29,28 @@ use crate::store::Destination;
 /// A pointer together with the version it was read at, for a later swap.
 #[derive(Debug, Clone)]
 pub struct VersionedPointer {
+    /// The parsed `latest.json`.
     pub pointer: LatestPointer,
+    /// The object's e-tag and version when it was read, to pass to
+    /// [`Repository::swap_pointer`].
     pub version: UpdateVersion,
 }
 
 /// One snapshot folder found by listing a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFolder {
+    /// The folder's name, `lsn_<lsn:020>-<snapshot_id>`.
     pub name: String,
+    /// The LSN in the folder's name.
     pub lsn: Lsn,
+    /// The snapshot id in the folder's name.
     pub snapshot_id: SnapshotId,
 }
 
+/// A snapshot repository on one destination.
 #[derive(Debug, Clone)]
 pub struct Repository {
+    retry: RetryPolicy,
     store: Arc<dyn ObjectStore>,
     layout: Layout,
     local_root: Option<PathBuf>,
@@ -50,8 +60,10 @@ pub struct Repository {
 }
 
 impl Repository {
+    /// The repository at a destination, with the default retry policy.
     pub fn new(dest: Destination) -> Self {
         Repository {
+            retry: RetryPolicy::default(),
             store: dest.store,
             layout: Layout::new(dest.prefix),
             local_root: dest.local_root,
@@ -64,6 +76,7 @@ impl Repository {
     /// A repository on any store, e.g. a test wrapper around a real one.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
         Repository {
+            retry: RetryPolicy::default(),
             store,
             layout: Layout::new(prefix),
             local_root: None,
@@ -73,16 +86,30 @@ impl Repository {
         }
     }
 
+    /// The same repository with another retry policy for every request,
+    /// file resend and compare-and-swap made through it.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The retry policy requests through this repository follow.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// The store behind the repository.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
+    /// The repository's key layout.
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
     /// How to find multipart uploads left open in this repository.
-    pub fn uploads(&self) -> &crate::uploads::UploadLister {
+    pub(crate) fn uploads(&self) -> &crate::uploads::UploadLister {
         &self.uploads
     }
 
@@ -103,7 +130,8 @@ impl Repository {
         partition: PartitionId,
     ) -> Result<Option<VersionedPointer>, RepoError> {
         let key = self.layout.latest(partition);
-        let read = RetryPolicy::default()
+        let read = self
+            .retry
             .run("read latest.json", || async {
                 let got = self.store.get(&key).await?;
                 let version = UpdateVersion {
@@ -142,7 +170,7 @@ impl Repository {
         let key = self.layout.latest(pointer.partition_id);
         let payload = PutPayload::from(pointer.to_json());
         if let Some(root) = &self.local_root {
-            return self.swap_local(root, &key, expected, payload).await;
+            return local::swap(self, root, &key, expected, payload).await;
         }
         let mode = match expected {
             None => PutMode::Create,
@@ -166,69 +194,13 @@ impl Repository {
         }
     }
 
-    /// Compare-and-swap on a local directory: the version check and the write
-    /// happen under an exclusive lock that every writer takes. The write itself
-    /// is a rename, so readers never see half a pointer.
-    async fn swap_local(
-        &self,
-        root: &std::path::Path,
-        key: &Path,
-        expected: Option<&UpdateVersion>,
-        payload: PutPayload,
-    ) -> Result<UpdateVersion, RepoError> {
-        let lock_path = root.join(".locks").join(key.as_ref().replace('/', "%2F"));
-        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)?;
-            file.lock()?;
-            Ok(file)
-        })
-        .await
-        .expect("lock task")
-        .map_err(|e| RepoError::Lock {
-            key: key.to_string(),
-            source: e,
-        })?;
-        let current = match RetryPolicy::default()
-            .run("read latest.json", || self.store.head(key))
-            .await
-        {
-            Ok(meta) => Some(meta.e_tag),
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(RepoError::store("read", key, e)),
-        };
-        let matches = match (expected, &current) {
-            (None, None) => true,
-            (Some(want), Some(have)) => want.e_tag.is_some() && &want.e_tag == have,
-            _ => false,
-        };
-        if !matches {
-            return Err(RepoError::Conflict {
-                key: key.to_string(),
-            });
-        }
-        let put = self
-            .store
-            .put_opts(key, payload, PutOptions::from(PutMode::Overwrite))
-            .await
-            .map_err(|e| RepoError::store("replace", key, e))?;
-        drop(lock);
-        Ok(UpdateVersion {
-            e_tag: put.e_tag,
-            version: put.version,
-        })
-    }
-
     /// Writes `metadata.json` create-only: a snapshot's metadata is written once.
     pub async fn put_metadata(&self, meta: &SnapshotMetadata) -> Result<(), RepoError> {
         let key = self.layout.metadata(meta.partition_id, &meta.path());
         let payload = PutPayload::from(meta.to_json());
         let mut attempts = 0;
-        let put = RetryPolicy::default()
+        let put = self
+            .retry
             .run("write metadata.json", || {
                 attempts += 1;
                 self.store
@@ -272,8 +244,9 @@ impl Repository {
         Ok(meta)
     }
 
+    /// Reads a whole object.
     pub async fn get_bytes(&self, key: &Path) -> Result<Bytes, RepoError> {
-        RetryPolicy::default()
+        self.retry
             .run("read", || async {
                 self.store.get(key).await?.bytes().await
             })
@@ -289,7 +262,8 @@ impl Repository {
     /// The partitions that have a folder in the repository, in order.
     pub async fn list_partitions(&self) -> Result<Vec<PartitionId>, RepoError> {
         let prefix = self.layout.prefix();
-        let listing = RetryPolicy::default()
+        let listing = self
+            .retry
             .run("list", || self.store.list_with_delimiter(Some(prefix)))
             .await
             .map_err(|e| RepoError::store("list", prefix, e))?;
@@ -308,7 +282,8 @@ impl Repository {
         partition: PartitionId,
     ) -> Result<Vec<SnapshotFolder>, RepoError> {
         let dir = self.layout.partition_dir(partition);
-        let listing = RetryPolicy::default()
+        let listing = self
+            .retry
             .run("list", || self.store.list_with_delimiter(Some(&dir)))
             .await
             .map_err(|e| RepoError::store("list", &dir, e))?;
@@ -381,30 +356,61 @@ impl Repository {
 /// What went wrong talking to a repository. Every variant names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    /// A store request failed (after any retries).
     #[error("cannot {op} {key}: {source}")]
     Store {
+        /// The operation attempted (`read`, `write`, `replace`, `list`).
         op: &'static str,
+        /// The key, or folder for a listing.
         key: String,
+        /// What the store said.
         #[source]
         source: object_store::Error,
     },
+    /// The object does not exist.
     #[error("{key} does not exist")]
-    Missing { key: String },
+    Missing {
+        /// Its key.
+        key: String,
+    },
+    /// The object does not parse as the document it should be.
     #[error("{key} is malformed and is left as it is: {source}")]
     Malformed {
+        /// Its key.
         key: String,
+        /// What is wrong with it.
         #[source]
         source: FormatError,
     },
+    /// The document parses but names another partition or folder than the
+    /// one it is stored under.
     #[error("{key} does not belong here ({reason}) and is left as it is")]
-    Foreign { key: String, reason: String },
+    Foreign {
+        /// Its key.
+        key: String,
+        /// What it names instead.
+        reason: String,
+    },
+    /// A create-only or compare-and-swap write lost to another writer.
     #[error("{key} was changed by another writer")]
-    Conflict { key: String },
+    Conflict {
+        /// Its key.
+        key: String,
+    },
+    /// The store does not support conditional puts, so `latest.json` cannot
+    /// be replaced safely.
     #[error("{store} cannot replace objects conditionally; configure conditional put (for S3: AWS_CONDITIONAL_PUT=etag)")]
-    NoCompareAndSwap { store: String },
+    NoCompareAndSwap {
+        /// Where the repository is, as [`Repository::display()`] gives it.
+        store: String,
+    },
+    /// The lock file that guards a compare-and-swap on a local directory
+    /// could not be taken.
     #[error("cannot lock {key}: {source}")]
     Lock {
+        /// Key of the object the lock guards.
         key: String,
+        /// What the filesystem said.
         #[source]
         source: std::io::Error,
     },

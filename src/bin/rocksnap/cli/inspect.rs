@@ -5,8 +5,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{parse_partition, parse_snapshot_id, CliResult};
-use crate::format::{LatestPointer, Lsn, PartitionId, SnapshotId};
-use crate::repository::{RepoError, Repository};
+use rocksnap::format::{LatestPointer, Lsn, PartitionId, SnapshotId};
+use rocksnap::repository::{RepoError, Repository};
 
 #[derive(Debug, Args)]
 pub struct ListArgs {

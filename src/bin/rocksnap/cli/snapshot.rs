@@ -7,10 +7,10 @@ use clap::Args;
 
 use super::progress::Progress;
 use super::{parse_lsn, parse_partition, CliResult, PipelineArgs};
-use crate::flow::PipelineStats;
-use crate::format::{Lsn, PartitionId};
-use crate::partition::{cf_name, PartitionStore};
-use crate::{LsnSource, OpenMode, PartitionSpec, SnapshotRequest, Supervisor, SupervisorArgs};
+use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::partition::{cf_name, PartitionStore};
+use rocksnap::PipelineStats;
+use rocksnap::{LsnSource, OpenMode, PartitionSpec, SnapshotRequest, Supervisor, SupervisorArgs};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
@@ -24,7 +24,7 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub to: String,
     #[command(flatten)]
-    pub s3: crate::store::S3Options,
+    pub s3: super::S3Args,
     /// Column family to export [default: data-<PARTITION>].
     #[arg(long)]
     pub cf: Option<String>,
@@ -40,7 +40,8 @@ pub struct SnapshotArgs {
 }
 
 pub async fn run(args: SnapshotArgs) -> CliResult {
-    let repository = super::open_repository(&args.to, OpenMode::CreateMissing, &args.s3).await?;
+    let repository =
+        super::open_repository(&args.to, OpenMode::CreateMissing, &args.s3.options()).await?;
     let partitions = PartitionStore::open_existing(&args.db)?;
     let cf = args.cf.clone().unwrap_or_else(|| cf_name(args.partition));
     if !partitions.has_column_family(&cf) {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::flow::PipelineStats;
-use crate::transfer::TransferProgress;
+use rocksnap::PipelineStats;
+use rocksnap::TransferProgress;
 
 /// A progress line fed from counters the transfer updates.
 pub struct Progress {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::store::S3Options;
+use rocksnap::store::S3Options;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +105,7 @@ pub struct PipelineSection {
     pub staging_dir: Option<PathBuf>,
     /// "V1" or "V2" (shared SST files, incremental snapshots).
     #[serde(default)]
-    pub format: crate::format::FormatVersion,
+    pub format: rocksnap::format::FormatVersion,
 }
 
 impl Default for PipelineSection {
@@ -219,9 +219,11 @@ impl NodeConfig {
         // directory is created at start, not while checking.
         let url = &self.repository.url;
         if url.contains("://") && !url.starts_with("file://") {
-            if let Err(e) =
-                crate::Destination::open_with(url, crate::OpenMode::MustExist, &self.repository.s3)
-            {
+            if let Err(e) = rocksnap::Destination::open_with(
+                url,
+                rocksnap::OpenMode::MustExist,
+                &self.repository.s3,
+            ) {
                 p.push(format!("repository.url: {e}"));
             }
         }
@@ -230,7 +232,7 @@ impl NodeConfig {
             !self.repository.url.starts_with("file:") && self.repository.url.contains("://");
         if part == 0 {
             p.push("pipeline.part_size must be above zero".into());
-        } else if remote && part < crate::store::S3_MIN_PART_SIZE as u64 {
+        } else if remote && part < rocksnap::store::S3_MIN_PART_SIZE as u64 {
             p.push(format!(
                 "pipeline.part_size {} is under the 5 MiB that S3 needs for every part but the last",
                 self.pipeline.part_size

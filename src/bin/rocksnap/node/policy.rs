@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::config::{GcSection, PolicySection, WorkloadSection};
 use super::{NodeState, TICK};
-use crate::format::{Lsn, PartitionId};
-use crate::{SnapshotError, SnapshotRequest, Supervisor};
+use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::{SnapshotError, SnapshotRequest, Supervisor};
 
 /// Requests snapshots when a partition is due, until `stop`.
 pub async fn run(state: Arc<NodeState>, policy: PolicySection, mut stop: watch::Receiver<bool>) {
@@ -89,7 +89,7 @@ pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch
         .map(|&id| {
             let stored = state
                 .partitions
-                .applied_lsn(&crate::partition::cf_name(id))
+                .applied_lsn(&rocksnap::partition::cf_name(id))
                 .ok()
                 .flatten()
                 .map_or(0, |l| l.0);
@@ -116,7 +116,7 @@ pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch
                     .collect();
                 partitions.apply(id, Lsn(*l), records)?;
             }
-            Ok::<_, crate::partition::PartitionError>(next)
+            Ok::<_, rocksnap::partition::PartitionError>(next)
         })
         .await
         .expect("workload task");
@@ -137,7 +137,7 @@ pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch
 
 /// Collects each partition's garbage every `g.every`, until `stop`.
 pub async fn gc(state: Arc<NodeState>, g: GcSection, mut stop: watch::Receiver<bool>) {
-    let opts = crate::gc::GcOptions {
+    let opts = rocksnap::gc::GcOptions {
         grace: g.grace,
         cluster: Some(state.cluster.clone()),
         ..Default::default()
@@ -151,7 +151,7 @@ pub async fn gc(state: Arc<NodeState>, g: GcSection, mut stop: watch::Receiver<b
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = crate::gc::collect(&state.repository, id, &opts).await {
+            if let Err(e) = rocksnap::gc::collect(&state.repository, id, &opts).await {
                 tracing::warn!(partition = %id, error = %e, "garbage collection failed");
             }
             state.refresh(id).await;

@@ -13,21 +13,21 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use tokio::sync::watch;
 
-use crate::format::{Lsn, PartitionId};
-use crate::metrics as m;
-use crate::ratelimit::RateLimit;
-use crate::{
+use config::NodeConfig;
+use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::metrics as m;
+use rocksnap::RateLimit;
+use rocksnap::{
     Destination, OpenMode, PartitionStore, PipelineConfig, Repository, Supervisor, SupervisorArgs,
     SupervisorMsg,
 };
-use config::NodeConfig;
 
 /// What the admin endpoint and the policy share.
 pub struct NodeState {
-    pub name: String,
     pub cluster: String,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub repository: Repository,
@@ -86,7 +86,7 @@ impl NodeState {
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = NodeConfig::load(config_path)?;
-    let metrics = m::install_prometheus()?;
+    let metrics = install_prometheus()?;
     let ids: Vec<PartitionId> = config
         .node
         .partitions
@@ -118,7 +118,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         // With collection running, a snapshot slower than its grace period
         // may have lost objects: it is refused rather than published.
         max_upload_age: config.gc.as_ref().map(|g| g.grace),
-        retention: crate::Retention {
+        retention: rocksnap::Retention {
             keep_last: config.retention.keep_last,
             max_age: config.retention.max_age,
         },
@@ -131,7 +131,6 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     ))
     .await?;
     let state = Arc::new(NodeState {
-        name: config.node.name.clone(),
         cluster: config.node.cluster.clone(),
         supervisor: supervisor.clone(),
         repository,
@@ -180,6 +179,20 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     supervisor.stop(None);
     let _ = supervisor_done.await;
     Ok(())
+}
+
+/// Installs the Prometheus recorder for this process; the handle renders
+/// the text exposition format for a `/metrics` endpoint.
+fn install_prometheus() -> Result<PrometheusHandle, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ])
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    m::describe();
+    Ok(handle)
 }
 
 async fn shutdown_signal() {

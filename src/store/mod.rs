@@ -5,78 +5,34 @@
 //! string, an unknown scheme, a local path that is not a directory. Errors
 //! name the URL without credentials.
 
+mod s3;
+
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
+use object_store::ObjectStore;
 use url::Url;
 
-/// Settings for S3 and S3-compatible stores beyond the URL. Each one that is
-/// not set falls back to the usual `AWS_*` environment variable.
-#[derive(Clone, Default, clap::Args, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3Options {
-    /// S3 endpoint, for S3-compatible servers (MinIO, R2, moto, …) [env: AWS_ENDPOINT].
-    #[arg(long = "s3-endpoint")]
-    pub endpoint: Option<String>,
-    /// S3 region [env: AWS_REGION].
-    #[arg(long = "s3-region")]
-    pub region: Option<String>,
-    /// Access key id [env: AWS_ACCESS_KEY_ID].
-    #[arg(long = "s3-access-key-id")]
-    pub access_key_id: Option<String>,
-    /// Secret access key; prefer the environment variable [env: AWS_SECRET_ACCESS_KEY].
-    #[arg(long = "s3-secret-access-key")]
-    pub secret_access_key: Option<String>,
-    /// Session token of temporary credentials [env: AWS_SESSION_TOKEN].
-    #[arg(long = "s3-session-token")]
-    pub session_token: Option<String>,
-    /// Allow a plain-HTTP endpoint [env: AWS_ALLOW_HTTP=true].
-    #[arg(long = "s3-allow-http")]
-    #[serde(default)]
-    pub allow_http: bool,
-    /// Use the credentials of the machine's instance role (EC2, ECS) when no
-    /// keys are given; off by default so that missing keys are an error at start.
-    #[arg(long = "s3-instance-credentials")]
-    #[serde(default)]
-    pub instance_credentials: bool,
-}
+use s3::open_s3;
+pub use s3::S3Options;
 
-/// Secrets never reach a log line.
-impl std::fmt::Debug for S3Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hidden = |o: &Option<String>| o.as_ref().map(|_| "***");
-        f.debug_struct("S3Options")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &hidden(&self.secret_access_key))
-            .field("session_token", &hidden(&self.session_token))
-            .field("allow_http", &self.allow_http)
-            .field("instance_credentials", &self.instance_credentials)
-            .finish()
-    }
-}
-
-/// An opened destination.
+/// An opened destination: a store, and where in it the repository is.
 #[derive(Debug, Clone)]
 pub struct Destination {
-    pub store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     /// Key prefix inside the store (the URL's path for buckets; empty for a local directory).
-    pub prefix: Path,
+    pub(crate) prefix: Path,
     /// The directory behind a local store, which needs its own compare-and-swap.
-    pub local_root: Option<PathBuf>,
+    pub(crate) local_root: Option<PathBuf>,
     /// The URL as given, without user info: safe to print.
-    pub display: String,
+    pub(crate) display: String,
     /// The smallest part a multipart upload accepts (all parts but the last).
-    pub min_part_size: usize,
+    pub(crate) min_part_size: usize,
     /// How to find the multipart uploads left open under this destination.
-    pub uploads: crate::uploads::UploadLister,
+    pub(crate) uploads: crate::uploads::UploadLister,
 }
 
 /// S3 refuses multipart parts under 5 MiB, but for the last one.
@@ -92,6 +48,33 @@ pub enum OpenMode {
 }
 
 impl Destination {
+    /// The store requests go to.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The key prefix of the repository inside the store.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    /// Where the destination is, safe to print.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The same destination with its store wrapped, the way `object_store`
+    /// composes behaviour (throttling, limits, faults in tests): every
+    /// request then goes through `wrap`'s store. The local directory's
+    /// compare-and-swap still locks the same directory.
+    pub fn wrap_store(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> Self {
+        self.store = wrap(self.store);
+        self
+    }
+
     /// Opens `spec`, a URL (`file:///dir`, `s3://bucket/prefix`, `gs://…`,
     /// `az://…`, `memory://`) or a plain directory path, with S3 settings from
     /// the environment.
@@ -208,121 +191,45 @@ impl Destination {
     }
 }
 
-/// Builds an S3 client: settings from `s3`, else from `AWS_*`; ETag-based
-/// conditional put, which `latest.json`'s compare-and-swap needs; and checks
-/// that can be made without a request.
-fn open_s3(
-    url: &Url,
-    s3: &S3Options,
-    display: &str,
-) -> Result<(Arc<dyn ObjectStore>, crate::uploads::S3Uploads), StoreError> {
-    let bad = |reason: String| StoreError::BadUrl {
-        url: display.to_string(),
-        reason,
-    };
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("no bucket name".into()));
-    }
-    let mut b = AmazonS3Builder::from_env()
-        .with_url(url.as_str())
-        .with_conditional_put(S3ConditionalPut::ETagMatch)
-        // Fail fast at start on a wrong endpoint; transfers retry on their own.
-        .with_retry(RetryConfig {
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(30),
-            ..RetryConfig::default()
-        });
-    if let Some(v) = &s3.endpoint {
-        b = b.with_endpoint(v);
-    }
-    if let Some(v) = &s3.region {
-        b = b.with_region(v);
-    }
-    if let Some(v) = &s3.access_key_id {
-        b = b.with_access_key_id(v);
-    }
-    if let Some(v) = &s3.secret_access_key {
-        b = b.with_secret_access_key(v);
-    }
-    if let Some(v) = &s3.session_token {
-        b = b.with_token(v);
-    }
-    if s3.allow_http {
-        b = b.with_allow_http(true);
-    }
-    // The builder has merged the explicit settings and the `AWS_*`
-    // variables: every check below reads the settings it will use.
-    let config = |k: AmazonS3ConfigKey| b.get_config_value(&k).filter(|v| !v.is_empty());
-    let is_true = |k: AmazonS3ConfigKey| config(k).is_some_and(|v| v == "true");
-    let allow_http = is_true(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp));
-    if let Some(e) = config(AmazonS3ConfigKey::Endpoint) {
-        if e.starts_with("http://") && !allow_http {
-            return Err(bad(format!(
-                "endpoint {e} is plain HTTP; pass --s3-allow-http (or set AWS_ALLOW_HTTP=true) to use it"
-            )));
-        }
-    }
-    let has_key = config(AmazonS3ConfigKey::AccessKeyId).is_some();
-    let has_secret = config(AmazonS3ConfigKey::SecretAccessKey).is_some();
-    let other_provider = config(AmazonS3ConfigKey::WebIdentityTokenFile).is_some()
-        || config(AmazonS3ConfigKey::ContainerCredentialsRelativeUri).is_some()
-        || config(AmazonS3ConfigKey::ContainerCredentialsFullUri).is_some()
-        || is_true(AmazonS3ConfigKey::SkipSignature);
-    if has_key != has_secret {
-        return Err(StoreError::Credentials {
-            url: display.to_string(),
-            reason: "an access key id needs its secret access key, and the other way round".into(),
-        });
-    }
-    if !has_key && !other_provider && !s3.instance_credentials {
-        return Err(StoreError::Credentials {
-            url: display.to_string(),
-            reason: "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE, or pass --s3-instance-credentials to use the machine's role".into(),
-        });
-    }
-    let bucket = url.host_str().unwrap_or_default().to_string();
-    let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
-    let base_url = match config(AmazonS3ConfigKey::Endpoint) {
-        Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
-        None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
-    };
-    let store = Arc::new(b.build().map_err(|e| StoreError::Open {
-        url: display.to_string(),
-        source: e,
-    })?);
-    let uploads = crate::uploads::S3Uploads {
-        store: store.clone(),
-        base_url,
-        region,
-    };
-    Ok((store, uploads))
-}
-
 impl Destination {
     /// Asks the store for the prefix's listing: a bucket that does not exist,
     /// an endpoint that does not answer or credentials that are refused show
     /// up here, at start, rather than at the first upload.
     pub async fn check(&self) -> Result<(), StoreError> {
-        match self.store.list_with_delimiter(Some(&self.prefix)).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let text = e.to_string();
-                let reason = if text.contains("NoSuchBucket") {
-                    "the bucket does not exist".to_string()
-                } else if text.contains("InvalidAccessKeyId")
-                    || text.contains("SignatureDoesNotMatch")
-                    || text.contains("AccessDenied")
-                {
-                    format!("the credentials were refused ({})", first_line(&text))
-                } else {
-                    first_line(&text).to_string()
-                };
-                Err(StoreError::Unreachable {
-                    url: self.display.clone(),
-                    reason,
-                })
+        use object_store::Error as E;
+        let unreachable = |reason: String| StoreError::Unreachable {
+            url: self.display.clone(),
+            reason,
+        };
+        if let crate::uploads::UploadLister::S3(s3) = &self.uploads {
+            // Any other answer (or none) leaves it to the listing below.
+            match s3.head_bucket().await.map(|s| s.as_u16()) {
+                Ok(404) => return Err(unreachable("the bucket does not exist".into())),
+                Ok(status @ (401 | 403)) => {
+                    return Err(unreachable(format!(
+                        "the credentials were refused (HTTP {status} on HeadBucket)"
+                    )))
+                }
+                _ => {}
             }
         }
+        let e = match self.store.list_with_delimiter(Some(&self.prefix)).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // Listing a prefix never answers "not found" for the prefix itself:
+        // only the bucket (or container) can be missing.
+        let reason = match &e {
+            E::NotFound { .. } => "the bucket does not exist".to_string(),
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                format!(
+                    "the credentials were refused ({})",
+                    first_line(&e.to_string())
+                )
+            }
+            _ => first_line(&e.to_string()).to_string(),
+        };
+        Err(unreachable(reason))
     }
 }
 
@@ -348,23 +255,48 @@ fn redact(spec: &str) -> String {
     }
 }
 
+/// Why a destination cannot be used. URLs are printed without credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The URL is not one rocksnap accepts.
     #[error("bad destination {url}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL, without credentials.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store client could not be built.
     #[error("cannot open {url}: {source}")]
     Open {
+        /// The URL, without credentials.
         url: String,
+        /// What the client said.
         #[source]
         source: object_store::Error,
     },
+    /// Credentials are missing or incomplete.
     #[error("{url}: {reason}")]
-    Credentials { url: String, reason: String },
+    Credentials {
+        /// The URL, without credentials.
+        url: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// The store answered the start-up check with an error.
     #[error("cannot use {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The URL, without credentials.
+        url: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// A local repository directory cannot be used.
     #[error("local repository {}: {source}", path.display())]
     LocalDir {
+        /// The directory.
         path: PathBuf,
+        /// What the filesystem said.
         #[source]
         source: std::io::Error,
     },

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::format::{Lsn, PartitionId, SnapshotId};
+use rocksnap::format::{Lsn, PartitionId, SnapshotId};
 
 pub mod demo;
 pub mod inspect;
@@ -56,13 +56,68 @@ pub struct FromArgs {
     #[arg(long)]
     pub from: String,
     #[command(flatten)]
-    pub s3: crate::store::S3Options,
+    pub s3: S3Args,
 }
 
 impl FromArgs {
     /// Opens the repository, which must exist, and checks that it answers.
-    pub async fn open(&self) -> Result<crate::Repository, crate::store::StoreError> {
-        open_repository(&self.from, crate::OpenMode::MustExist, &self.s3).await
+    pub async fn open(&self) -> Result<rocksnap::Repository, rocksnap::store::StoreError> {
+        open_repository(
+            &self.from,
+            rocksnap::OpenMode::MustExist,
+            &self.s3.options(),
+        )
+        .await
+    }
+}
+
+/// Settings for S3 and S3-compatible stores beyond the URL. Each one that is
+/// not given falls back to the usual `AWS_*` environment variable.
+#[derive(Clone, Default, Args)]
+pub struct S3Args {
+    /// S3 endpoint, for S3-compatible servers (MinIO, R2, moto, …) [env: AWS_ENDPOINT].
+    #[arg(long = "s3-endpoint")]
+    pub endpoint: Option<String>,
+    /// S3 region [env: AWS_REGION].
+    #[arg(long = "s3-region")]
+    pub region: Option<String>,
+    /// Access key id [env: AWS_ACCESS_KEY_ID].
+    #[arg(long = "s3-access-key-id")]
+    pub access_key_id: Option<String>,
+    /// Secret access key; prefer the environment variable [env: AWS_SECRET_ACCESS_KEY].
+    #[arg(long = "s3-secret-access-key")]
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials [env: AWS_SESSION_TOKEN].
+    #[arg(long = "s3-session-token")]
+    pub session_token: Option<String>,
+    /// Allow a plain-HTTP endpoint [env: AWS_ALLOW_HTTP=true].
+    #[arg(long = "s3-allow-http")]
+    pub allow_http: bool,
+    /// Use the credentials of the machine's instance role (EC2, ECS) when no
+    /// keys are given; off by default so that missing keys are an error at start.
+    #[arg(long = "s3-instance-credentials")]
+    pub instance_credentials: bool,
+}
+
+/// Secrets never reach a log line.
+impl std::fmt::Debug for S3Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.options().fmt(f)
+    }
+}
+
+impl S3Args {
+    /// The library's settings.
+    pub fn options(&self) -> rocksnap::store::S3Options {
+        rocksnap::store::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            allow_http: self.allow_http,
+            instance_credentials: self.instance_credentials,
+        }
     }
 }
 
@@ -127,7 +182,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     pub part_size: u64,
     /// Parts in flight at once; memory stays below part size × (this + 1).
-    #[arg(long, default_value_t = crate::actors::supervisor::DEFAULT_PARTS_IN_FLIGHT)]
+    #[arg(long, default_value_t = rocksnap::DEFAULT_PARTS_IN_FLIGHT)]
     pub parts_in_flight: usize,
     /// Where exports are staged (default: beside the database, <db>.rocksnap-staging).
     #[arg(long)]
@@ -139,7 +194,7 @@ pub struct PipelineArgs {
     /// older tools) or V2 (SST files shared between snapshots; only new ones
     /// are uploaded; latest.json lists the retained snapshots).
     #[arg(long, default_value = "V1")]
-    pub format: crate::format::FormatVersion,
+    pub format: rocksnap::format::FormatVersion,
     /// V2: snapshots latest.json keeps, newest first.
     #[arg(long, default_value_t = 10)]
     pub keep: usize,
@@ -149,16 +204,16 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    pub fn config(&self) -> crate::PipelineConfig {
-        crate::PipelineConfig {
+    pub fn config(&self) -> rocksnap::PipelineConfig {
+        rocksnap::PipelineConfig {
             cluster_name: self.cluster.clone(),
             node_name: self.node.clone(),
             part_size: self.part_size as usize,
             max_parts_in_flight: self.parts_in_flight,
             staging_dir: self.staging_dir.clone(),
-            rate_limit: self.rate_limit.map(crate::ratelimit::RateLimit::new),
+            rate_limit: self.rate_limit.map(rocksnap::RateLimit::new),
             format: self.format,
-            retention: crate::Retention {
+            retention: rocksnap::Retention {
                 keep_last: self.keep,
                 max_age: self.max_age,
             },
@@ -199,7 +254,7 @@ pub fn parse_lsn(s: &str) -> Result<Lsn, String> {
 
 pub fn parse_snapshot_id(s: &str) -> Result<SnapshotId, String> {
     s.parse()
-        .map_err(|e: crate::format::FormatError| e.to_string())
+        .map_err(|e: rocksnap::format::FormatError| e.to_string())
 }
 
 /// `rocksnap request`: POSTs to the node's admin endpoint and prints its answer.
@@ -234,11 +289,12 @@ async fn request(args: RequestArgs) -> CliResult {
 /// `rocksnap prune`.
 async fn prune(args: PruneArgs) -> CliResult {
     let repo = args.repo.open().await?;
-    let retention = (args.keep.is_some() || args.older_than.is_some()).then(|| crate::Retention {
-        keep_last: args.keep.unwrap_or(usize::MAX),
-        max_age: args.older_than,
-    });
-    let opts = crate::gc::GcOptions {
+    let retention =
+        (args.keep.is_some() || args.older_than.is_some()).then(|| rocksnap::Retention {
+            keep_last: args.keep.unwrap_or(usize::MAX),
+            max_age: args.older_than,
+        });
+    let opts = rocksnap::gc::GcOptions {
         grace: args.grace,
         dry_run: args.dry_run,
         retention,
@@ -250,7 +306,7 @@ async fn prune(args: PruneArgs) -> CliResult {
     };
     let mut reports = Vec::new();
     for p in partitions {
-        reports.push(crate::gc::collect(&repo, p, &opts).await?);
+        reports.push(rocksnap::gc::collect(&repo, p, &opts).await?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -280,12 +336,12 @@ async fn prune(args: PruneArgs) -> CliResult {
 /// Opens a repository and checks at once that it answers.
 pub async fn open_repository(
     spec: &str,
-    mode: crate::OpenMode,
-    s3: &crate::store::S3Options,
-) -> Result<crate::Repository, crate::store::StoreError> {
-    let dest = crate::Destination::open_with(spec, mode, s3)?;
+    mode: rocksnap::OpenMode,
+    s3: &rocksnap::store::S3Options,
+) -> Result<rocksnap::Repository, rocksnap::store::StoreError> {
+    let dest = rocksnap::Destination::open_with(spec, mode, s3)?;
     dest.check().await?;
-    Ok(crate::Repository::new(dest))
+    Ok(rocksnap::Repository::new(dest))
 }
 
 /// An error for the user: one line on stderr, non-zero exit.

@@ -1,11 +1,17 @@
+//! The `rocksnap` command: the library's operator tool and node.
+
+mod alloc;
+mod cli;
+mod node;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    rocksnap::pin_mmap_threshold();
-    let cli = rocksnap::cli::Cli::parse();
+    alloc::pin_mmap_threshold();
+    let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -19,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(rocksnap::cli::run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rocksnap: {e}");

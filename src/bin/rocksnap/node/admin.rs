@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::NodeState;
-use crate::format::{Lsn, PartitionId};
-use crate::{SnapshotError, SnapshotRequest, Supervisor};
+use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::{SnapshotError, SnapshotRequest, Supervisor};
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -102,7 +102,7 @@ async fn partitions(State(state): State<Arc<NodeState>>) -> Response {
     for &id in &state.ids {
         let applied_lsn = state
             .partitions
-            .applied_lsn(&crate::partition::cf_name(id))
+            .applied_lsn(&rocksnap::partition::cf_name(id))
             .ok()
             .flatten();
         out.push(PartitionStatus {

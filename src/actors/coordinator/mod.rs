@@ -1,0 +1,499 @@
+//! The coordinator: one per snapshot, it takes the snapshot from request to
+//! published pointer, in four steps a reader can follow:
+//!
+//! 1. **export** the column family (the exporter);
+//! 2. **plan** each file's key, and which files a V2 snapshot can reuse from
+//!    the previous one;
+//! 3. **upload** every other file (the chunker reads it into parts, the
+//!    uploader stores them), sending a file again after a transient failure;
+//! 4. **publish** `metadata.json` and move `latest.json` (the publisher).
+//!
+//! It is a linked child of the supervisor that runs its one snapshot when it
+//! starts and then stops; the outcome travels back to the supervisor once,
+//! which answers the request. A cancellation token (the supervisor's, for
+//! shutdown) is observed at every wait, so a cancelled snapshot ends within
+//! one store request, with its uploads aborted and nothing published.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::join_all;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio_util::sync::CancellationToken;
+
+mod outcome;
+
+pub use outcome::{SnapshotError, SnapshotOutcome, SnapshotRequest};
+
+use crate::actors::chunker::{ChunkerMsg, FileRequest};
+use crate::actors::exporter::{Export, ExportRequest, ExporterMsg};
+use crate::actors::publisher::PublisherMsg;
+use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
+use crate::config::{PartitionSpec, PipelineConfig};
+use crate::flow::BoundedMailbox;
+use crate::format::{
+    shared_key, snapshot_folder, FileEntry, FormatVersion, PartitionId, SnapshotId,
+    SnapshotMetadata, CHECKSUM_ALGORITHM,
+};
+use crate::metrics as m;
+use crate::repository::Repository;
+use crate::retry::is_transient;
+
+/// The stages a snapshot runs through, as the supervisor has them now.
+#[derive(Clone)]
+pub(crate) struct Stages {
+    pub exporter: ActorRef<ExporterMsg>,
+    pub chunker: BoundedMailbox<ChunkerMsg>,
+    pub uploader: BoundedMailbox<UploaderMsg>,
+}
+
+/// Reports a snapshot's outcome to whoever started it, once.
+pub(crate) type Report = Box<dyn FnOnce(Result<SnapshotOutcome, SnapshotError>) + Send>;
+
+/// Everything one snapshot needs.
+pub(crate) struct CoordinatorArgs {
+    pub request: SnapshotRequest,
+    pub spec: PartitionSpec,
+    pub config: Arc<PipelineConfig>,
+    pub repository: Repository,
+    pub stages: Stages,
+    pub publisher: ActorRef<PublisherMsg>,
+    pub cancel: CancellationToken,
+    pub report: Report,
+}
+
+/// Receives no messages: it runs its snapshot when it starts, then stops.
+pub(crate) enum CoordinatorMsg {}
+
+pub(crate) struct Coordinator;
+
+impl Actor for Coordinator {
+    type Msg = CoordinatorMsg;
+    type State = Option<CoordinatorArgs>;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: CoordinatorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(Some(args))
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = state.take().expect("started once");
+        let (job, report) = Job::new(args);
+        let result = job.run().await;
+        report(result);
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+/// One snapshot in progress.
+struct Job {
+    request: SnapshotRequest,
+    spec: PartitionSpec,
+    config: Arc<PipelineConfig>,
+    repository: Repository,
+    stages: Stages,
+    publisher: ActorRef<PublisherMsg>,
+    cancel: CancellationToken,
+    snapshot_id: SnapshotId,
+}
+
+/// What to do with one exported file.
+struct PlannedFile {
+    path: std::path::PathBuf,
+    key: Path,
+    size: u64,
+    /// The file is already stored (V2: shared with the previous snapshot),
+    /// with this CRC32C.
+    reused: Option<u32>,
+}
+
+/// What step 3 has to do.
+struct Plan {
+    /// The snapshot's own folder.
+    folder: String,
+    /// The previous snapshot, whose files a V2 snapshot may reuse.
+    base: Option<SnapshotId>,
+    files: Vec<PlannedFile>,
+}
+
+/// Where the files went.
+struct Uploaded {
+    stored: Vec<StoredFile>,
+    /// Bytes sent (not reused).
+    sent_bytes: u64,
+    /// The snapshot whose files were reused, if any was.
+    reused_from: Option<SnapshotId>,
+}
+
+impl Job {
+    fn new(args: CoordinatorArgs) -> (Self, Report) {
+        let job = Job {
+            request: args.request,
+            spec: args.spec,
+            config: args.config,
+            repository: args.repository,
+            stages: args.stages,
+            publisher: args.publisher,
+            cancel: args.cancel,
+            snapshot_id: SnapshotId::new(),
+        };
+        (job, args.report)
+    }
+
+    fn partition(&self) -> PartitionId {
+        self.request.partition
+    }
+
+    async fn run(&self) -> Result<SnapshotOutcome, SnapshotError> {
+        let started = Instant::now();
+        let export = self.export().await?;
+        let upload_started = Instant::now();
+        let plan = self.plan(&export).await?;
+        let uploaded = self.upload(plan).await;
+        m::stage_duration("upload").record(upload_started.elapsed().as_secs_f64());
+        let uploaded = uploaded?;
+        let meta = self.metadata(&export, &uploaded.stored);
+        // The staging files are no longer needed once every file is stored.
+        drop(export);
+        self.check_publishable(upload_started)?;
+        let outcome = SnapshotOutcome {
+            partition_id: self.partition(),
+            snapshot_id: self.snapshot_id,
+            min_applied_lsn: meta.min_applied_lsn,
+            key: self
+                .repository
+                .layout()
+                .metadata(self.partition(), &meta.path())
+                .to_string(),
+            bytes: meta.total_bytes(),
+            uploaded_bytes: uploaded.sent_bytes,
+            files: meta.files.len(),
+            duration: Duration::ZERO,
+        };
+        self.publish(meta, uploaded.reused_from).await?;
+        Ok(SnapshotOutcome {
+            duration: started.elapsed(),
+            ..outcome
+        })
+    }
+
+    /// Step 1: the column family, exported into a staging directory.
+    async fn export(&self) -> Result<Export, SnapshotError> {
+        let request = ExportRequest {
+            partition: self.partition(),
+            cf: self.spec.cf.clone(),
+            lsn: self.spec.lsn,
+            min_lsn: self.request.min_lsn,
+            snapshot_id: self.snapshot_id,
+            identities: self.config.format == FormatVersion::V2,
+        };
+        let call = self
+            .stages
+            .exporter
+            .call(|reply| ExporterMsg::Export(request, reply), None);
+        let answer = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(self.cancelled()),
+            answer = call => answer,
+        };
+        match answer {
+            Ok(CallResult::Success(export)) => {
+                export.map_err(|e| SnapshotError::export(self.partition(), e))
+            }
+            _ => Err(SnapshotError::Stopped(
+                "the exporter stopped while exporting; it is restarted".into(),
+            )),
+        }
+    }
+
+    /// Step 2: each file's key, and which files need not be sent again.
+    async fn plan(&self, export: &Export) -> Result<Plan, SnapshotError> {
+        let partition = self.partition();
+        let folder = snapshot_folder(export.min_applied_lsn, self.snapshot_id);
+        let layout = self.repository.layout();
+        // V2: files the previous snapshot already references are not sent again.
+        let (base, previous) = match self.config.format {
+            FormatVersion::V2 => self.previous_files().await,
+            FormatVersion::V1 => (None, HashMap::new()),
+        };
+        let mut files = Vec::with_capacity(export.files.len());
+        for (file, identity) in export.files.iter().zip(&export.identities) {
+            let name =
+                crate::format::plain_file_name(&file.name).map_err(|e| SnapshotError::Export {
+                    partition,
+                    reason: e.to_string(),
+                })?;
+            let key = match identity {
+                Some(id) => layout.shared(partition, &format!("{id}.sst")),
+                None => layout.file(partition, &folder, name),
+            };
+            files.push(PlannedFile {
+                path: export.file_path(file),
+                key,
+                size: file.size,
+                reused: identity.as_ref().and_then(|id| previous.get(id).copied()),
+            });
+        }
+        Ok(Plan {
+            folder,
+            base,
+            files,
+        })
+    }
+
+    /// The partition's latest snapshot, and identity → CRC32C of the files
+    /// it references if it is a V2 snapshot. Any trouble reading it only
+    /// means that nothing is shared.
+    async fn previous_files(&self) -> (Option<SnapshotId>, HashMap<String, u32>) {
+        let partition = self.partition();
+        let pointer = match self.repository.read_pointer(partition).await {
+            Ok(Some(p)) => p.pointer,
+            _ => return (None, HashMap::new()),
+        };
+        match self
+            .repository
+            .read_metadata(partition, &pointer.path)
+            .await
+        {
+            Ok(meta) => {
+                let files = meta
+                    .files
+                    .iter()
+                    .filter_map(|f| {
+                        let crc = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
+                        f.key.as_ref()?;
+                        Some((f.identity.clone()?, crc))
+                    })
+                    .collect();
+                (Some(meta.snapshot_id), files)
+            }
+            Err(e) => {
+                tracing::warn!(%partition, error = %e, "cannot read the previous snapshot; sending every file");
+                (None, HashMap::new())
+            }
+        }
+    }
+
+    /// Step 3: every planned file stored, or the snapshot's own objects
+    /// removed again and the first real failure returned.
+    async fn upload(&self, plan: Plan) -> Result<Uploaded, SnapshotError> {
+        // Giving up on one file gives up on the others.
+        let files_cancel = self.cancel.child_token();
+        let results = join_all(plan.files.into_iter().map(|f| {
+            let cancel = &files_cancel;
+            async move {
+                match f.reused {
+                    Some(crc32c) => Ok((
+                        StoredFile {
+                            key: f.key,
+                            size: f.size,
+                            crc32c,
+                        },
+                        false,
+                    )),
+                    None => {
+                        let stored = self.store_file(&f, cancel).await;
+                        if stored.is_err() {
+                            cancel.cancel();
+                        }
+                        stored.map(|s| (s, true))
+                    }
+                }
+            }
+        }))
+        .await;
+        let mut stored = Vec::with_capacity(results.len());
+        let mut sent = Vec::new();
+        let mut cause: Option<UploadError> = None;
+        for result in results {
+            match result {
+                Ok((file, was_sent)) => {
+                    if was_sent {
+                        sent.push(file.clone());
+                    }
+                    stored.push(file);
+                }
+                // The cause is the first failure that is not a cancellation
+                // caused by it.
+                Err(e) => {
+                    if cause
+                        .as_ref()
+                        .is_none_or(|c| matches!(c, UploadError::Cancelled))
+                    {
+                        cause = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(cause) = cause {
+            self.remove_own(&sent, &plan.folder).await;
+            return Err(SnapshotError::upload(self.partition(), cause));
+        }
+        let reused_from = plan.base.filter(|_| stored.len() > sent.len());
+        Ok(Uploaded {
+            sent_bytes: sent.iter().map(|f| f.size).sum(),
+            stored,
+            reused_from,
+        })
+    }
+
+    /// Stores one file through the chunker and the uploader, sending it
+    /// again (after the retry policy's wait) when a transient store error
+    /// aborted the previous attempt.
+    async fn store_file(
+        &self,
+        file: &PlannedFile,
+        cancel: &CancellationToken,
+    ) -> Result<StoredFile, UploadError> {
+        let mut delays = self.repository.retry().delays();
+        loop {
+            let attempt = cancel.child_token();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let request = FileRequest {
+                id: ulid::Ulid::new(),
+                path: file.path.clone(),
+                key: file.key.clone(),
+                size: file.size,
+                part_size: self.config.part_size,
+                cancel: attempt.clone(),
+                uploader: self.stages.uploader.clone(),
+                reply: RpcReplyPort::from(tx),
+            };
+            let sent = tokio::select! {
+                _ = cancel.cancelled() => return Err(UploadError::Cancelled),
+                sent = self.stages.chunker.send(|credit| ChunkerMsg::File(request, credit)) => sent,
+            };
+            sent.map_err(|_| UploadError::Stopped("chunker"))?;
+            // Once handed over, the attempt always answers: the uploader
+            // aborts what it started before it reports a cancellation.
+            let result = rx.await.unwrap_or(Err(UploadError::Stopped("uploader")));
+            match result {
+                Err(UploadError::Store { source, key }) if is_transient(&source) => {
+                    let Some(wait) = delays.next().filter(|_| !cancel.is_cancelled()) else {
+                        return Err(UploadError::Store { source, key });
+                    };
+                    tracing::debug!(%key, error = %source, "file upload failed, sending it again");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(UploadError::Cancelled),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// No metadata names the objects in this snapshot's own folder, so
+    /// nothing can reference them. Shared files (V2) may be referenced by
+    /// older retained snapshots: garbage collection decides.
+    async fn remove_own(&self, sent: &[StoredFile], folder: &str) {
+        let own = self
+            .repository
+            .layout()
+            .snapshot_dir(self.partition(), folder);
+        for file in sent.iter().filter(|f| f.key.prefix_matches(&own)) {
+            if let Err(e) = self.repository.store().delete(&file.key).await {
+                tracing::debug!(key = %file.key, error = %e, "cannot remove object of a failed snapshot");
+            }
+        }
+    }
+
+    fn metadata(&self, export: &Export, stored: &[StoredFile]) -> SnapshotMetadata {
+        let files = export
+            .files
+            .iter()
+            .zip(stored)
+            .zip(&export.identities)
+            .map(|((f, s), id)| FileEntry {
+                column_family_name: f.column_family_name.clone(),
+                name: f.name.clone(),
+                directory: f.directory.clone(),
+                size: f.size,
+                level: f.level,
+                start_key: hex::encode(&f.smallest_key),
+                end_key: hex::encode(&f.largest_key),
+                smallest_seqno: f.smallest_seqno,
+                largest_seqno: f.largest_seqno,
+                num_entries: f.num_entries,
+                num_deletions: f.num_deletions,
+                checksum: Some(format!("{:08x}", s.crc32c)),
+                identity: id.clone(),
+                key: id.as_ref().map(|id| shared_key(id)),
+            })
+            .collect();
+        SnapshotMetadata {
+            version: self.config.format,
+            cluster_name: self.config.cluster_name.clone(),
+            partition_id: self.partition(),
+            node_name: self.config.node_name.clone(),
+            created_at: Utc::now(),
+            snapshot_id: self.snapshot_id,
+            key_range: self.spec.key_range,
+            min_applied_lsn: export.min_applied_lsn,
+            db_comparator_name: export.comparator_name.clone(),
+            checksum_algorithm: Some(CHECKSUM_ALGORITHM.into()),
+            files,
+        }
+    }
+
+    /// A snapshot cancelled while its last files were stored, or whose
+    /// upload took longer than garbage collection's grace period (its first
+    /// objects may have been collected), is never published.
+    fn check_publishable(&self, upload_started: Instant) -> Result<(), SnapshotError> {
+        if self.cancel.is_cancelled() {
+            return Err(self.cancelled());
+        }
+        if let Some(limit) = self.config.max_upload_age {
+            if upload_started.elapsed() >= limit {
+                return Err(SnapshotError::TooSlow {
+                    partition: self.partition(),
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 4: `metadata.json`, then `latest.json`, by the partition's publisher.
+    async fn publish(
+        &self,
+        meta: SnapshotMetadata,
+        reused_from: Option<SnapshotId>,
+    ) -> Result<(), SnapshotError> {
+        let partition = self.partition();
+        match self
+            .publisher
+            .call(
+                |reply| PublisherMsg::Publish(Box::new(meta), reused_from, reply),
+                None,
+            )
+            .await
+        {
+            Ok(CallResult::Success(Ok(_))) => Ok(()),
+            Ok(CallResult::Success(Err(source))) => Err(SnapshotError::Publish {
+                partition,
+                source: Box::new(source),
+            }),
+            _ => Err(SnapshotError::Stopped(
+                "the publisher stopped while publishing; it is restarted".into(),
+            )),
+        }
+    }
+
+    fn cancelled(&self) -> SnapshotError {
+        SnapshotError::upload(self.partition(), UploadError::Cancelled)
+    }
+}

@@ -1,0 +1,125 @@
+//! How the snapshot pipeline runs, and how a partition is found in the
+//! database.
+//!
+//! A host fills a [`PipelineConfig`] once (most hosts change only the names)
+//! and, for partitions that do not follow the default layout, a
+//! [`PartitionSpec`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::format::{FormatVersion, KeyRange, Lsn, PartitionId};
+use crate::partition::cf_name;
+use crate::ratelimit::RateLimit;
+use crate::repository::Repository;
+use crate::retention::Retention;
+
+/// Default part size: S3 needs 5 MiB for every part but the last.
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Default number of parts in flight across all files and partitions.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 8;
+
+/// How the pipeline runs; the defaults suit S3 and a local directory alike.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Written into every snapshot; a pointer of another cluster is never replaced.
+    pub cluster_name: String,
+    /// Written into every snapshot, for operators.
+    pub node_name: String,
+    /// Bytes per part; every part but a file's last has exactly this size.
+    pub part_size: usize,
+    /// Parts read and not yet stored, across all files: the memory bound is
+    /// `part_size × (max_parts_in_flight + 1)`.
+    pub max_parts_in_flight: usize,
+    /// Files queued at the chunker.
+    pub chunker_queue: usize,
+    /// Exports that may run at once.
+    pub max_concurrent_exports: usize,
+    /// Where exports are staged; default `<database>.rocksnap-staging` beside
+    /// the database, on the same filesystem so that export can hard-link.
+    pub staging_dir: Option<PathBuf>,
+    /// Upload bandwidth, shared with whatever else holds the same limit.
+    pub rate_limit: Option<RateLimit>,
+    /// V1: every snapshot holds all its files. V2: SST files are shared
+    /// between snapshots, and only new ones are sent.
+    pub format: FormatVersion,
+    /// Which snapshots `latest.json` keeps (V2).
+    pub retention: Retention,
+    /// Garbage collection's grace period, when one runs against the
+    /// repository: a snapshot whose uploads took longer is not published.
+    pub max_upload_age: Option<Duration>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            cluster_name: "localcluster".into(),
+            node_name: "node".into(),
+            part_size: DEFAULT_PART_SIZE,
+            max_parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+            chunker_queue: 2,
+            max_concurrent_exports: 2,
+            staging_dir: None,
+            rate_limit: None,
+            format: FormatVersion::V1,
+            retention: Retention::default(),
+            max_upload_age: None,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Why this configuration cannot run against `repository`, if it cannot.
+    pub fn check(&self, repository: &Repository) -> Result<(), String> {
+        if self.part_size == 0
+            || self.max_parts_in_flight == 0
+            || self.chunker_queue == 0
+            || self.max_concurrent_exports == 0
+        {
+            return Err("part size, parts in flight, chunker queue and concurrent exports must be above zero".into());
+        }
+        if self.part_size < repository.min_part_size() {
+            return Err(format!(
+                "part size {} is below the {} bytes {} needs for multipart uploads",
+                self.part_size,
+                repository.min_part_size(),
+                repository.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the LSN recorded for a snapshot comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LsnSource {
+    /// The LSN stored in the partition, or else the database's latest
+    /// sequence number (for databases written without rocksnap).
+    #[default]
+    Stored,
+    /// Given by the caller.
+    Fixed(Lsn),
+}
+
+/// How one partition is found in the database; the default is column family
+/// `data-<id>`, its stored LSN, and the full key range.
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    /// The column family that holds the partition.
+    pub cf: String,
+    /// Where the snapshot's LSN comes from.
+    pub lsn: LsnSource,
+    /// The keys the partition owns, recorded in the snapshot's metadata.
+    pub key_range: KeyRange,
+}
+
+impl PartitionSpec {
+    /// The default layout: column family `data-<id>`, stored LSN, all keys.
+    pub fn for_partition(partition: PartitionId) -> Self {
+        PartitionSpec {
+            cf: cf_name(partition),
+            lsn: LsnSource::Stored,
+            key_range: KeyRange::FULL,
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Restore: rebuild a partition from the repository, verified, without ever
+//! harming the live database.
+//!
+//! The order of work is what keeps the database safe:
+//!
+//! 1. Read `latest.json` and `metadata.json` (untrusted: versions, names and
+//!    sizes are checked before anything is fetched).
+//! 2. Download every file into a staging directory beside the database,
+//!    ranged GETs in parallel, and check every file's size and checksum.
+//! 3. Import the files into a scratch database in the staging directory:
+//!    RocksDB reads every file's properties and key range, and the restored
+//!    LSN is read from the data. A snapshot that fails here is unusable, and
+//!    the next older one is tried if the target allows it.
+//! 4. Only then touch the live database: export its current column family
+//!    (hard links) as a way back, drop it, and import the verified files
+//!    under the partition's name. If that import fails, the previous column
+//!    family is imported back, so the database is as it was.
+//!
+//! Every step moves files by hard link, so no byte is copied after the
+//! download, and the staging directory is removed whatever happens.
+
+mod candidates;
+mod prepare;
+mod swap;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use candidates::candidates;
+use prepare::{prepare, staging_dir};
+use swap::swap_into;
+
+use crate::config::{DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE};
+use crate::format::{Lsn, PartitionId, SnapshotId};
+use crate::metrics as m;
+use crate::partition::{cf_name, PartitionError};
+use crate::ratelimit::RateLimit;
+use crate::repository::{RepoError, Repository};
+use crate::staging::default_staging_dir;
+pub use crate::transfer::DownloadError;
+use crate::transfer::TransferProgress;
+
+/// The comparator rocksnap opens databases with.
+const BYTEWISE: &str = "leveldb.BytewiseComparator";
+
+/// Which snapshot to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// The one `latest.json` points at, and nothing else.
+    Latest,
+    /// The latest; if it is unusable, the next older one, and so on.
+    LatestOrOlder,
+    /// Exactly this snapshot.
+    Snapshot(SnapshotId),
+    /// The newest usable snapshot whose LSN is at least this.
+    MinLsn(Lsn),
+}
+
+/// How a restore or verify downloads and where it stages files.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Column family to restore into (default: `data-<partition>`).
+    pub cf: Option<String>,
+    /// Ranges fetched at once, across all files.
+    pub concurrency: usize,
+    /// Size of each ranged GET.
+    pub part_size: usize,
+    /// Parent of the staging directory; default `<database>.rocksnap-staging`.
+    /// Must be on the database's filesystem for files to move by hard link.
+    pub staging_dir: Option<PathBuf>,
+    /// Bytes downloaded so far and bytes to download, for progress reports.
+    pub progress: Arc<TransferProgress>,
+    /// Download bandwidth, shared with whatever else holds the same limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            cf: None,
+            concurrency: DEFAULT_PARTS_IN_FLIGHT,
+            part_size: DEFAULT_PART_SIZE,
+            staging_dir: None,
+            progress: Arc::default(),
+            rate_limit: None,
+        }
+    }
+}
+
+/// A restored partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreOutcome {
+    /// The partition restored.
+    pub partition_id: PartitionId,
+    /// The snapshot restored.
+    pub snapshot_id: SnapshotId,
+    /// The restored snapshot's LSN, from its metadata.
+    pub min_applied_lsn: Lsn,
+    /// The LSN stored in the restored data: where the host resumes its log.
+    /// `None` for data written without an LSN.
+    pub restored_lsn: Option<Lsn>,
+    /// Number of files imported.
+    pub files: usize,
+    /// Total size of the imported files, in bytes.
+    pub bytes: u64,
+    /// Time the whole restore took, including snapshots skipped.
+    #[serde(with = "crate::json::duration_seconds")]
+    pub duration: Duration,
+    /// Newer snapshots that were tried and found unusable.
+    pub skipped: Vec<SkippedSnapshot>,
+}
+
+/// A snapshot a restore tried and passed over.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedSnapshot {
+    /// The snapshot skipped.
+    pub snapshot_id: SnapshotId,
+    /// Why it was unusable.
+    pub reason: String,
+}
+
+/// Restores `partition` into the database at `db` (created if missing; it
+/// must not be open elsewhere), replacing its column family if it has one.
+pub async fn restore(
+    repo: &Repository,
+    db: &Path,
+    partition: PartitionId,
+    target: RestoreTarget,
+    opts: &RestoreOptions,
+) -> Result<RestoreOutcome, RestoreError> {
+    let started = Instant::now();
+    let result = restore_inner(repo, db, partition, target, opts).await;
+    m::restore_duration().record(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(o) => {
+            m::restores(partition.0, "restored").increment(1);
+            m::restore_fallbacks(partition.0).increment(o.skipped.len() as u64);
+        }
+        Err(_) => m::restores(partition.0, "failed").increment(1),
+    }
+    result
+}
+
+async fn restore_inner(
+    repo: &Repository,
+    db: &Path,
+    partition: PartitionId,
+    target: RestoreTarget,
+    opts: &RestoreOptions,
+) -> Result<RestoreOutcome, RestoreError> {
+    let started = Instant::now();
+    let cf = opts.cf.clone().unwrap_or_else(|| cf_name(partition));
+    let staging_root = opts
+        .staging_dir
+        .clone()
+        .unwrap_or_else(|| default_staging_dir(db));
+    let candidates = candidates(repo, partition, target).await?;
+    let mut skipped = Vec::new();
+    for (i, folder) in candidates.iter().enumerate() {
+        let staging = staging_dir(&staging_root, partition)?;
+        let prepared = match prepare(repo, partition, folder, &cf, staging, opts, false).await {
+            Ok(p) => p,
+            Err(RestoreError::Unusable { snapshot, reason }) if i + 1 < candidates.len() => {
+                tracing::warn!(partition = %partition, snapshot = %snapshot, %reason,
+                    "snapshot is unusable; falling back to the next older one");
+                skipped.push(SkippedSnapshot {
+                    snapshot_id: folder.snapshot_id,
+                    reason: reason.to_string(),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let db = db.to_path_buf();
+        let cf = cf.clone();
+        let meta = prepared.meta.clone();
+        let restored_lsn = prepared.restored_lsn;
+        let swap_started = Instant::now();
+        tokio::task::spawn_blocking(move || swap_into(&db, &cf, prepared))
+            .await
+            .expect("swap task")?;
+        tracing::debug!(
+            ms = swap_started.elapsed().as_millis() as u64,
+            "swapped into the database"
+        );
+        return Ok(RestoreOutcome {
+            partition_id: partition,
+            snapshot_id: meta.snapshot_id,
+            min_applied_lsn: meta.min_applied_lsn,
+            restored_lsn,
+            files: meta.files.len(),
+            bytes: meta.total_bytes(),
+            duration: started.elapsed(),
+            skipped,
+        });
+    }
+    unreachable!("candidates() returns at least one snapshot")
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The partition checked.
+    pub partition_id: PartitionId,
+    /// The snapshot checked.
+    pub snapshot_id: SnapshotId,
+    /// The snapshot's LSN, from its metadata.
+    pub min_applied_lsn: Lsn,
+    /// Number of files checked.
+    pub files: usize,
+    /// Total size of the checked files, in bytes.
+    pub bytes: u64,
+    /// Whether every entry of every SST was read and checked.
+    pub deep: bool,
+    /// The LSN stored in the snapshot's data.
+    pub restored_lsn: Option<Lsn>,
+}
+
+/// Downloads and checks a snapshot without touching any database: sizes and
+/// checksums, RocksDB's own import checks in a scratch database, and with
+/// `deep`, every entry of every SST against the metadata's key and sequence
+/// number ranges.
+pub async fn verify(
+    repo: &Repository,
+    partition: PartitionId,
+    snapshot: Option<SnapshotId>,
+    deep: bool,
+    opts: &RestoreOptions,
+) -> Result<VerifyReport, RestoreError> {
+    let target = snapshot.map_or(RestoreTarget::Latest, RestoreTarget::Snapshot);
+    let folder = candidates(repo, partition, target).await?.remove(0);
+    let root = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let staging = staging_dir(&root, partition)?;
+    let prepared = prepare(
+        repo,
+        partition,
+        &folder,
+        &cf_name(partition),
+        staging,
+        opts,
+        deep,
+    )
+    .await?;
+    Ok(VerifyReport {
+        partition_id: partition,
+        snapshot_id: prepared.meta.snapshot_id,
+        min_applied_lsn: prepared.meta.min_applied_lsn,
+        files: prepared.meta.files.len(),
+        bytes: prepared.meta.total_bytes(),
+        deep,
+        restored_lsn: prepared.restored_lsn,
+    })
+}
+
+/// Why a snapshot cannot be used. Each names the object at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    /// An object the snapshot needs is not in the store.
+    #[error("{key} is missing")]
+    Missing {
+        /// Key of the missing object.
+        key: String,
+    },
+    /// The snapshot's `metadata.json` is malformed, describes another
+    /// partition or folder, or names a file unsafely.
+    #[error("{0}")]
+    Metadata(String),
+    /// A downloaded file's size differs from its metadata.
+    #[error("{key} has {actual} bytes, the metadata says {expected}")]
+    Size {
+        /// Key of the object.
+        key: String,
+        /// Size in bytes the metadata gives.
+        expected: u64,
+        /// Size in bytes downloaded.
+        actual: u64,
+    },
+    /// A downloaded file's CRC32C differs from its metadata.
+    #[error("{key} is corrupt: crc32c is {actual}, the metadata says {expected}")]
+    Checksum {
+        /// Key of the object.
+        key: String,
+        /// Checksum the metadata gives, 8 lowercase hex digits.
+        expected: String,
+        /// Checksum of the downloaded bytes, 8 lowercase hex digits.
+        actual: String,
+    },
+    /// The metadata or a file's content is not acceptable (comparator,
+    /// checksum algorithm, keys, or a deep check).
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Key of the object at fault.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// RocksDB refused to import the files into the scratch database.
+    #[error("RocksDB refused the files: {0}")]
+    Import(String),
+}
+
+/// Why a restore or verify failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The partition has no `latest.json` to follow.
+    #[error("partition {partition} has no snapshot: {reason}")]
+    NoSnapshot {
+        /// The partition asked for.
+        partition: PartitionId,
+        /// What was looked for and not found.
+        reason: String,
+    },
+    /// No snapshot of the partition has the requested id.
+    #[error("partition {partition} has no snapshot {snapshot_id}")]
+    UnknownSnapshot {
+        /// The partition asked for.
+        partition: PartitionId,
+        /// The snapshot id asked for.
+        snapshot_id: SnapshotId,
+    },
+    /// No snapshot of the partition has an LSN at least the requested one.
+    #[error("partition {partition} has no snapshot at LSN {lsn} or above")]
+    NoneAtLeast {
+        /// The partition asked for.
+        partition: PartitionId,
+        /// The lowest acceptable LSN.
+        lsn: Lsn,
+    },
+    /// A snapshot cannot be used, and no older one may be tried instead.
+    #[error("snapshot {snapshot} is unusable: {reason}")]
+    Unusable {
+        /// Folder name of the snapshot.
+        snapshot: String,
+        /// What is wrong with it.
+        reason: Unusable,
+    },
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+    /// Downloading failed: the store could not be read or a local file not written.
+    #[error(transparent)]
+    Download(DownloadError),
+    /// A local file or directory operation failed.
+    #[error("{}: {source}", path.display())]
+    Local {
+        /// The path operated on.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening or changing the database failed.
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// Importing the restored column family failed, and so did importing the
+    /// previous one back; the previous files are kept on disk.
+    #[error("importing the restored column family {cf:?} failed ({import}) and putting the previous one back failed too ({back}); its files are kept in {}", kept.display())]
+    PreviousLost {
+        /// The column family being replaced.
+        cf: String,
+        /// Why importing the restored files failed.
+        import: String,
+        /// Why importing the previous files back failed.
+        back: String,
+        /// Directory that holds the previous column family's exported files.
+        kept: PathBuf,
+    },
+}
+
+impl RestoreError {
+    fn local(path: &Path, source: std::io::Error) -> Self {
+        RestoreError::Local {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Steps 1 to 3 of a restore: a snapshot's documents checked, its files
+//! downloaded and checked, and imported into a scratch database where
+//! RocksDB reads them. Nothing here touches the live database.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tempfile::TempDir;
+
+use super::{DownloadError, RestoreError, RestoreOptions, Unusable, BYTEWISE};
+use crate::ffi::{self, ImportFile};
+use crate::format::{FileEntry, Lsn, PartitionId, SnapshotMetadata, CHECKSUM_ALGORITHM};
+use crate::partition::{PartitionError, PartitionStore};
+use crate::repository::{RepoError, Repository, SnapshotFolder};
+use crate::transfer::{Download, Downloader};
+
+pub(super) fn staging_dir(root: &Path, partition: PartitionId) -> Result<TempDir, RestoreError> {
+    crate::staging::restore_dir(root, &partition.to_string())
+        .map_err(|e| RestoreError::local(root, e))
+}
+
+/// A snapshot downloaded, checked and imported into a scratch database,
+/// re-exported (hard links) into `new/`, ready to be imported for real.
+pub(super) struct Prepared {
+    pub(super) meta: SnapshotMetadata,
+    pub(super) restored_lsn: Option<Lsn>,
+    pub(super) comparator: String,
+    pub(super) files: Vec<ImportFile>,
+    pub(super) staging: TempDir,
+}
+
+pub(super) async fn prepare(
+    repo: &Repository,
+    partition: PartitionId,
+    folder: &SnapshotFolder,
+    cf: &str,
+    staging: TempDir,
+    opts: &RestoreOptions,
+    deep: bool,
+) -> Result<Prepared, RestoreError> {
+    let unusable = |reason: Unusable| RestoreError::Unusable {
+        snapshot: folder.name.clone(),
+        reason,
+    };
+    let meta = match repo.read_metadata(partition, &folder.name).await {
+        Ok(m) => m,
+        Err(RepoError::Missing { key }) => return Err(unusable(Unusable::Missing { key })),
+        Err(e @ (RepoError::Malformed { .. } | RepoError::Foreign { .. })) => {
+            return Err(unusable(Unusable::Metadata(e.to_string())))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let meta_key = repo.layout().metadata(partition, &folder.name).to_string();
+    if meta.db_comparator_name != BYTEWISE {
+        return Err(unusable(Unusable::Invalid {
+            key: meta_key,
+            reason: format!(
+                "comparator {:?} is not {BYTEWISE:?}",
+                meta.db_comparator_name
+            ),
+        }));
+    }
+    if let Some(alg) = &meta.checksum_algorithm {
+        if alg != CHECKSUM_ALGORITHM {
+            return Err(unusable(Unusable::Invalid {
+                key: meta_key,
+                reason: format!("unknown checksum algorithm {alg:?}"),
+            }));
+        }
+    }
+    let download_dir = staging.path().join("download");
+    std::fs::create_dir(&download_dir).map_err(|e| RestoreError::local(&download_dir, e))?;
+    let mut downloads = Vec::with_capacity(meta.files.len());
+    let mut import = Vec::with_capacity(meta.files.len());
+    let mut checksums = Vec::with_capacity(meta.files.len());
+    for f in &meta.files {
+        // Checked when the metadata was parsed; checked again here because
+        // this is where a name becomes a path.
+        let name = f
+            .file_name()
+            .map_err(|e| unusable(Unusable::Metadata(e.to_string())))?;
+        let key = repo
+            .layout()
+            .object(partition, &folder.name, f)
+            .map_err(|e| unusable(Unusable::Metadata(e.to_string())))?;
+        let invalid = |reason: String| {
+            unusable(Unusable::Invalid {
+                key: key.to_string(),
+                reason,
+            })
+        };
+        import.push(ImportFile {
+            directory: download_dir.to_string_lossy().into_owned(),
+            name: format!("/{name}"),
+            level: f.level,
+            size: f.size,
+            smallest_key: hex::decode(&f.start_key)
+                .map_err(|e| invalid(format!("start_key: {e}")))?,
+            largest_key: hex::decode(&f.end_key).map_err(|e| invalid(format!("end_key: {e}")))?,
+            smallest_seqno: f.smallest_seqno,
+            largest_seqno: f.largest_seqno,
+        });
+        checksums.push(expected_checksum(f).map_err(invalid)?);
+        downloads.push(Download {
+            key,
+            dest: download_dir.join(name),
+            size: f.size,
+        });
+    }
+    opts.progress
+        .total
+        .store(meta.total_bytes(), Ordering::Relaxed);
+    let downloader = Downloader::new(
+        repo.store().clone(),
+        opts.concurrency,
+        opts.part_size,
+        opts.progress.clone(),
+        opts.rate_limit.clone(),
+        repo.retry(),
+    );
+    let download_started = Instant::now();
+    let crcs = downloader
+        .fetch_all(&downloads)
+        .await
+        .map_err(|e| match e {
+            DownloadError::Missing { key } => unusable(Unusable::Missing { key }),
+            DownloadError::Size {
+                key,
+                expected,
+                actual,
+            } => unusable(Unusable::Size {
+                key,
+                expected,
+                actual,
+            }),
+            e => RestoreError::Download(e),
+        })?;
+    for ((want, d), crc) in checksums.iter().zip(&downloads).zip(crcs) {
+        match want {
+            Some(want) if *want != crc => {
+                return Err(unusable(Unusable::Checksum {
+                    key: d.key.to_string(),
+                    expected: format!("{want:08x}"),
+                    actual: format!("{crc:08x}"),
+                }))
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(key = %d.key, "no checksum in metadata; only the size was checked")
+            }
+        }
+    }
+
+    tracing::debug!(snapshot = %folder.name, bytes = meta.total_bytes(),
+        ms = download_started.elapsed().as_millis() as u64, "downloaded and checked");
+
+    let cf = cf.to_string();
+    let comparator = meta.db_comparator_name.clone();
+    let meta2 = meta.clone();
+    let downloads2 = downloads.clone();
+    let folder_name = folder.name.clone();
+    tokio::task::spawn_blocking(move || {
+        if deep {
+            deep_check(&meta2, &downloads2).map_err(|reason| RestoreError::Unusable {
+                snapshot: folder_name.clone(),
+                reason,
+            })?;
+        }
+        let import_started = Instant::now();
+        let imported = scratch_import(staging.path(), &cf, &comparator, &import);
+        tracing::debug!(
+            ms = import_started.elapsed().as_millis() as u64,
+            "imported into a scratch database"
+        );
+        let (restored_lsn, files) = imported.map_err(|e| match e {
+            PartitionError::Import { reason, .. } => RestoreError::Unusable {
+                snapshot: folder_name.clone(),
+                reason: Unusable::Import(reason),
+            },
+            e => RestoreError::Partition(e),
+        })?;
+        Ok(Prepared {
+            meta: meta2,
+            restored_lsn,
+            comparator,
+            files,
+            staging,
+        })
+    })
+    .await
+    .expect("import task")
+}
+
+/// The checksum `metadata.json` gives for a file, if any.
+fn expected_checksum(f: &FileEntry) -> Result<Option<u32>, String> {
+    f.checksum
+        .as_deref()
+        .map(|h| {
+            u32::from_str_radix(h, 16).map_err(|_| format!("checksum {h:?} is not 8 hex digits"))
+        })
+        .transpose()
+}
+
+/// Imports the downloaded files into a scratch database in `staging`, reads
+/// the LSN stored in them, and exports them again (hard links) into `new/`.
+fn scratch_import(
+    staging: &Path,
+    cf: &str,
+    comparator: &str,
+    files: &[ImportFile],
+) -> Result<(Option<Lsn>, Vec<ImportFile>), PartitionError> {
+    let scratch = staging.join("scratch");
+    PartitionStore::open(&scratch, &[])?.import_column_family(cf, comparator, files)?;
+    // Opened again so that the `rocksdb` crate sees the imported column family.
+    let store = PartitionStore::open_existing(&scratch)?;
+    let lsn = store.applied_lsn(cf)?;
+    let exported = store.export_column_family(cf, &staging.join("new"))?;
+    Ok((lsn, import_files(&exported.files)))
+}
+
+pub(super) fn import_files(exported: &[ffi::ExportedFile]) -> Vec<ImportFile> {
+    exported
+        .iter()
+        .map(|f| ImportFile {
+            directory: f.directory.clone(),
+            name: f.name.clone(),
+            level: f.level,
+            size: f.size,
+            smallest_key: f.smallest_key.clone(),
+            largest_key: f.largest_key.clone(),
+            smallest_seqno: f.smallest_seqno,
+            largest_seqno: f.largest_seqno,
+        })
+        .collect()
+}
+
+/// Reads every entry of every SST and checks it against the metadata.
+fn deep_check(meta: &SnapshotMetadata, downloads: &[Download]) -> Result<(), Unusable> {
+    for (f, d) in meta.files.iter().zip(downloads) {
+        let key = d.key.to_string();
+        let bad = |reason: String| Unusable::Invalid {
+            key: key.clone(),
+            reason,
+        };
+        let s = ffi::scan_sst(&d.dest).map_err(|e| bad(e.to_string()))?;
+        if s.entries == 0 {
+            return Err(bad("the file has no entries".into()));
+        }
+        let (start, end) = (hex::encode(&s.smallest_key), hex::encode(&s.largest_key));
+        let keys_ok = if s.range_deletions == 0 {
+            start == f.start_key && end == f.end_key
+        } else {
+            // A range deletion may widen the file's bounds beyond its point entries.
+            start >= f.start_key && end <= f.end_key
+        };
+        if !keys_ok {
+            return Err(bad(format!(
+                "keys {start}..{end} do not match the metadata's {}..{}",
+                f.start_key, f.end_key
+            )));
+        }
+        if s.smallest_seqno < f.smallest_seqno || s.largest_seqno > f.largest_seqno {
+            return Err(bad(format!(
+                "sequence numbers {}..{} are outside the metadata's {}..{}",
+                s.smallest_seqno, s.largest_seqno, f.smallest_seqno, f.largest_seqno
+            )));
+        }
+    }
+    Ok(())
+}

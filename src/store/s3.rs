@@ -1,0 +1,142 @@
+//! S3 and S3-compatible stores: settings, the client, and the checks that
+//! can be made before the first request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
+use url::Url;
+
+use super::StoreError;
+use crate::uploads::S3Uploads;
+
+/// Settings for S3 and S3-compatible stores beyond the URL. Each one that is
+/// not set falls back to the usual `AWS_*` environment variable.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// S3 endpoint, for S3-compatible servers (MinIO, R2, moto, …) [env: AWS_ENDPOINT].
+    pub endpoint: Option<String>,
+    /// S3 region [env: AWS_REGION].
+    pub region: Option<String>,
+    /// Access key id [env: AWS_ACCESS_KEY_ID].
+    pub access_key_id: Option<String>,
+    /// Secret access key; prefer the environment variable [env: AWS_SECRET_ACCESS_KEY].
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials [env: AWS_SESSION_TOKEN].
+    pub session_token: Option<String>,
+    /// Allow a plain-HTTP endpoint [env: AWS_ALLOW_HTTP=true].
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Use the credentials of the machine's instance role (EC2, ECS) when no
+    /// keys are given; off by default so that missing keys are an error at start.
+    #[serde(default)]
+    pub instance_credentials: bool,
+}
+
+/// Secrets never reach a log line.
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |o: &Option<String>| o.as_ref().map(|_| "***");
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("allow_http", &self.allow_http)
+            .field("instance_credentials", &self.instance_credentials)
+            .finish()
+    }
+}
+
+/// Builds an S3 client: settings from `s3`, else from `AWS_*`; ETag-based
+/// conditional put, which `latest.json`'s compare-and-swap needs; and checks
+/// that can be made without a request.
+pub(super) fn open_s3(
+    url: &Url,
+    s3: &S3Options,
+    display: &str,
+) -> Result<(Arc<dyn ObjectStore>, S3Uploads), StoreError> {
+    let bad = |reason: String| StoreError::BadUrl {
+        url: display.to_string(),
+        reason,
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no bucket name".into()));
+    }
+    let mut b = AmazonS3Builder::from_env()
+        .with_url(url.as_str())
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        // Fail fast at start on a wrong endpoint; transfers retry on their own.
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            ..RetryConfig::default()
+        });
+    if let Some(v) = &s3.endpoint {
+        b = b.with_endpoint(v);
+    }
+    if let Some(v) = &s3.region {
+        b = b.with_region(v);
+    }
+    if let Some(v) = &s3.access_key_id {
+        b = b.with_access_key_id(v);
+    }
+    if let Some(v) = &s3.secret_access_key {
+        b = b.with_secret_access_key(v);
+    }
+    if let Some(v) = &s3.session_token {
+        b = b.with_token(v);
+    }
+    if s3.allow_http {
+        b = b.with_allow_http(true);
+    }
+    // The builder has merged the explicit settings and the `AWS_*`
+    // variables: every check below reads the settings it will use.
+    let config = |k: AmazonS3ConfigKey| b.get_config_value(&k).filter(|v| !v.is_empty());
+    let is_true = |k: AmazonS3ConfigKey| config(k).is_some_and(|v| v == "true");
+    let allow_http = is_true(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp));
+    if let Some(e) = config(AmazonS3ConfigKey::Endpoint) {
+        if e.starts_with("http://") && !allow_http {
+            return Err(bad(format!(
+                "endpoint {e} is plain HTTP; pass --s3-allow-http (or set AWS_ALLOW_HTTP=true) to use it"
+            )));
+        }
+    }
+    let has_key = config(AmazonS3ConfigKey::AccessKeyId).is_some();
+    let has_secret = config(AmazonS3ConfigKey::SecretAccessKey).is_some();
+    let other_provider = config(AmazonS3ConfigKey::WebIdentityTokenFile).is_some()
+        || config(AmazonS3ConfigKey::ContainerCredentialsRelativeUri).is_some()
+        || config(AmazonS3ConfigKey::ContainerCredentialsFullUri).is_some()
+        || is_true(AmazonS3ConfigKey::SkipSignature);
+    if has_key != has_secret {
+        return Err(StoreError::Credentials {
+            url: display.to_string(),
+            reason: "an access key id needs its secret access key, and the other way round".into(),
+        });
+    }
+    if !has_key && !other_provider && !s3.instance_credentials {
+        return Err(StoreError::Credentials {
+            url: display.to_string(),
+            reason: "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_WEB_IDENTITY_TOKEN_FILE, or pass --s3-instance-credentials to use the machine's role".into(),
+        });
+    }
+    let bucket = url.host_str().unwrap_or_default().to_string();
+    let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
+    let base_url = match config(AmazonS3ConfigKey::Endpoint) {
+        Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+    };
+    let store = Arc::new(b.build().map_err(|e| StoreError::Open {
+        url: display.to_string(),
+        source: e,
+    })?);
+    let uploads = S3Uploads {
+        store: store.clone(),
+        base_url,
+        region,
+    };
+    Ok((store, uploads))
+}
