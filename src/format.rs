@@ -21,6 +21,10 @@
 //! Everything read from a repository is untrusted: parsing refuses unknown
 //! versions, and file names are checked to be plain names before any key or
 //! local path is derived from them.
+//!
+//! Longer than most files here on purpose: the bucket format lives in this
+//! one module, which every other module calls, so that keys are built and
+//! untrusted documents checked in one place.
 
 use std::fmt;
 use std::str::FromStr;

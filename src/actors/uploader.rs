@@ -11,6 +11,9 @@
 //! hold). A file with a failed part, or one that was abandoned or
 //! cancelled, has its multipart upload aborted, so no half-written object
 //! and no open upload is left behind.
+//!
+//! Longer than most files here on purpose: one actor, one file, and a
+//! file's state machine (`Upload`, `Target`, `advance`) reads best whole.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -30,6 +30,9 @@
 //!   `rocksdb_export_import_files_metadata_set_files`, which takes ownership.
 //! * An imported column family's handle is destroyed right after the import;
 //!   that releases the handle, not the column family.
+//!
+//! Longer than most files here on purpose: every `unsafe` block of the
+//! crate is in this module, next to the safety argument that covers it.
 
 #![allow(unsafe_code)]
 

@@ -8,6 +8,10 @@
 //! under an exclusive lock file that every rocksnap process takes, with the
 //! version check inside it: two processes writing into one directory then
 //! behave like two nodes on S3.
+//!
+//! Longer than most files here on purpose: it is the one place the bucket
+//! format meets the store, so every read, write and listing of a repository
+//! is here (the local compare-and-swap is in `local.rs`).
 
 mod local;
 

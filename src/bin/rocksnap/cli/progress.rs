@@ -58,7 +58,13 @@ impl Progress {
     }
 
     pub fn finish(self) {
-        self.ticker.abort();
         self.bar.finish_and_clear();
+    }
+}
+
+/// The ticker belongs to the bar: it stops with it, however it ends.
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.ticker.abort();
     }
 }

@@ -148,6 +148,8 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         .map_err(|e| format!("cannot listen on {}: {e}", config.node.admin_addr))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The node's own tasks: each stops when `stop` is set and is awaited
+    // below, in order, before the supervisor is shut down.
     let server = tokio::spawn(admin::serve(listener, state.clone(), stop_rx.clone()));
     let policy = tokio::spawn(policy::run(state.clone(), config.policy, stop_rx.clone()));
     let workload = config

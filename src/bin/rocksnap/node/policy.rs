@@ -37,6 +37,8 @@ pub async fn run(state: Arc<NodeState>, policy: PolicySection, mut stop: watch::
         .iter()
         .map(|&id| (id, due_after(&policy)))
         .collect();
+    // One task per snapshot requested, owned here: aborted when the policy
+    // stops (the supervisor's shutdown then settles the snapshot itself).
     let mut running: HashMap<PartitionId, tokio::task::JoinHandle<()>> = HashMap::new();
     while !*stop.borrow() {
         running.retain(|_, task| !task.is_finished());
@@ -75,6 +77,9 @@ pub async fn run(state: Arc<NodeState>, policy: PolicySection, mut stop: watch::
             _ = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => {}
         }
+    }
+    for task in running.values() {
+        task.abort();
     }
 }
 
