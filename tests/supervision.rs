@@ -144,3 +144,45 @@ async fn shutdown_cancels_requests_hanging_in_the_store() {
     gate.open();
     supervisor.stop(None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_multipart_start_holds_up_no_other_file() {
+    // Partition 1 has one multipart file, partition 2 one small file.
+    let fx = Fixture::new(&[1, 2]);
+    fx.write(1, 10, 700, 4096); // ~3 MiB: 3 parts of 1 MiB, fewer than the credits
+    fx.write(2, 20, 10, 100);
+    let store = FaultyStore::new(fx.repository.store().clone());
+    let dest =
+        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
+            .unwrap()
+            .wrap_store(|_| Arc::new(store.clone()));
+    let gate = Gate::closed();
+    store.inject(Op::Create, When::Nth(1), Fault::Hold(gate.clone()));
+    let supervisor = fx
+        .supervisor_on(config(&fx), Repository::new(dest), Arc::default())
+        .await;
+    let first = {
+        let supervisor = supervisor.clone();
+        tokio::spawn(async move { snapshot(&supervisor, 1, None).await })
+    };
+    common::wait_until("the multipart upload's start hangs", || gate.waiting() == 1).await;
+
+    // The other partition's file goes through the same chunker and uploader
+    // while the first file's CreateMultipartUpload is still held.
+    let second = tokio::time::timeout(Duration::from_secs(60), snapshot(&supervisor, 2, None))
+        .await
+        .expect("the small file waited behind the held multipart start")
+        .unwrap();
+    assert_eq!(fx.latest(2).snapshot_id, second.snapshot_id);
+    assert_eq!(
+        gate.waiting(),
+        1,
+        "the first file's start was not held throughout"
+    );
+    assert!(!first.is_finished());
+
+    gate.open();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(fx.latest(1).snapshot_id, first.snapshot_id);
+    supervisor.stop(None);
+}

@@ -24,6 +24,8 @@ use tokio::sync::watch;
 pub enum Op {
     /// A single put (`put_opts`).
     Put,
+    /// Starting a multipart upload.
+    Create,
     /// A multipart part.
     Part,
     /// Completing a multipart upload.
@@ -207,7 +209,10 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        let inner = self
+            .state
+            .apply(Op::Create, self.inner.put_multipart_opts(location, opts))
+            .await?;
         Ok(Box::new(FaultyUpload {
             inner,
             state: self.state.clone(),
