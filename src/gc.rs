@@ -137,6 +137,11 @@ pub async fn collect(
         spared: 0,
         aborted_uploads: Vec::new(),
     };
+    // A folder's metadata.json goes first: a collection interrupted half-way
+    // then leaves files without metadata (garbage, collected next time),
+    // never metadata without its files (a folder that looks complete).
+    let mut objects = objects;
+    objects.sort_by_key(|o| o.location.filename() != Some(crate::format::METADATA));
     for object in objects {
         if marked.contains(&object.location) {
             continue;

@@ -306,3 +306,126 @@ async fn local_failed_aborts_and_deletes_are_left_to_collection() {
 async fn s3_failed_aborts_and_deletes_are_left_to_collection() {
     failed_aborts_and_deletes_are_left_to_collection(Kind::S3).await;
 }
+
+/// A create-only write of metadata.json whose first attempt landed without
+/// an answer, retried by the store client and answered "already exists", is
+/// the snapshot's own write: the snapshot is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_answered_exists_after_landing_is_published() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 1024, 4096); // one multipart file: the first single put is metadata.json
+    let store = FaultyStore::new(fx.repository.store().clone());
+    let repo = Repository::new(
+        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
+            .unwrap()
+            .wrap_store(|_| Arc::new(store.clone())),
+    );
+    store.inject(Op::Put, When::Nth(1), Fault::LandedThenExists);
+    let config = PipelineConfig {
+        part_size: 1024 * 1024,
+        ..fx.config()
+    };
+    let supervisor = fx.supervisor_on(config, repo, Arc::default()).await;
+    let outcome = snapshot(&supervisor, 1, None).await.unwrap();
+    assert_eq!(store.injected(), 1, "the fault was not met");
+    assert_eq!(fx.latest(1).snapshot_id, outcome.snapshot_id);
+    supervisor.stop(None);
+}
+
+/// A collection stopped after its first delete leaves no folder that looks
+/// complete: a folder's metadata.json is deleted before its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_collection_leaves_no_metadata_without_its_files() {
+    let fx = Fixture::new(&[1]);
+    let supervisor = fx.supervisor(fx.config()).await;
+    fx.write(1, 1, 200, 1000);
+    let first = snapshot(&supervisor, 1, None).await.unwrap();
+    fx.write(1, 2, 200, 1000);
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let first_folder = fx
+        .repository
+        .list_snapshots(PartitionId(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.snapshot_id == first.snapshot_id)
+        .unwrap()
+        .name;
+
+    let store = FaultyStore::new(fx.repository.store().clone());
+    let repo = Repository::new(
+        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
+            .unwrap()
+            .wrap_store(|_| Arc::new(store.clone())),
+    );
+    // The first delete goes through; every one after it fails.
+    store.inject(Op::Delete, When::FromNth(2), Fault::Fail);
+    let opts = GcOptions {
+        grace: Duration::ZERO,
+        retention: Some(Retention {
+            keep_last: 1,
+            max_age: None,
+        }),
+        cluster: Some("localcluster".into()),
+        ..GcOptions::default()
+    };
+    collect(&repo, PartitionId(1), &opts).await.unwrap_err();
+    let left = common::files_below(&fx.repo_dir.join("1").join(&first_folder));
+    assert!(!left.is_empty(), "the collection was not interrupted");
+    assert!(
+        !left.iter().any(|f| f == "metadata.json"),
+        "metadata.json outlived the files it names: {left:?}"
+    );
+    // The next collection finishes the job.
+    collect(&fx.repository, PartitionId(1), &opts)
+        .await
+        .unwrap();
+    assert!(common::files_below(&fx.repo_dir.join("1").join(&first_folder)).is_empty());
+}
+
+/// A publish that fails for good after writing metadata.json (another
+/// writer moved the pointer past it while its swap was on the way) deletes
+/// that metadata again: no folder is left that looks complete but that no
+/// pointer will ever name. On S3, where the swap is a conditional put that
+/// can be held without holding the other writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_publish_lost_to_a_newer_pointer_leaves_no_metadata() {
+    let backend = Backend::s3("orphan").await;
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 100, 1000); // one small file: a single put
+    let dest = backend.destination();
+    let store = FaultyStore::new(dest.store().clone());
+    let slow_repo = Repository::new(dest.wrap_store(|_| Arc::new(store.clone())));
+    // Puts: the file, metadata.json, then latest.json, held.
+    let gate = common::faulty::Gate::closed();
+    store.inject(Op::Put, When::Nth(3), Fault::Hold(gate.clone()));
+    let slow = fx
+        .supervisor_on(config(&fx, &backend), slow_repo, Arc::default())
+        .await;
+    let old = tokio::spawn(async move { snapshot(&slow, 1, None).await });
+    common::wait_until("the old writer's swap is held", || gate.waiting() == 1).await;
+
+    // A newer writer publishes meanwhile.
+    fx.write(1, 20, 10, 100);
+    let fast = fx
+        .supervisor_on(config(&fx, &backend), backend.repository(), Arc::default())
+        .await;
+    let newer = snapshot(&fast, 1, None).await.unwrap();
+    gate.open();
+    let err = old.await.unwrap().unwrap_err();
+    assert_eq!(err.reason(), "stale", "{err}");
+
+    let repo = backend.repository();
+    let mut complete = Vec::new();
+    for f in repo.list_snapshots(PartitionId(1)).await.unwrap() {
+        if repo.read_metadata(PartitionId(1), &f.name).await.is_ok() {
+            complete.push(f.snapshot_id);
+        }
+    }
+    assert_eq!(
+        complete,
+        vec![newer.snapshot_id],
+        "the lost snapshot's metadata.json was left behind"
+    );
+}

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use object_store::ObjectStoreExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::format::{FormatVersion, Lsn, PartitionId, SnapshotId, SnapshotMetadata};
@@ -137,14 +138,42 @@ impl Actor for Publisher {
     }
 }
 
+/// What a publish has done so far, for the cleanup after a failure.
+#[derive(Default)]
+struct Progress {
+    metadata_written: bool,
+    /// A swap failed in a way that may still have landed.
+    maybe_swapped: bool,
+}
+
+/// Publishes, and if that fails for good after `metadata.json` was written
+/// (and no swap may have landed), deletes it again: a folder whose metadata
+/// no pointer will ever name would otherwise look complete for ever.
 async fn publish(
     repo: &Repository,
     meta: &SnapshotMetadata,
     reused_from: Option<SnapshotId>,
     retention: Retention,
 ) -> Result<Published, PublishError> {
+    let mut progress = Progress::default();
+    let result = try_publish(repo, meta, reused_from, retention, &mut progress).await;
+    if result.is_err() && progress.metadata_written && !progress.maybe_swapped {
+        let key = repo.layout().metadata(meta.partition_id, &meta.path());
+        if let Err(e) = repo.store().delete(&key).await {
+            tracing::warn!(%key, error = %e, "cannot remove the metadata of a snapshot that was not published; garbage collection will");
+        }
+    }
+    result
+}
+
+async fn try_publish(
+    repo: &Repository,
+    meta: &SnapshotMetadata,
+    reused_from: Option<SnapshotId>,
+    retention: Retention,
+    progress: &mut Progress,
+) -> Result<Published, PublishError> {
     let mut delays = repo.retry().delays();
-    let mut metadata_written = false;
     let mut conflicts = 0;
     let mut uncertain = None;
     for attempt in 0..MAX_SWAP_ATTEMPTS {
@@ -174,9 +203,17 @@ async fn publish(
                 }
             }
         }
-        if !metadata_written {
-            repo.put_metadata(meta).await?;
-            metadata_written = true;
+        if !progress.metadata_written {
+            match repo.put_metadata(meta).await {
+                Ok(()) => progress.metadata_written = true,
+                // Someone else's object under our key: never ours to delete.
+                Err(e @ RepoError::Conflict { .. }) => return Err(e.into()),
+                // A write that failed may still have landed.
+                Err(e) => {
+                    progress.metadata_written = true;
+                    return Err(e.into());
+                }
+            }
         }
         let mut pointer = meta.pointer();
         if meta.version == FormatVersion::V2 {
@@ -202,6 +239,7 @@ async fn publish(
             // connection after the store applied it): read the pointer again
             // and see.
             Err(RepoError::Store { source, op, key }) if is_transient(&source) => {
+                progress.maybe_swapped = true;
                 let Some(wait) = delays.next() else {
                     return Err(PublishError::Uncertain(RepoError::Store {
                         source,

@@ -201,24 +201,28 @@ impl Repository {
     /// Writes `metadata.json` create-only: a snapshot's metadata is written once.
     pub async fn put_metadata(&self, meta: &SnapshotMetadata) -> Result<(), RepoError> {
         let key = self.layout.metadata(meta.partition_id, &meta.path());
-        let payload = PutPayload::from(meta.to_json());
-        let mut attempts = 0;
+        let json = meta.to_json();
+        let payload = PutPayload::from(json.clone());
         let put = self
             .retry
             .run("write metadata.json", || {
-                attempts += 1;
                 self.store
                     .put_opts(&key, payload.clone(), PutOptions::from(PutMode::Create))
             })
             .await;
         match put {
             Ok(_) => Ok(()),
-            // The key holds a fresh snapshot id: if it exists after a retry,
-            // it is the earlier attempt that landed without an answer.
-            Err(object_store::Error::AlreadyExists { .. }) if attempts > 1 => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(RepoError::Conflict {
-                key: key.to_string(),
-            }),
+            // The key holds a fresh snapshot id, so an existing object is
+            // either an earlier attempt of this very write that landed
+            // without an answer (ours, or the store client's own retry), or
+            // someone else's: its bytes tell which.
+            Err(object_store::Error::AlreadyExists { .. }) => match self.get_bytes(&key).await {
+                Ok(found) if found == json => Ok(()),
+                Ok(_) => Err(RepoError::Conflict {
+                    key: key.to_string(),
+                }),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(RepoError::store("write", &key, e)),
         }
     }

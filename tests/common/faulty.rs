@@ -48,6 +48,10 @@ pub enum Fault {
     Hold(Gate),
     /// The request panics, as a bug in a store client would.
     Panic,
+    /// The request lands, and the answer is "already exists": what a store
+    /// client's own retry of a create-only put meets when its first attempt
+    /// landed without an answer.
+    LandedThenExists,
 }
 
 /// Holds requests until opened.
@@ -139,6 +143,13 @@ impl State {
                 request.await
             }
             Fault::Panic => panic!("injected panic on {op:?}"),
+            Fault::LandedThenExists => {
+                request.await?;
+                Err(object_store::Error::AlreadyExists {
+                    path: format!("{op:?}"),
+                    source: "injected: the first attempt landed".into(),
+                })
+            }
         }
     }
 }
