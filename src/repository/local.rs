@@ -2,67 +2,124 @@
 //!
 //! `object_store`'s local store cannot replace an object only if it is still
 //! at a version, so every rocksnap process that writes into one directory
-//! takes the same exclusive lock file around its check and its write.
+//! takes the same exclusive lock file around its check and its write. Three
+//! things make that safe:
+//!
+//! - The check, the write, the fsyncs and the rename run in one blocking
+//!   task that holds the lock throughout: a caller that goes away (its
+//!   actor killed, its future dropped) cannot release the lock while its
+//!   write is still on the way.
+//! - The version compared is the pointer's content, not the file's
+//!   inode-mtime-size (which an in-place rewrite or a reused inode can
+//!   repeat): a pointer is replaced only if it still holds exactly what the
+//!   writer read.
+//! - The lock is waited for at most [`LOCK_TIMEOUT`], then the swap fails
+//!   with [`RepoError::LockTimeout`] instead of hanging behind a stuck writer.
+
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
 
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::UpdateVersion;
 
-use super::{RepoError, Repository};
+use super::RepoError;
 
-/// Compare-and-swap on a local directory: the version check and the write
-/// happen under an exclusive lock that every writer takes. The write itself
-/// is a rename, so readers never see half a pointer.
+/// How long a writer waits for another one's swap before it gives up.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a waiting writer tries the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+/// The version of a local pointer: its content.
+pub(super) fn version_of(bytes: &[u8]) -> UpdateVersion {
+    UpdateVersion {
+        e_tag: Some(format!("local:{}", String::from_utf8_lossy(bytes))),
+        version: None,
+    }
+}
+
+/// Replaces `key` under `root` with `payload` if it is still at `expected`
+/// (`None`: if it does not exist yet).
 pub(super) async fn swap(
-    repo: &Repository,
-    root: &std::path::Path,
+    root: &FsPath,
     key: &Path,
     expected: Option<&UpdateVersion>,
-    payload: PutPayload,
+    payload: Vec<u8>,
 ) -> Result<UpdateVersion, RepoError> {
+    let lock = lock(root, key).await?;
+    let path = root.join(key.as_ref());
+    let tmp_dir = root.join(".locks");
+    let expected = expected.map(|v| v.e_tag.clone());
+    let key_s = key.to_string();
+    tokio::task::spawn_blocking(move || {
+        // Held until the new pointer is durable, whatever the caller does.
+        let _lock = lock;
+        let current = match std::fs::read(&path) {
+            Ok(bytes) => Some(version_of(&bytes).e_tag),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(RepoError::Lock {
+                    key: key_s,
+                    source: e,
+                })
+            }
+        };
+        if current != expected {
+            return Err(RepoError::Conflict { key: key_s });
+        }
+        write_durably(&path, &tmp_dir, &payload)
+            .map_err(|source| RepoError::Lock { key: key_s, source })?;
+        Ok(version_of(&payload))
+    })
+    .await
+    .expect("the swap task does not panic")
+}
+
+/// Takes the key's lock file, waiting at most [`LOCK_TIMEOUT`].
+async fn lock(root: &FsPath, key: &Path) -> Result<std::fs::File, RepoError> {
     let lock_path = root.join(".locks").join(key.as_ref().replace('/', "%2F"));
-    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+    let lock_err = |source| RepoError::Lock {
+        key: key.to_string(),
+        source,
+    };
+    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
         std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&lock_path)?;
-        file.lock()?;
-        Ok(file)
+            .open(&lock_path)
     })
     .await
-    .expect("lock task")
-    .map_err(|e| RepoError::Lock {
-        key: key.to_string(),
-        source: e,
-    })?;
-    let current = match repo
-        .retry
-        .run("read latest.json", || repo.store.head(key))
-        .await
-    {
-        Ok(meta) => Some(meta.e_tag),
-        Err(object_store::Error::NotFound { .. }) => None,
-        Err(e) => return Err(RepoError::store("read", key, e)),
-    };
-    let matches = match (expected, &current) {
-        (None, None) => true,
-        (Some(want), Some(have)) => want.e_tag.is_some() && &want.e_tag == have,
-        _ => false,
-    };
-    if !matches {
-        return Err(RepoError::Conflict {
-            key: key.to_string(),
-        });
+    .expect("open task")
+    .map_err(lock_err)?;
+    let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RepoError::LockTimeout {
+                key: key.to_string(),
+                waited: LOCK_TIMEOUT,
+            });
+        }
+        tokio::time::sleep(LOCK_POLL).await;
     }
-    let put = repo
-        .store
-        .put_opts(key, payload, PutOptions::from(PutMode::Overwrite))
-        .await
-        .map_err(|e| RepoError::store("replace", key, e))?;
-    drop(lock);
-    Ok(UpdateVersion {
-        e_tag: put.e_tag,
-        version: put.version,
-    })
+}
+
+/// Writes `bytes` to a temporary file beside the lock, fsyncs it, renames it
+/// over `path` and fsyncs the directory: readers see the old pointer or the
+/// new one, and a power cut loses neither.
+fn write_durably(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let dir: PathBuf = path.parent().expect("a key has a folder").to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(&dir)?.sync_all()
 }

@@ -15,6 +15,8 @@
 
 mod local;
 
+pub use local::LOCK_TIMEOUT;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -146,6 +148,8 @@ impl Repository {
             })
             .await;
         let (version, bytes) = match read {
+            // A local pointer's version is its content (see `local`).
+            Ok((_, bytes)) if self.local_root.is_some() => (local::version_of(&bytes), bytes),
             Ok(read) => read,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(RepoError::store("read", &key, e)),
@@ -174,7 +178,7 @@ impl Repository {
         let key = self.layout.latest(pointer.partition_id);
         let payload = PutPayload::from(pointer.to_json());
         if let Some(root) = &self.local_root {
-            return local::swap(self, root, &key, expected, payload).await;
+            return local::swap(root, &key, expected, pointer.to_json()).await;
         }
         let mode = match expected {
             None => PutMode::Create,
@@ -412,9 +416,17 @@ pub enum RepoError {
         /// Where the repository is, as [`Repository::display()`] gives it.
         store: String,
     },
-    /// The lock file that guards a compare-and-swap on a local directory
-    /// could not be taken.
-    #[error("cannot lock {key}: {source}")]
+    /// Another writer held the local pointer's lock for too long.
+    #[error("{key} stayed locked by another writer for {waited:?}; is a rocksnap process stuck?")]
+    LockTimeout {
+        /// The pointer's key.
+        key: String,
+        /// How long this writer waited.
+        waited: std::time::Duration,
+    },
+    /// The local pointer's lock file could not be taken, or the pointer
+    /// not be read or written under it.
+    #[error("cannot lock or replace {key}: {source}")]
     Lock {
         /// Key of the object the lock guards.
         key: String,
