@@ -19,6 +19,9 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// Default number of parts in flight across all files and partitions.
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 8;
 
+/// Default time to live of a snapshot's lease.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+
 /// How the pipeline runs; the defaults suit S3 and a local directory alike.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -45,9 +48,10 @@ pub struct PipelineConfig {
     pub format: FormatVersion,
     /// Which snapshots `latest.json` keeps (V2).
     pub retention: Retention,
-    /// Garbage collection's grace period, when one runs against the
-    /// repository: a snapshot whose uploads took longer is not published.
-    pub max_upload_age: Option<Duration>,
+    /// How long a snapshot's lease protects its objects from garbage
+    /// collection without being renewed; it is renewed every third of it
+    /// while the snapshot runs, however long that takes.
+    pub lease_ttl: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -63,7 +67,7 @@ impl Default for PipelineConfig {
             rate_limit: None,
             format: FormatVersion::V1,
             retention: Retention::default(),
-            max_upload_age: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -77,6 +81,9 @@ impl PipelineConfig {
             || self.max_concurrent_exports == 0
         {
             return Err("part size, parts in flight, chunker queue and concurrent exports must be above zero".into());
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err("the lease's time to live must be at least a second".into());
         }
         if self.part_size < repository.min_part_size() {
             return Err(format!(

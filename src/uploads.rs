@@ -71,9 +71,13 @@ impl UploadLister {
                     Err(e) => Err(format!("{}: {e}", path.display())),
                 }
             }
+            // The key as the store gave it: `Path::from` would encode it again.
             UploadLister::S3(s3) => s3
                 .store
-                .abort_multipart(&Path::from(upload.key.as_str()), &upload.id)
+                .abort_multipart(
+                    &Path::parse(&upload.key).map_err(|e| e.to_string())?,
+                    &upload.id,
+                )
                 .await
                 .map_err(|e| e.to_string()),
         }
@@ -100,7 +104,7 @@ impl S3Uploads {
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
             .map_err(|e| e.to_string())?;
-        let response = reqwest::Client::new()
+        let response = http_client()
             .head(&self.base_url)
             .headers(request.headers().clone())
             .send()
@@ -120,36 +124,70 @@ impl S3Uploads {
         if !prefix.is_empty() {
             prefix.push('/');
         }
-        let url = format!(
-            "{}?uploads&prefix={}",
-            self.base_url,
-            url::form_urlencoded::byte_serialize(prefix.as_bytes()).collect::<String>()
-        );
-        let mut request: HttpRequest = http::Request::builder()
-            .method(http::Method::GET)
-            .uri(&url)
-            .body(HttpRequestBody::empty())
-            .map_err(|e| e.to_string())?;
-        AwsAuthorizer::new(&credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(|e| e.to_string())?;
-        let response = reqwest::Client::new()
-            .get(&url)
-            .headers(request.headers().clone())
-            .send()
-            .await
-            .map_err(|e| format!("listing open uploads: {e}"))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("listing open uploads: {status}: {body}"));
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let mut uploads = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        // A listing answers at most 1000 uploads; the rest follow the markers.
+        loop {
+            let mut url = format!("{}?uploads&prefix={}", self.base_url, encode(&prefix));
+            if let Some((key, id)) = &marker {
+                url.push_str(&format!(
+                    "&key-marker={}&upload-id-marker={}",
+                    encode(key),
+                    encode(id)
+                ));
+            }
+            let mut request: HttpRequest = http::Request::builder()
+                .method(http::Method::GET)
+                .uri(&url)
+                .body(HttpRequestBody::empty())
+                .map_err(|e| e.to_string())?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)
+                .map_err(|e| e.to_string())?;
+            let response = http_client()
+                .get(&url)
+                .headers(request.headers().clone())
+                .send()
+                .await
+                .map_err(|e| format!("listing open uploads: {e}"))?;
+            let status = response.status();
+            let body = response.text().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("listing open uploads: {status}: {body}"));
+            }
+            let page = parse_uploads(&body);
+            uploads.extend(page.uploads);
+            match page.next {
+                Some(next) if marker.as_ref() != Some(&next) => marker = Some(next),
+                _ => return Ok(uploads),
+            }
         }
-        Ok(parse_uploads(&body))
     }
 }
 
-/// The `<Upload>` entries of a `ListMultipartUploadsResult`.
-fn parse_uploads(xml: &str) -> Vec<OpenUpload> {
+/// The client for the few requests `object_store` has no call for: with
+/// timeouts, so that a store that stops answering fails them.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// One page of a `ListMultipartUploadsResult`.
+struct UploadsPage {
+    uploads: Vec<OpenUpload>,
+    /// The key and upload id markers of the next page, if the listing is
+    /// truncated.
+    next: Option<(String, String)>,
+}
+
+/// The `<Upload>` entries of a `ListMultipartUploadsResult`, and where the
+/// next page starts if it is truncated.
+fn parse_uploads(xml: &str) -> UploadsPage {
     let field = |block: &str, name: &str| -> Option<String> {
         let open = format!("<{name}>");
         let start = block.find(&open)? + open.len();
@@ -163,7 +201,8 @@ fn parse_uploads(xml: &str) -> Vec<OpenUpload> {
                 .replace("&amp;", "&"),
         )
     };
-    xml.split("<Upload>")
+    let uploads = xml
+        .split("<Upload>")
         .skip(1)
         .filter_map(|block| {
             let block = block.split("</Upload>").next()?;
@@ -173,7 +212,19 @@ fn parse_uploads(xml: &str) -> Vec<OpenUpload> {
                 initiated: field(block, "Initiated")?.parse().ok()?,
             })
         })
-        .collect()
+        .collect();
+    // The result's own fields come before its first upload.
+    let head = xml.split("<Upload>").next().unwrap_or(xml);
+    let truncated = field(head, "IsTruncated").is_some_and(|t| t == "true");
+    let next = truncated
+        .then(|| {
+            Some((
+                field(head, "NextKeyMarker")?,
+                field(head, "NextUploadIdMarker")?,
+            ))
+        })
+        .flatten();
+    UploadsPage { uploads, next }
 }
 
 /// Staging files of unfinished local multipart uploads below `dir`.
@@ -223,13 +274,38 @@ mod tests {
             <Upload><Key>p/1/ssts/a&amp;b.sst</Key><UploadId>XyZ</UploadId><Initiated>2026-11-27T10:00:00.000Z</Initiated></Upload>
             <Upload><Key>p/1/x.sst</Key><UploadId>2</UploadId><Initiated>2026-11-27T11:00:00Z</Initiated></Upload>
             </ListMultipartUploadsResult>"#;
-        let uploads = parse_uploads(xml);
+        let page = parse_uploads(xml);
+        assert!(page.next.is_none(), "not truncated");
+        let uploads = page.uploads;
         assert_eq!(uploads.len(), 2);
         assert_eq!(uploads[0].key, "p/1/ssts/a&b.sst");
         assert_eq!(uploads[0].id, "XyZ");
         assert_eq!(
             uploads[1].initiated.to_rfc3339(),
             "2026-11-27T11:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn a_truncated_listing_says_where_the_next_page_starts() {
+        // As S3 answers with more than 1000 open uploads under the prefix.
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>p/1/lsn_00000000000000000007-snap_01KB/000999.sst</NextKeyMarker>
+  <NextUploadIdMarker>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</NextUploadIdMarker>
+  <Prefix>p/1/</Prefix><MaxUploads>1000</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>p/1/lsn_00000000000000000007-snap_01KB/000998.sst</Key><UploadId>a</UploadId>
+    <Initiated>2026-11-27T10:00:00.000Z</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_uploads(xml);
+        assert_eq!(page.uploads.len(), 1);
+        assert_eq!(
+            page.next,
+            Some((
+                "p/1/lsn_00000000000000000007-snap_01KB/000999.sst".to_string(),
+                "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA".to_string()
+            ))
         );
     }
 }

@@ -343,3 +343,58 @@ async fn deep_verify_reads_what_sizes_cannot_see() {
         "{err}"
     );
 }
+
+/// A fallback never goes below the snapshots the pointer retains: an older
+/// folder that retention dropped (and collection has not deleted yet) may
+/// hold an LSN whose log the host has already trimmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_stays_within_the_retained_snapshots() {
+    let fx = Fixture::new(&[1]);
+    let supervisor = fx
+        .supervisor(PipelineConfig {
+            format: rocksnap::format::FormatVersion::V2,
+            retention: rocksnap::Retention {
+                keep_last: 2,
+                max_age: None,
+            },
+            ..fx.config()
+        })
+        .await;
+    let mut ids = Vec::new();
+    for lsn in [10, 20, 30] {
+        fx.write(1, lsn, 200, 1000);
+        // Compacted: each snapshot's files are its own.
+        let db = fx.partitions.db();
+        db.compact_range_cf(
+            &db.cf_handle("data-1").unwrap(),
+            None::<&[u8]>,
+            None::<&[u8]>,
+        );
+        ids.push(snapshot(&supervisor, 1, None).await.unwrap());
+    }
+    supervisor.stop(None);
+    let latest = fx.latest(1);
+    assert_eq!(latest.retained.len(), 2);
+    // Both retained snapshots are damaged; the dropped first one is intact.
+    for r in &latest.retained {
+        for f in fx.metadata(1, &r.path).files {
+            flip_byte(&fx.repo_dir.join("1").join(f.key.unwrap()), 100);
+        }
+    }
+    let (db, before) = target_db(&fx);
+    let err = restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::LatestOrOlder,
+        &opts(&fx),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RestoreError::Unusable { .. }), "{err}");
+    assert!(
+        !err.to_string().contains(&ids[0].snapshot_id.to_string()),
+        "fell back to a snapshot the pointer no longer retains: {err}"
+    );
+    assert_eq!(dump_path(&db, "data-1"), before, "the database was touched");
+}

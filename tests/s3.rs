@@ -218,3 +218,36 @@ async fn bad_configuration_is_refused_at_start() {
         "the bucket does not exist",
     );
 }
+
+/// A server that ignores conditional writes would turn the pointer's
+/// compare-and-swap into a blind overwrite: writers find out at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_conditional_writes_is_refused() {
+    let backend = Backend::s3("blind").await;
+    // moto honours them.
+    backend
+        .repository()
+        .check_conditional_writes()
+        .await
+        .unwrap();
+    let dest = backend.destination();
+    let store = common::faulty::FaultyStore::new(dest.store().clone());
+    store.ignore_conditions();
+    let blind = rocksnap::Repository::new(dest.wrap_store(|_| std::sync::Arc::new(store.clone())));
+    let err = blind.check_conditional_writes().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not honour conditional writes"),
+        "{err}"
+    );
+    // The probes leave nothing behind.
+    use futures::TryStreamExt;
+    let repo = backend.repository();
+    let left: Vec<_> = repo
+        .store()
+        .list(Some(repo.layout().prefix()))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -26,10 +27,19 @@ pub(crate) enum PublisherMsg {
     /// Publish a snapshot whose files are all stored; the id is the snapshot
     /// it reused files from, if any.
     Publish(
-        Box<SnapshotMetadata>,
-        Option<SnapshotId>,
+        Box<Publication>,
         RpcReplyPort<Result<Published, PublishError>>,
     ),
+}
+
+/// A snapshot whose files are all stored, ready to be published.
+pub(crate) struct Publication {
+    pub meta: SnapshotMetadata,
+    /// The snapshot it reused files from, if any.
+    pub reused_from: Option<SnapshotId>,
+    /// When its lease started: a garbage-collection fence at or after it
+    /// means its objects may be gone.
+    pub lease_started: DateTime<Utc>,
 }
 
 /// A published snapshot.
@@ -58,6 +68,15 @@ pub enum PublishError {
         /// This node's cluster.
         ours: String,
     },
+    /// Garbage collection fenced the snapshot off: its lease expired while
+    /// it ran, and its objects may have been collected.
+    #[error("garbage collection fenced off every snapshot started at or before {fence} (this one started at {started}, and its lease expired while it ran), so its objects may be gone; not published")]
+    Fenced {
+        /// The pointer's fence.
+        fence: DateTime<Utc>,
+        /// When this snapshot's lease started.
+        started: DateTime<Utc>,
+    },
     /// Files were reused from a snapshot that is no longer retained.
     #[error("files were shared with snapshot {0}, which is no longer retained; not published")]
     BaseGone(SnapshotId),
@@ -80,6 +99,7 @@ impl PublishError {
             PublishError::ForeignCluster { .. } => "foreign_cluster",
             PublishError::TooManyConflicts(_) => "conflicts",
             PublishError::BaseGone(_) => "base_gone",
+            PublishError::Fenced { .. } => "fenced",
             PublishError::Uncertain(_) => "uncertain",
             PublishError::Repository(RepoError::Malformed { .. }) => "malformed_pointer",
             PublishError::Repository(_) => "repository",
@@ -116,13 +136,14 @@ impl Actor for Publisher {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PublisherMsg::Publish(meta, reused_from, reply) => {
+            PublisherMsg::Publish(publication, reply) => {
+                let meta = &publication.meta;
                 assert_eq!(
                     meta.partition_id, state.partition,
                     "routed to its own publisher"
                 );
                 let started = Instant::now();
-                let result = publish(&state.repository, &meta, reused_from, state.retention).await;
+                let result = publish(&state.repository, &publication, state.retention).await;
                 m::stage_duration("publish").record(started.elapsed().as_secs_f64());
                 if let Ok(published) = &result {
                     tracing::debug!(partition = %state.partition, snapshot_id = %meta.snapshot_id,
@@ -151,12 +172,12 @@ struct Progress {
 /// no pointer will ever name would otherwise look complete for ever.
 async fn publish(
     repo: &Repository,
-    meta: &SnapshotMetadata,
-    reused_from: Option<SnapshotId>,
+    publication: &Publication,
     retention: Retention,
 ) -> Result<Published, PublishError> {
+    let meta = &publication.meta;
     let mut progress = Progress::default();
-    let result = try_publish(repo, meta, reused_from, retention, &mut progress).await;
+    let result = try_publish(repo, publication, retention, &mut progress).await;
     if result.is_err() && progress.metadata_written && !progress.maybe_swapped {
         let key = repo.layout().metadata(meta.partition_id, &meta.path());
         if let Err(e) = repo.store().delete(&key).await {
@@ -168,11 +189,11 @@ async fn publish(
 
 async fn try_publish(
     repo: &Repository,
-    meta: &SnapshotMetadata,
-    reused_from: Option<SnapshotId>,
+    publication: &Publication,
     retention: Retention,
     progress: &mut Progress,
 ) -> Result<Published, PublishError> {
+    let meta = &publication.meta;
     let mut delays = repo.retry().delays();
     let mut conflicts = 0;
     let mut uncertain = None;
@@ -195,9 +216,19 @@ async fn try_publish(
                     new: meta.min_applied_lsn,
                 });
             }
+            // A collector that found this snapshot's lease expired fenced it
+            // off before it took anything.
+            if let Some(fence) = cur.pointer.gc_fence {
+                if publication.lease_started <= fence {
+                    return Err(PublishError::Fenced {
+                        fence,
+                        started: publication.lease_started,
+                    });
+                }
+            }
             // Shared files reused from a snapshot that is no longer retained
             // may already be collected.
-            if let Some(base) = reused_from {
+            if let Some(base) = publication.reused_from {
                 if !cur.pointer.kept().iter().any(|k| k.snapshot_id == base) {
                     return Err(PublishError::BaseGone(base));
                 }
@@ -216,6 +247,8 @@ async fn try_publish(
             }
         }
         let mut pointer = meta.pointer();
+        // The fence never moves back.
+        pointer.gc_fence = current.as_ref().and_then(|c| c.pointer.gc_fence);
         if meta.version == FormatVersion::V2 {
             // This snapshot, then those the current pointer keeps, pruned by
             // the retention policy.

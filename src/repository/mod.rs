@@ -26,8 +26,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use crate::format::{
-    parse_snapshot_folder, FormatError, LatestPointer, Layout, Lsn, PartitionId, SnapshotId,
-    SnapshotMetadata,
+    parse_snapshot_folder, FormatError, LatestPointer, Layout, Lease, Lsn, PartitionId, SnapshotId,
+    SnapshotMetadata, LEASES,
 };
 use crate::retry::RetryPolicy;
 use crate::store::Destination;
@@ -202,6 +202,78 @@ impl Repository {
         }
     }
 
+    /// Checks that the store honours conditional writes, without which the
+    /// compare-and-swap of `latest.json` would be a blind overwrite: a probe
+    /// object is created, created again (which must fail), replaced at a
+    /// wrong version (which must fail), and deleted. A local directory needs
+    /// no probe: its swap runs under rocksnap's own lock. Writers run this
+    /// once at start; `rocksnap snapshot` and `rocksnap node` do.
+    pub async fn check_conditional_writes(&self) -> Result<(), RepoError> {
+        if self.local_root.is_some() {
+            return Ok(());
+        }
+        let key = self
+            .layout
+            .prefix()
+            .clone()
+            .join(format!(".rocksnap-cas-probe-{}", ulid::Ulid::new()).as_str());
+        let create = || {
+            self.store.put_opts(
+                &key,
+                PutPayload::from_static(b"probe"),
+                PutOptions::from(PutMode::Create),
+            )
+        };
+        let refused = |what: &str| RepoError::NoConditionalWrites {
+            store: self.display.clone(),
+            what: what.to_string(),
+        };
+        let first = create()
+            .await
+            .map_err(|e| RepoError::store("write", &key, e))?;
+        let result = async {
+            match create().await {
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Ok(_) => {
+                    return Err(refused(
+                        "a second create-only write (If-None-Match: *) of one key succeeded",
+                    ))
+                }
+                Err(e) => return Err(RepoError::store("write", &key, e)),
+            }
+            let stale = UpdateVersion {
+                e_tag: Some(format!("\"{}\"", ulid::Ulid::new())),
+                version: None,
+            };
+            match self
+                .store
+                .put_opts(
+                    &key,
+                    PutPayload::from_static(b"probe"),
+                    PutOptions::from(PutMode::Update(stale)),
+                )
+                .await
+            {
+                Err(object_store::Error::Precondition { .. }) => Ok(()),
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    Err(RepoError::NoCompareAndSwap {
+                        store: self.display.clone(),
+                    })
+                }
+                Ok(_) => Err(refused(
+                    "a write at a version the object does not have (If-Match) succeeded",
+                )),
+                Err(e) => Err(RepoError::store("write", &key, e)),
+            }
+        }
+        .await;
+        drop(first);
+        if let Err(e) = self.store.delete(&key).await {
+            tracing::warn!(%key, error = %e, "cannot delete the conditional-write probe");
+        }
+        result
+    }
+
     /// Writes `metadata.json` create-only: a snapshot's metadata is written once.
     pub async fn put_metadata(&self, meta: &SnapshotMetadata) -> Result<(), RepoError> {
         let key = self.layout.metadata(meta.partition_id, &meta.path());
@@ -229,6 +301,71 @@ impl Repository {
             },
             Err(e) => Err(RepoError::store("write", &key, e)),
         }
+    }
+
+    /// Writes or renews a snapshot's lease (see [`Lease`]).
+    pub async fn put_lease(&self, lease: &Lease) -> Result<(), RepoError> {
+        let key = self.layout.lease(lease.partition_id, lease.snapshot_id);
+        let payload = PutPayload::from(lease.to_json());
+        self.retry
+            .run("write a lease", || {
+                self.store
+                    .put_opts(&key, payload.clone(), PutOptions::from(PutMode::Overwrite))
+            })
+            .await
+            .map(drop)
+            .map_err(|e| RepoError::store("write", &key, e))
+    }
+
+    /// Deletes a snapshot's lease once the snapshot is published or given up.
+    pub async fn delete_lease(
+        &self,
+        partition: PartitionId,
+        id: SnapshotId,
+    ) -> Result<(), RepoError> {
+        let key = self.layout.lease(partition, id);
+        match self
+            .retry
+            .run("delete a lease", || self.store.delete(&key))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(RepoError::store("delete", &key, e)),
+        }
+    }
+
+    /// Every lease of a partition, by the snapshot id its key names; a lease
+    /// that cannot be read or parsed comes with its error.
+    pub async fn read_leases(
+        &self,
+        partition: PartitionId,
+    ) -> Result<Vec<(SnapshotId, Result<Lease, RepoError>)>, RepoError> {
+        let dir = self.layout.leases_dir(partition);
+        let listed: Vec<_> = self
+            .retry
+            .run("list leases", || {
+                self.store.list(Some(&dir)).try_collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| RepoError::store("list", &dir, e))?;
+        let mut leases = Vec::with_capacity(listed.len());
+        for object in listed {
+            let Some(name) = object.location.filename() else {
+                continue;
+            };
+            let Some(id) = crate::format::owner(&format!("{LEASES}/{name}")) else {
+                continue;
+            };
+            let lease = match self.get_bytes(&object.location).await {
+                Ok(bytes) => Lease::parse(&bytes, name).map_err(|source| RepoError::Malformed {
+                    key: object.location.to_string(),
+                    source,
+                }),
+                Err(e) => Err(e),
+            };
+            leases.push((id, lease));
+        }
+        Ok(leases)
     }
 
     /// Reads and checks a snapshot's `metadata.json`.
@@ -415,6 +552,15 @@ pub enum RepoError {
     NoCompareAndSwap {
         /// Where the repository is, as [`Repository::display()`] gives it.
         store: String,
+    },
+    /// The store ignores conditional writes, so `latest.json` cannot be
+    /// replaced safely.
+    #[error("{store} does not honour conditional writes ({what}); two writers would overwrite each other's latest.json, so nothing is written")]
+    NoConditionalWrites {
+        /// Where the repository is.
+        store: String,
+        /// What the probe saw.
+        what: String,
     },
     /// Another writer held the local pointer's lock for too long.
     #[error("{key} stayed locked by another writer for {waited:?}; is a rocksnap process stuck?")]

@@ -1,8 +1,16 @@
 //! Which snapshots a restore tries, and in what order.
+//!
+//! A fallback never goes below what the pointer retains: a V2 pointer's
+//! `retained` list is what the safe log-trim point is computed from, so an
+//! older folder (one retention dropped and collection has not yet deleted)
+//! may hold an LSN whose log the host has already trimmed. A V1 pointer
+//! keeps every complete snapshot at or below it, and so does the trim point.
+
+use std::collections::HashSet;
 
 use super::{RestoreError, RestoreTarget};
-use crate::format::PartitionId;
-use crate::repository::{Repository, SnapshotFolder};
+use crate::format::{PartitionId, SnapshotId};
+use crate::repository::{Repository, SnapshotFolder, VersionedPointer};
 
 /// The snapshots to try, in order.
 pub(super) async fn candidates(
@@ -15,34 +23,21 @@ pub(super) async fn candidates(
         all.reverse(); // newest first
         Ok::<_, RestoreError>(all)
     };
-    let latest = || async {
-        match repo.read_pointer(partition).await? {
-            Some(p) => Ok(SnapshotFolder {
-                name: p.pointer.path.clone(),
-                lsn: p.pointer.min_applied_lsn,
-                snapshot_id: p.pointer.snapshot_id,
-            }),
-            None => Err(RestoreError::NoSnapshot {
-                partition,
-                reason: format!(
-                    "{} has no latest.json",
-                    repo.layout().partition_dir(partition)
-                ),
-            }),
-        }
+    let no_pointer = || RestoreError::NoSnapshot {
+        partition,
+        reason: format!(
+            "{} has no latest.json",
+            repo.layout().partition_dir(partition)
+        ),
     };
     let chosen = match target {
-        RestoreTarget::Latest => vec![latest().await?],
+        RestoreTarget::Latest => {
+            let pointer = repo.read_pointer(partition).await?.ok_or_else(no_pointer)?;
+            vec![newest(&pointer)]
+        }
         RestoreTarget::LatestOrOlder => {
-            let newest = latest().await?;
-            let mut v = vec![newest.clone()];
-            v.extend(
-                listed()
-                    .await?
-                    .into_iter()
-                    .filter(|f| f.lsn <= newest.lsn && f.name != newest.name),
-            );
-            v
+            let pointer = repo.read_pointer(partition).await?.ok_or_else(no_pointer)?;
+            fallbacks(&pointer, listed().await?)
         }
         RestoreTarget::Snapshot(id) => vec![listed()
             .await?
@@ -53,19 +48,11 @@ pub(super) async fn candidates(
                 snapshot_id: id,
             })?],
         RestoreTarget::MinLsn(min) => {
-            // The pointer first (it may name a snapshot the listing sorts
-            // elsewhere), then every older one that is still new enough.
-            let mut v = Vec::new();
-            if let Ok(newest) = latest().await {
-                v.push(newest);
-            }
-            for f in listed().await? {
-                if !v.iter().any(|c: &SnapshotFolder| c.name == f.name)
-                    && v.first().is_none_or(|n| f.lsn <= n.lsn)
-                {
-                    v.push(f);
-                }
-            }
+            let mut v = match repo.read_pointer(partition).await? {
+                Some(pointer) => fallbacks(&pointer, listed().await?),
+                // No pointer: every complete snapshot is kept, so any may do.
+                None => listed().await?,
+            };
             v.retain(|f| f.lsn >= min);
             if v.is_empty() {
                 return Err(RestoreError::NoneAtLeast {
@@ -77,4 +64,33 @@ pub(super) async fn candidates(
         }
     };
     Ok(chosen)
+}
+
+/// The snapshot the pointer names.
+fn newest(pointer: &VersionedPointer) -> SnapshotFolder {
+    SnapshotFolder {
+        name: pointer.pointer.path.clone(),
+        lsn: pointer.pointer.min_applied_lsn,
+        snapshot_id: pointer.pointer.snapshot_id,
+    }
+}
+
+/// The pointer's snapshot first (the listing may sort it elsewhere), then
+/// the older snapshots it keeps, newest first.
+fn fallbacks(pointer: &VersionedPointer, listed: Vec<SnapshotFolder>) -> Vec<SnapshotFolder> {
+    let first = newest(pointer);
+    let retained: Option<HashSet<SnapshotId>> = (!pointer.pointer.retained.is_empty()).then(|| {
+        pointer
+            .pointer
+            .retained
+            .iter()
+            .map(|r| r.snapshot_id)
+            .collect()
+    });
+    let older = listed.into_iter().filter(|f| {
+        f.lsn <= first.lsn
+            && f.name != first.name
+            && retained.as_ref().is_none_or(|r| r.contains(&f.snapshot_id))
+    });
+    std::iter::once(first.clone()).chain(older).collect()
 }

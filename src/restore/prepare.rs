@@ -174,10 +174,14 @@ pub(super) async fn prepare(
             "imported into a scratch database"
         );
         let (restored_lsn, files) = imported.map_err(|e| match e {
-            PartitionError::Import { reason, .. } => RestoreError::Unusable {
-                snapshot: folder_name.clone(),
-                reason: Unusable::Import(reason),
-            },
+            PartitionError::Import { reason, .. } if is_corruption(&reason) => {
+                RestoreError::Unusable {
+                    snapshot: folder_name.clone(),
+                    reason: Unusable::Import(reason),
+                }
+            }
+            // A full disk or an I/O error says nothing of the snapshot:
+            // no fallback, the error as it is.
             e => RestoreError::Partition(e),
         })?;
         Ok(Prepared {
@@ -190,6 +194,15 @@ pub(super) async fn prepare(
     })
     .await
     .expect("import task")
+}
+
+/// Whether RocksDB refused the files themselves (Corruption, InvalidArgument)
+/// rather than the machine failing (IOError, NoSpace, …): only the former
+/// makes a snapshot unusable. RocksDB's C API reports a status only as its
+/// text, which starts with the status code's name.
+fn is_corruption(reason: &str) -> bool {
+    let status = reason.strip_prefix("RocksDB: ").unwrap_or(reason);
+    status.starts_with("Corruption") || status.starts_with("Invalid argument")
 }
 
 /// The checksum `metadata.json` gives for a file, if any.

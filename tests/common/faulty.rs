@@ -22,8 +22,11 @@ use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// A single put (`put_opts`).
+    /// A single put (`put_opts`) of anything but a lease.
     Put,
+    /// A put of a snapshot's lease (`leases/…`): taken and renewed while
+    /// snapshots run, counted apart so that `Put` counts stay those of data.
+    Lease,
     /// Starting a multipart upload.
     Create,
     /// A multipart part.
@@ -99,6 +102,9 @@ pub enum When {
 
 #[derive(Default)]
 struct State {
+    /// Writes ignore their conditions, as a server without conditional
+    /// writes does.
+    blind: std::sync::atomic::AtomicBool,
     rules: Mutex<Vec<(Op, When, Fault)>>,
     counts: Mutex<HashMap<Op, u64>>,
     injected: AtomicU64,
@@ -179,6 +185,11 @@ impl FaultyStore {
         self.state.rules.lock().unwrap().push((op, when, fault));
     }
 
+    /// From now on, every write ignores `If-None-Match` and `If-Match`.
+    pub fn ignore_conditions(&self) {
+        self.state.blind.store(true, Ordering::SeqCst);
+    }
+
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
         self.state.injected.load(Ordering::SeqCst)
@@ -210,8 +221,18 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        let opts = if self.state.blind.load(Ordering::SeqCst) {
+            PutOptions::from(object_store::PutMode::Overwrite)
+        } else {
+            opts
+        };
+        let op = if location.as_ref().contains("/leases/") {
+            Op::Lease
+        } else {
+            Op::Put
+        };
         self.state
-            .apply(Op::Put, self.inner.put_opts(location, payload, opts))
+            .apply(op, self.inner.put_opts(location, payload, opts))
             .await
     }
 

@@ -18,12 +18,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
 
+mod lease;
 mod outcome;
 mod upload;
 
@@ -31,12 +32,12 @@ pub use outcome::{SnapshotError, SnapshotOutcome, SnapshotRequest};
 
 use crate::actors::chunker::ChunkerMsg;
 use crate::actors::exporter::{Export, ExportRequest, ExporterMsg};
-use crate::actors::publisher::PublisherMsg;
+use crate::actors::publisher::{Publication, PublisherMsg};
 use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
 use crate::flow::BoundedMailbox;
 use crate::format::{
-    shared_key, snapshot_folder, FileEntry, FormatVersion, PartitionId, SnapshotId,
+    shared_key, shared_name, snapshot_folder, FileEntry, FormatVersion, PartitionId, SnapshotId,
     SnapshotMetadata, CHECKSUM_ALGORITHM,
 };
 use crate::metrics as m;
@@ -113,16 +114,25 @@ struct Job {
 struct PlannedFile {
     path: std::path::PathBuf,
     key: Path,
+    /// V2: the object's key relative to the partition's folder, as the
+    /// metadata names it.
+    entry_key: Option<String>,
     size: u64,
     /// The file is already stored (V2: shared with the previous snapshot),
     /// with this CRC32C.
     reused: Option<u32>,
 }
 
+/// A V2 file the previous snapshot references.
+struct SharedFile {
+    key: Path,
+    /// Its key relative to the partition's folder, as metadata names it.
+    entry_key: String,
+    crc32c: u32,
+}
+
 /// What step 3 has to do.
 struct Plan {
-    /// The snapshot's own folder.
-    folder: String,
     /// The previous snapshot, whose files a V2 snapshot may reuse.
     base: Option<SnapshotId>,
     files: Vec<PlannedFile>,
@@ -131,6 +141,8 @@ struct Plan {
 /// Where the files went.
 struct Uploaded {
     stored: Vec<StoredFile>,
+    /// Each file's key relative to the partition's folder (V2).
+    entry_keys: Vec<Option<String>>,
     /// Bytes sent (not reused).
     sent_bytes: u64,
     /// The snapshot whose files were reused, if any was.
@@ -156,18 +168,58 @@ impl Job {
         self.request.partition
     }
 
+    /// Exports, then runs the rest under the snapshot's lease: taken before
+    /// anything is stored, renewed while the steps run, given back once
+    /// they are done.
     async fn run(&self) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
         let export = self.export().await?;
+        let lease = self.take_lease().await?;
+        let steps = self.steps(export, lease.started_at, started);
+        let renew = self.keep_lease(lease);
+        tokio::pin!(steps, renew);
+        let result = tokio::select! {
+            result = &mut steps => result,
+            lost = &mut renew => {
+                // Stop, and let the uploads abort what they started. A
+                // publish already under way stands or falls by the fence:
+                // a collector that takes this snapshot's objects fences it
+                // off first.
+                self.cancel.cancel();
+                match steps.await {
+                    Ok(published) => Ok(published),
+                    Err(_) => Err(lost),
+                }
+            }
+        };
+        if let Err(e) = self
+            .repository
+            .delete_lease(self.partition(), self.snapshot_id)
+            .await
+        {
+            tracing::warn!(partition = %self.partition(), error = %e, "cannot delete the snapshot's lease; it expires by itself");
+        }
+        result
+    }
+
+    /// Plan, upload, publish.
+    async fn steps(
+        &self,
+        export: Export,
+        lease_started: DateTime<Utc>,
+        started: Instant,
+    ) -> Result<SnapshotOutcome, SnapshotError> {
         let upload_started = Instant::now();
         let plan = self.plan(&export).await?;
         let uploaded = self.upload(plan).await;
         m::stage_duration("upload").record(upload_started.elapsed().as_secs_f64());
         let uploaded = uploaded?;
-        let meta = self.metadata(&export, &uploaded.stored);
+        let meta = self.metadata(&export, &uploaded);
         // The staging files are no longer needed once every file is stored.
         drop(export);
-        self.check_publishable(upload_started)?;
+        if self.cancel.is_cancelled() {
+            return Err(self.cancelled());
+        }
         let outcome = SnapshotOutcome {
             partition_id: self.partition(),
             snapshot_id: self.snapshot_id,
@@ -182,7 +234,8 @@ impl Job {
             files: meta.files.len(),
             duration: Duration::ZERO,
         };
-        self.publish(meta, uploaded.reused_from).await?;
+        self.publish(meta, uploaded.reused_from, lease_started)
+            .await?;
         Ok(SnapshotOutcome {
             duration: started.elapsed(),
             ..outcome
@@ -234,28 +287,34 @@ impl Job {
                     partition,
                     reason: e.to_string(),
                 })?;
-            let key = match identity {
-                Some(id) => layout.shared(partition, &format!("{id}.sst")),
-                None => layout.file(partition, &folder, name),
+            // A reused file keeps the key its snapshot stored it under; a
+            // new shared file gets a key of its own, named after this
+            // snapshot, so that no upload ever lands on a key a collector
+            // may be deleting.
+            let reused = identity.as_ref().and_then(|id| previous.get(id));
+            let (key, entry_key) = match (identity, reused) {
+                (Some(_), Some(prev)) => (prev.key.clone(), Some(prev.entry_key.clone())),
+                (Some(id), None) => (
+                    layout.shared(partition, &shared_name(id, self.snapshot_id)),
+                    Some(shared_key(id, self.snapshot_id)),
+                ),
+                (None, _) => (layout.file(partition, &folder, name), None),
             };
             files.push(PlannedFile {
                 path: export.file_path(file),
                 key,
+                entry_key,
                 size: file.size,
-                reused: identity.as_ref().and_then(|id| previous.get(id).copied()),
+                reused: reused.map(|prev| prev.crc32c),
             });
         }
-        Ok(Plan {
-            folder,
-            base,
-            files,
-        })
+        Ok(Plan { base, files })
     }
 
-    /// The partition's latest snapshot, and identity → CRC32C of the files
-    /// it references if it is a V2 snapshot. Any trouble reading it only
+    /// The partition's latest snapshot, and identity → where each file it
+    /// references is, if it is a V2 snapshot. Any trouble reading it only
     /// means that nothing is shared.
-    async fn previous_files(&self) -> (Option<SnapshotId>, HashMap<String, u32>) {
+    async fn previous_files(&self) -> (Option<SnapshotId>, HashMap<String, SharedFile>) {
         let partition = self.partition();
         let pointer = match self.repository.read_pointer(partition).await {
             Ok(Some(p)) => p.pointer,
@@ -267,13 +326,20 @@ impl Job {
             .await
         {
             Ok(meta) => {
+                let layout = self.repository.layout();
                 let files = meta
                     .files
                     .iter()
                     .filter_map(|f| {
-                        let crc = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
-                        f.key.as_ref()?;
-                        Some((f.identity.clone()?, crc))
+                        let crc32c = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
+                        let entry_key = f.key.clone()?;
+                        let key = layout.object(partition, &pointer.path, f).ok()?;
+                        let shared = SharedFile {
+                            key,
+                            entry_key,
+                            crc32c,
+                        };
+                        Some((f.identity.clone()?, shared))
                     })
                     .collect();
                 (Some(meta.snapshot_id), files)
@@ -285,13 +351,14 @@ impl Job {
         }
     }
 
-    fn metadata(&self, export: &Export, stored: &[StoredFile]) -> SnapshotMetadata {
+    fn metadata(&self, export: &Export, uploaded: &Uploaded) -> SnapshotMetadata {
         let files = export
             .files
             .iter()
-            .zip(stored)
+            .zip(&uploaded.stored)
             .zip(&export.identities)
-            .map(|((f, s), id)| FileEntry {
+            .zip(&uploaded.entry_keys)
+            .map(|(((f, s), id), key)| FileEntry {
                 column_family_name: f.column_family_name.clone(),
                 name: f.name.clone(),
                 directory: f.directory.clone(),
@@ -305,7 +372,7 @@ impl Job {
                 num_deletions: f.num_deletions,
                 checksum: Some(format!("{:08x}", s.crc32c)),
                 identity: id.clone(),
-                key: id.as_ref().map(|id| shared_key(id)),
+                key: key.clone(),
             })
             .collect();
         SnapshotMetadata {
@@ -323,35 +390,23 @@ impl Job {
         }
     }
 
-    /// A snapshot cancelled while its last files were stored, or whose
-    /// upload took longer than garbage collection's grace period (its first
-    /// objects may have been collected), is never published.
-    fn check_publishable(&self, upload_started: Instant) -> Result<(), SnapshotError> {
-        if self.cancel.is_cancelled() {
-            return Err(self.cancelled());
-        }
-        if let Some(limit) = self.config.max_upload_age {
-            if upload_started.elapsed() >= limit {
-                return Err(SnapshotError::TooSlow {
-                    partition: self.partition(),
-                    limit,
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Step 4: `metadata.json`, then `latest.json`, by the partition's publisher.
     async fn publish(
         &self,
         meta: SnapshotMetadata,
         reused_from: Option<SnapshotId>,
+        lease_started: DateTime<Utc>,
     ) -> Result<(), SnapshotError> {
         let partition = self.partition();
+        let publication = Publication {
+            meta,
+            reused_from,
+            lease_started,
+        };
         match self
             .publisher
             .call(
-                |reply| PublisherMsg::Publish(Box::new(meta), reused_from, reply),
+                |reply| PublisherMsg::Publish(Box::new(publication), reply),
                 None,
             )
             .await

@@ -105,13 +105,13 @@ pub enum SnapshotError {
         #[source]
         source: Box<PublishError>,
     },
-    /// The upload outlasted garbage collection's grace period.
-    #[error("partition {partition}: the upload took longer than garbage collection's grace period ({limit:?}); not published")]
-    TooSlow {
+    /// The snapshot's lease could not be taken or kept.
+    #[error("partition {partition}: {reason}")]
+    Lease {
         /// The partition asked for.
         partition: PartitionId,
-        /// The grace period.
-        limit: Duration,
+        /// What happened to the lease.
+        reason: String,
     },
     /// The pipeline, or a part of it, stopped while serving the request.
     #[error("the snapshot pipeline has stopped ({0})")]
@@ -129,7 +129,7 @@ impl SnapshotError {
             SnapshotError::Export { .. } => "export",
             SnapshotError::Upload { .. } => "upload",
             SnapshotError::Publish { source, .. } => source.reason(),
-            SnapshotError::TooSlow { .. } => "too_slow",
+            SnapshotError::Lease { .. } => "lease",
             SnapshotError::Stopped(_) => "stopped",
         }
     }

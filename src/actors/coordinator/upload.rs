@@ -17,6 +17,8 @@ impl Job {
     pub(super) async fn upload(&self, plan: Plan) -> Result<Uploaded, SnapshotError> {
         // Giving up on one file gives up on the others.
         let files_cancel = self.cancel.child_token();
+        let entry_keys: Vec<Option<String>> =
+            plan.files.iter().map(|f| f.entry_key.clone()).collect();
         let results = join_all(plan.files.into_iter().map(|f| {
             let cancel = &files_cancel;
             async move {
@@ -64,13 +66,14 @@ impl Job {
             }
         }
         if let Some(cause) = cause {
-            self.remove_own(&sent, &plan.folder).await;
+            self.remove_own(&sent).await;
             return Err(SnapshotError::upload(self.partition(), cause));
         }
         let reused_from = plan.base.filter(|_| stored.len() > sent.len());
         Ok(Uploaded {
             sent_bytes: sent.iter().map(|f| f.size).sum(),
             stored,
+            entry_keys,
             reused_from,
         })
     }
@@ -123,15 +126,11 @@ impl Job {
         }
     }
 
-    /// No metadata names the objects in this snapshot's own folder, so
-    /// nothing can reference them. Shared files (V2) may be referenced by
-    /// older retained snapshots: garbage collection decides.
-    async fn remove_own(&self, sent: &[StoredFile], folder: &str) {
-        let own = self
-            .repository
-            .layout()
-            .snapshot_dir(self.partition(), folder);
-        for file in sent.iter().filter(|f| f.key.prefix_matches(&own)) {
+    /// Every object this snapshot sent has a key of its own (its folder, or
+    /// a shared key named after it) that no other snapshot references, so
+    /// a failed snapshot removes them all; what it reused stays.
+    async fn remove_own(&self, sent: &[StoredFile]) {
+        for file in sent {
             if let Err(e) = self.repository.store().delete(&file.key).await {
                 tracing::debug!(key = %file.key, error = %e, "cannot remove object of a failed snapshot");
             }

@@ -134,8 +134,10 @@ pub struct PruneArgs {
     /// Drop kept snapshots older than this (e.g. 7d); the newest is always kept.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub older_than: Option<std::time::Duration>,
-    /// Objects younger than this are never deleted: it must exceed the
-    /// longest snapshot upload.
+    /// Objects of no live snapshot younger than this are never deleted, and a
+    /// snapshot's lease counts as live this long after it expires: it bounds
+    /// clock skew and how long a crashed writer's objects stay, not uploads
+    /// (a snapshot in progress holds a lease, however long it runs).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub grace: std::time::Duration,
     /// Print what would be deleted; delete nothing.
@@ -299,6 +301,7 @@ async fn prune(args: PruneArgs) -> CliResult {
         dry_run: args.dry_run,
         retention,
         cluster: Some(args.cluster.clone()),
+        now: None,
     };
     let partitions = match args.partition {
         Some(p) => vec![p],
@@ -322,13 +325,21 @@ async fn prune(args: PruneArgs) -> CliResult {
             println!("{verb} {} ({})", d.key, indicatif::HumanBytes(d.size));
         }
         println!(
-            "partition {}: kept {} snapshots; {verb} {} objects, {}; spared {} younger than the grace period",
+            "partition {}: kept {} snapshots; {verb} {} objects, {}; spared {} younger than the grace period and {} of {} snapshots in progress",
             r.partition_id,
             r.kept.len(),
             r.deleted.len(),
             indicatif::HumanBytes(r.deleted_bytes),
-            r.spared
+            r.spared,
+            r.leased,
+            r.in_progress.len()
         );
+        if let Some(fence) = r.fence {
+            println!(
+                "partition {}: snapshots started at or before {fence} can no longer be published (their lease expired)",
+                r.partition_id
+            );
+        }
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ pub struct SnapshotArgs {
 pub async fn run(args: SnapshotArgs) -> CliResult {
     let repository =
         super::open_repository(&args.to, OpenMode::CreateMissing, &args.s3.options()).await?;
+    repository.check_conditional_writes().await?;
     let partitions = PartitionStore::open_existing(&args.db)?;
     let cf = args.cf.clone().unwrap_or_else(|| cf_name(args.partition));
     if !partitions.has_column_family(&cf) {

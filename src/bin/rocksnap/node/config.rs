@@ -53,8 +53,8 @@ impl Default for RetentionSection {
 pub struct GcSection {
     #[serde(with = "humantime_serde")]
     pub every: Duration,
-    /// Objects younger than this are never deleted; it must exceed the
-    /// longest snapshot upload.
+    /// Objects of no live snapshot younger than this are never deleted; it
+    /// bounds clock skew and how long a crashed writer's objects stay.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub grace: Duration,
 }

@@ -102,6 +102,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     )?;
     dest.check().await?;
     let repository = Repository::new(dest);
+    repository.check_conditional_writes().await?;
     let rate_limit = config
         .pipeline
         .rate_limit
@@ -115,9 +116,6 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         staging_dir: config.pipeline.staging_dir.clone(),
         rate_limit,
         format: config.pipeline.format,
-        // With collection running, a snapshot slower than its grace period
-        // may have lost objects: it is refused rather than published.
-        max_upload_age: config.gc.as_ref().map(|g| g.grace),
         retention: rocksnap::Retention {
             keep_last: config.retention.keep_last,
             max_age: config.retention.max_age,

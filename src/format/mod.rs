@@ -15,8 +15,11 @@
 //! snapshot that contains them, and a retained-snapshot list in the pointer:
 //!
 //! ```text
-//! [prefix/]<partition_id>/ssts/<identity>.sst
+//! [prefix/]<partition_id>/ssts/<identity>-<snapshot_id>.sst
 //! ```
+//!
+//! Snapshots in progress hold leases (`[prefix/]<partition_id>/leases/`),
+//! described in [`Lease`].
 //!
 //! Everything read from a repository is untrusted: parsing refuses unknown
 //! versions, and file names are checked to be plain names before any key or
@@ -25,6 +28,10 @@
 //! Longer than most files here on purpose: the bucket format lives in this
 //! one module, which every other module calls, so that keys are built and
 //! untrusted documents checked in one place.
+
+mod lease;
+
+pub use lease::{lease_name, owner, shared_key, shared_name, Lease, LEASES};
 
 use std::fmt;
 use std::str::FromStr;
@@ -223,11 +230,6 @@ impl FileEntry {
     }
 }
 
-/// The key, relative to the partition's folder, of a shared SST.
-pub fn shared_key(identity: &str) -> String {
-    format!("{SHARED}/{identity}.sst")
-}
-
 /// `name` without its one optional leading `/`, if what remains is a plain file name.
 pub fn plain_file_name(name: &str) -> Result<&str, FormatError> {
     let plain = name.strip_prefix('/').unwrap_or(name);
@@ -320,6 +322,7 @@ impl SnapshotMetadata {
                 FormatVersion::V1 => Vec::new(),
                 FormatVersion::V2 => vec![self.retained_entry()],
             },
+            gc_fence: None,
         }
     }
 
@@ -359,6 +362,11 @@ pub struct LatestPointer {
     /// log-trim point.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retained: Vec<RetainedSnapshot>,
+    /// Set by garbage collection before it collects the objects of a
+    /// snapshot whose lease expired: no snapshot whose lease started at or
+    /// before this time may be published any more. Never moves back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_fence: Option<DateTime<Utc>>,
 }
 
 /// A snapshot kept by retention.
@@ -429,7 +437,7 @@ impl LatestPointer {
 
 /// Refuses a document whose `version` this build does not know, before the
 /// rest is read, so the error says "version" rather than "missing field".
-fn check_version(bytes: &[u8]) -> Result<(), FormatError> {
+pub(crate) fn check_version(bytes: &[u8]) -> Result<(), FormatError> {
     #[derive(Deserialize)]
     struct Versioned {
         version: serde_json::Value,
@@ -502,6 +510,16 @@ impl Layout {
     /// Key of a shared SST (V2); `name` must already be a checked plain name.
     pub fn shared(&self, partition: PartitionId, name: &str) -> Path {
         self.partition_dir(partition).join(SHARED).join(name)
+    }
+
+    /// Folder of a partition's leases.
+    pub fn leases_dir(&self, partition: PartitionId) -> Path {
+        self.partition_dir(partition).join(LEASES)
+    }
+
+    /// Key of a snapshot's lease.
+    pub fn lease(&self, partition: PartitionId, id: SnapshotId) -> Path {
+        self.leases_dir(partition).join(lease_name(id))
     }
 
     /// Where an entry's object is: its shared key (V2) or its snapshot's folder (V1).

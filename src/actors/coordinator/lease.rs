@@ -1,0 +1,69 @@
+//! The snapshot's lease: taken before anything is stored, renewed while the
+//! snapshot runs, so that garbage collection never takes its objects
+//! however long its upload lasts (see [`crate::format::Lease`]).
+
+use chrono::Utc;
+
+use super::{Job, SnapshotError};
+use crate::format::{FormatVersion, Lease};
+
+impl Job {
+    /// Writes the lease; nothing of the snapshot is stored before it is.
+    pub(super) async fn take_lease(&self) -> Result<Lease, SnapshotError> {
+        let now = Utc::now();
+        let lease = Lease {
+            version: FormatVersion::V1,
+            partition_id: self.partition(),
+            snapshot_id: self.snapshot_id,
+            node_name: self.config.node_name.clone(),
+            started_at: now,
+            renewed_at: now,
+            expires_at: now + self.ttl(),
+        };
+        self.repository
+            .put_lease(&lease)
+            .await
+            .map_err(|e| SnapshotError::Lease {
+                partition: self.partition(),
+                reason: format!("cannot write its lease: {e}"),
+            })?;
+        Ok(lease)
+    }
+
+    /// Renews the lease every third of its time to live, for as long as the
+    /// snapshot runs. Returns only if the lease is lost: it expired before a
+    /// renewal got through, and a collector may now take the snapshot's
+    /// objects.
+    pub(super) async fn keep_lease(&self, mut lease: Lease) -> SnapshotError {
+        let every = self.config.lease_ttl / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let now = Utc::now();
+            let renewed = Lease {
+                renewed_at: now,
+                expires_at: now + self.ttl(),
+                ..lease.clone()
+            };
+            match self.repository.put_lease(&renewed).await {
+                Ok(()) => lease = renewed,
+                Err(e) if Utc::now() < lease.expires_at => {
+                    tracing::warn!(partition = %self.partition(), error = %e,
+                        expires_at = %lease.expires_at, "cannot renew the snapshot's lease; trying again");
+                }
+                Err(e) => {
+                    return SnapshotError::Lease {
+                        partition: self.partition(),
+                        reason: format!(
+                            "its lease expired at {} before it could be renewed ({e}); not published, as garbage collection may take its objects",
+                            lease.expires_at
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    fn ttl(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.lease_ttl).unwrap_or(chrono::Duration::MAX)
+    }
+}

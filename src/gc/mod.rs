@@ -1,0 +1,472 @@
+//! Retention and garbage collection of a partition's snapshots.
+//!
+//! Mark and sweep: every object a kept snapshot references (its
+//! `metadata.json`, and each file's object, shared or not) and `latest.json`
+//! are marked. Every other object belongs to a snapshot whose id its key
+//! carries (see [`crate::format::owner`]), or to none:
+//!
+//! - an object of a snapshot whose lease is live is spared, however old:
+//!   that snapshot is still being uploaded;
+//! - an object of a snapshot whose lease expired (its writer crashed or
+//!   stalled) is collected, after a fence in `latest.json` has made every
+//!   snapshot started at or before that lease unpublishable;
+//! - any other object is collected once it is older than the grace period.
+//!
+//! The grace period therefore bounds clock skew between writers and the
+//! collector and how long a crashed writer's objects stay, not the length
+//! of an upload. The decision is confirmed under the pointer's
+//! compare-and-swap before anything is deleted: the fence is written by it,
+//! and without a fence the pointer is read again. A snapshot published
+//! between the collector's first read and its confirmation makes the
+//! confirmation fail, and the collection starts over.
+//!
+//! Which snapshots are kept: those a V2 pointer lists (after applying the
+//! retention asked for, by compare-and-swap on `latest.json`); with a V1
+//! pointer, the complete snapshots (the newest `keep_last` of them when
+//! asked). A pointer that cannot be read, or a kept snapshot whose metadata
+//! cannot be read, stops the collection before anything is deleted.
+
+mod kept;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::format::{owner, PartitionId, SnapshotId, LEASES, METADATA};
+use crate::repository::{RepoError, Repository, VersionedPointer};
+use crate::retention::Retention;
+use kept::{kept_snapshots, Kept};
+
+/// How often a collection starts over when the pointer keeps moving.
+const MAX_ROUNDS: usize = 16;
+
+/// How a garbage collection runs.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Objects of no live snapshot younger than this are never deleted, and
+    /// a lease counts as live for this long after it expires: it must exceed
+    /// the clock skew between writers and the collector.
+    pub grace: Duration,
+    /// Report what would be deleted, delete nothing, change nothing.
+    pub dry_run: bool,
+    /// Retention to apply before collecting; `None` keeps what the pointer keeps.
+    pub retention: Option<Retention>,
+    /// The cluster whose pointer this is: a pointer of another cluster is
+    /// never rewritten. `None` accepts any cluster but never rewrites.
+    pub cluster: Option<String>,
+    /// The collector's clock; `None` reads the system clock.
+    pub now: Option<DateTime<Utc>>,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(300),
+            dry_run: false,
+            retention: None,
+            cluster: None,
+            now: None,
+        }
+    }
+}
+
+/// What a garbage collection did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    /// The partition collected.
+    pub partition_id: PartitionId,
+    /// Whether this was a dry run, which deleted nothing.
+    pub dry_run: bool,
+    /// Snapshots kept, newest first.
+    pub kept: Vec<SnapshotId>,
+    /// Objects deleted (or, in a dry run, that would be).
+    pub deleted: Vec<DeletedObject>,
+    /// Total size of the deleted objects, in bytes.
+    pub deleted_bytes: u64,
+    /// Unreferenced objects spared because they are younger than the grace period.
+    pub spared: usize,
+    /// Objects spared because the snapshot that wrote them holds a live lease.
+    pub leased: usize,
+    /// Snapshots in progress, by a live lease.
+    pub in_progress: Vec<SnapshotId>,
+    /// The fence this collection set in `latest.json`, if it collected a
+    /// snapshot whose lease had expired.
+    pub fence: Option<DateTime<Utc>>,
+    /// Keys of multipart uploads, left open for longer than the grace
+    /// period, that were aborted (or, in a dry run, would be).
+    pub aborted_uploads: Vec<String>,
+}
+
+/// An object garbage collection deleted (or would delete).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeletedObject {
+    /// Key of the object.
+    pub key: String,
+    /// Size of the object in bytes.
+    pub size: u64,
+}
+
+/// What a partition's leases say of the snapshot that holds one.
+#[derive(Debug, Clone, Copy)]
+enum LeaseState {
+    Live,
+    Expired {
+        started_at: DateTime<Utc>,
+    },
+    /// A lease that cannot be read protects its snapshot: nothing says when
+    /// it started, so it could not be fenced.
+    Unreadable,
+}
+
+/// Applies retention and collects the garbage of one partition.
+pub async fn collect(
+    repo: &Repository,
+    partition: PartitionId,
+    opts: &GcOptions,
+) -> Result<GcReport, GcError> {
+    for _ in 0..MAX_ROUNDS {
+        if let Some(report) = collect_once(repo, partition, opts).await? {
+            return Ok(report);
+        }
+        tracing::debug!(%partition, "latest.json moved during the collection; deciding again");
+    }
+    Err(GcError::Contended)
+}
+
+/// One round: `None` if the pointer moved before the decision could be
+/// confirmed, and nothing was deleted.
+async fn collect_once(
+    repo: &Repository,
+    partition: PartitionId,
+    opts: &GcOptions,
+) -> Result<Option<GcReport>, GcError> {
+    let now = opts.now.unwrap_or_else(Utc::now);
+    let Kept { kept, pointer } = kept_snapshots(repo, partition, opts, now).await?;
+    let marked = mark(repo, partition, &kept).await?;
+    let layout = repo.layout();
+    let dir = layout.partition_dir(partition);
+    // Listed before the leases are read: a writer puts its lease before
+    // any object, so every object listed here has its lease in the reading
+    // below, unless the writer is done with it.
+    let objects: Vec<ObjectMeta> =
+        repo.store()
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| GcError::Store {
+                key: dir.to_string(),
+                source: e,
+            })?;
+    let leases = lease_states(repo, partition, now, opts.grace).await?;
+    let open_uploads = repo.uploads().list(&dir).await.map_err(GcError::Uploads)?;
+
+    let cutoff = now - chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
+    let owner_of = |key: &str| {
+        key.strip_prefix(dir.as_ref())
+            .and_then(|k| k.strip_prefix('/'))
+            .and_then(owner)
+    };
+    let mut report = GcReport {
+        partition_id: partition,
+        dry_run: opts.dry_run,
+        kept: kept.iter().map(|k| k.snapshot_id).collect(),
+        deleted: Vec::new(),
+        deleted_bytes: 0,
+        spared: 0,
+        leased: 0,
+        in_progress: leases
+            .iter()
+            .filter(|(_, s)| matches!(s, LeaseState::Live))
+            .map(|(id, _)| *id)
+            .collect(),
+        fence: None,
+        aborted_uploads: Vec::new(),
+    };
+    report.in_progress.sort();
+    // Collecting from a snapshot whose lease expired needs a fence at or
+    // after that lease's start.
+    let mut fence_needed: Option<DateTime<Utc>> = None;
+    let mut fence_for = |started_at: DateTime<Utc>| {
+        fence_needed = Some(fence_needed.map_or(started_at, |f| f.max(started_at)));
+    };
+    let mut candidates = Vec::new();
+    for object in objects {
+        if marked.contains(&object.location) {
+            continue;
+        }
+        match owner_of(object.location.as_ref()).and_then(|id| leases.get(&id)) {
+            Some(LeaseState::Live | LeaseState::Unreadable) => report.leased += 1,
+            Some(LeaseState::Expired { started_at }) => {
+                fence_for(*started_at);
+                candidates.push((object, true));
+            }
+            None if object.last_modified > cutoff => report.spared += 1,
+            None => candidates.push((object, false)),
+        }
+    }
+    let mut uploads_to_abort = Vec::new();
+    for upload in open_uploads {
+        match owner_of(&upload.key).and_then(|id| leases.get(&id)) {
+            Some(LeaseState::Live | LeaseState::Unreadable) => {}
+            Some(LeaseState::Expired { started_at }) => {
+                fence_for(*started_at);
+                uploads_to_abort.push((upload, true));
+            }
+            None if upload.initiated > cutoff => {}
+            None => uploads_to_abort.push((upload, false)),
+        }
+    }
+
+    // Confirm the decision under the pointer's compare-and-swap.
+    if let Some(fence) = fence_needed {
+        match fence_pointer(repo, pointer.as_ref(), fence, opts).await? {
+            Fenced::Moved => return Ok(None),
+            Fenced::Set(fence) => report.fence = fence,
+            Fenced::Impossible(why) => {
+                // Without a fence, an expired lease's writer could still
+                // publish: its objects stay until a fence can be set.
+                tracing::info!(%partition, reason = why, "objects of snapshots whose lease expired are kept");
+                candidates.retain(|(_, leased)| !leased);
+                uploads_to_abort.retain(|(_, leased)| !leased);
+            }
+        }
+    } else if !opts.dry_run && !pointer_unchanged(repo, partition, pointer.as_ref()).await? {
+        return Ok(None);
+    }
+
+    // A folder's metadata.json goes first: a collection interrupted half-way
+    // then leaves files without metadata (garbage, collected next time),
+    // never metadata without its files (a folder that looks complete).
+    // Leases go last, once what they protected is gone.
+    candidates.sort_by_key(|(o, _)| {
+        let name = o.location.filename();
+        let in_leases = o
+            .location
+            .as_ref()
+            .strip_prefix(dir.as_ref())
+            .is_some_and(|k| k.starts_with(&format!("/{LEASES}/")));
+        match name {
+            Some(METADATA) => 0,
+            _ if in_leases => 2,
+            _ => 1,
+        }
+    });
+    for (object, leased) in candidates {
+        if !opts.dry_run && !delete(repo, &object.location, leased, cutoff).await? {
+            report.spared += 1;
+            continue;
+        }
+        report.deleted_bytes += object.size;
+        report.deleted.push(DeletedObject {
+            key: object.location.to_string(),
+            size: object.size,
+        });
+    }
+    // Uploads a killed process left open, or whose snapshot's lease expired.
+    for (upload, _) in uploads_to_abort {
+        if !opts.dry_run {
+            repo.uploads()
+                .abort(&upload)
+                .await
+                .map_err(GcError::Uploads)?;
+        }
+        report.aborted_uploads.push(upload.key);
+    }
+    tracing::info!(
+        partition = %partition, dry_run = opts.dry_run, aborted_uploads = report.aborted_uploads.len(), kept = report.kept.len(),
+        deleted = report.deleted.len(), bytes = report.deleted_bytes, spared = report.spared, leased = report.leased,
+        fence = ?report.fence, "garbage collected"
+    );
+    Ok(Some(report))
+}
+
+/// Every object the kept snapshots reference, and the pointer.
+async fn mark(
+    repo: &Repository,
+    partition: PartitionId,
+    kept: &[crate::format::RetainedSnapshot],
+) -> Result<HashSet<Path>, GcError> {
+    let layout = repo.layout();
+    let mut marked = HashSet::new();
+    marked.insert(layout.latest(partition));
+    for snapshot in kept {
+        let unreadable = |source| GcError::KeptUnreadable {
+            snapshot: snapshot.path.clone(),
+            source,
+        };
+        let meta = repo
+            .read_metadata(partition, &snapshot.path)
+            .await
+            .map_err(unreadable)?;
+        marked.insert(layout.metadata(partition, &snapshot.path));
+        for f in &meta.files {
+            let key = layout.object(partition, &snapshot.path, f).map_err(|e| {
+                unreadable(RepoError::Malformed {
+                    key: layout.metadata(partition, &snapshot.path).to_string(),
+                    source: e,
+                })
+            })?;
+            marked.insert(key);
+        }
+    }
+    Ok(marked)
+}
+
+/// Each lease of the partition, live or not at `now`.
+async fn lease_states(
+    repo: &Repository,
+    partition: PartitionId,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<HashMap<SnapshotId, LeaseState>, GcError> {
+    let mut states = HashMap::new();
+    for (id, lease) in repo.read_leases(partition).await? {
+        let state = match lease {
+            Ok(lease) if lease.is_live(now, grace) => LeaseState::Live,
+            Ok(lease) => LeaseState::Expired {
+                started_at: lease.started_at,
+            },
+            Err(e) => {
+                tracing::warn!(%partition, snapshot = %id, error = %e, "unreadable lease: its snapshot's objects are kept");
+                LeaseState::Unreadable
+            }
+        };
+        states.insert(id, state);
+    }
+    Ok(states)
+}
+
+enum Fenced {
+    /// The pointer moved since it was read: decide again.
+    Moved,
+    /// The fence is in place (`None` in a dry run, which writes nothing).
+    Set(Option<DateTime<Utc>>),
+    /// No fence can be written; the reason says why.
+    Impossible(&'static str),
+}
+
+/// Raises the pointer's fence to at least `fence`, by compare-and-swap
+/// against the version the collection decided on.
+async fn fence_pointer(
+    repo: &Repository,
+    current: Option<&VersionedPointer>,
+    fence: DateTime<Utc>,
+    opts: &GcOptions,
+) -> Result<Fenced, GcError> {
+    let Some(current) = current else {
+        return Ok(Fenced::Impossible(
+            "the partition has no latest.json to hold a fence",
+        ));
+    };
+    if opts.cluster.as_deref() != Some(current.pointer.cluster_name.as_str()) {
+        return Ok(Fenced::Impossible(
+            "latest.json belongs to another cluster than the one named",
+        ));
+    }
+    if opts.dry_run {
+        return Ok(Fenced::Set(None));
+    }
+    let mut pointer = current.pointer.clone();
+    let fence = pointer.gc_fence.map_or(fence, |f| f.max(fence));
+    pointer.gc_fence = Some(fence);
+    match repo.swap_pointer(Some(&current.version), &pointer).await {
+        Ok(_) => Ok(Fenced::Set(Some(fence))),
+        Err(RepoError::Conflict { .. }) => Ok(Fenced::Moved),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the pointer is still the one the collection decided on.
+async fn pointer_unchanged(
+    repo: &Repository,
+    partition: PartitionId,
+    decided_on: Option<&VersionedPointer>,
+) -> Result<bool, GcError> {
+    let now = repo.read_pointer(partition).await?;
+    Ok(match (decided_on, now) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.version.e_tag.is_some()
+                && a.version.e_tag == b.version.e_tag
+                && a.pointer == b.pointer
+        }
+        _ => false,
+    })
+}
+
+/// Deletes one object. An object of no snapshot is looked at again first:
+/// written since the listing, it is young, and stays (`false`).
+async fn delete(
+    repo: &Repository,
+    key: &Path,
+    leased: bool,
+    cutoff: DateTime<Utc>,
+) -> Result<bool, GcError> {
+    let store_err = |source| GcError::Store {
+        key: key.to_string(),
+        source,
+    };
+    if !leased {
+        match repo.store().head(key).await {
+            Ok(now) if now.last_modified > cutoff => return Ok(false),
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_err(e)),
+        }
+    }
+    match repo
+        .retry()
+        .run("delete", || repo.store().delete(key))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+/// Why a garbage collection stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The repository failed: reading or replacing the pointer, listing
+    /// snapshots, or reading a metadata document.
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+    /// A kept snapshot's metadata cannot be read, so its references are
+    /// unknown and nothing is deleted.
+    #[error("kept snapshot {snapshot} cannot be read, so nothing is deleted: {source}")]
+    KeptUnreadable {
+        /// Folder name of the snapshot.
+        snapshot: String,
+        /// Why it cannot be read.
+        #[source]
+        source: RepoError,
+    },
+    /// Listing, checking or deleting an object failed.
+    #[error("cannot list or delete {key}: {source}")]
+    Store {
+        /// The key (or folder, for a listing) operated on.
+        key: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
+    },
+    /// `latest.json` changed under every attempt to apply retention to it.
+    #[error("latest.json kept changing; try again")]
+    Contended,
+    /// Listing or aborting open multipart uploads failed.
+    #[error("open multipart uploads: {0}")]
+    Uploads(String),
+    /// Retention would rewrite a pointer of another cluster (or of a cluster
+    /// not named in [`GcOptions::cluster`]).
+    #[error(
+        "latest.json belongs to cluster {found:?}; pass its cluster name to apply retention to it"
+    )]
+    ForeignPointer {
+        /// The cluster named in the pointer.
+        found: String,
+    },
+}

@@ -1,0 +1,221 @@
+//! Uploads in progress are never collected, however long they take: a
+//! snapshot holds a lease while it runs, and a collector that finds a lease
+//! expired fences the snapshot off under the pointer's compare-and-swap
+//! before it takes anything.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::faulty::{Fault, FaultyStore, Gate, Op, When};
+use common::{files_below, snapshot, wait_until, Fixture};
+use rocksnap::format::{FormatVersion, PartitionId};
+use rocksnap::gc::{collect, GcOptions};
+use rocksnap::restore::{verify, RestoreOptions};
+use rocksnap::{PipelineConfig, Repository};
+
+/// A partition with one multipart file, and a repository whose
+/// metadata.json write (the first single put) waits at a gate: the
+/// snapshot's files are all stored, and it sits there as a long upload would.
+fn held_at_metadata(fx: &Fixture) -> (Repository, Gate) {
+    let store = FaultyStore::new(fx.repository.store().clone());
+    let gate = Gate::closed();
+    store.inject(Op::Put, When::Nth(1), Fault::Hold(gate.clone()));
+    let repo = Repository::new(
+        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
+            .unwrap()
+            .wrap_store(|_| Arc::new(store.clone())),
+    );
+    (repo, gate)
+}
+
+fn config(fx: &Fixture) -> PipelineConfig {
+    PipelineConfig {
+        part_size: 1024 * 1024,
+        ..fx.config()
+    }
+}
+
+fn gc(grace: Duration) -> GcOptions {
+    GcOptions {
+        grace,
+        cluster: Some("localcluster".into()),
+        ..GcOptions::default()
+    }
+}
+
+async fn verify_latest(fx: &Fixture) {
+    verify(
+        &fx.repository,
+        PartitionId(1),
+        None,
+        false,
+        &RestoreOptions {
+            staging_dir: Some(fx.dir.path().join("verify")),
+            ..RestoreOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the latest snapshot is not complete: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_progress_survives_collection_with_no_grace() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 1024, 4096);
+    let (repo, gate) = held_at_metadata(&fx);
+    let supervisor = fx.supervisor_on(config(&fx), repo, Arc::default()).await;
+    let upload = {
+        let supervisor = supervisor.clone();
+        tokio::spawn(async move { snapshot(&supervisor, 1, None).await })
+    };
+    wait_until("every file is stored and metadata.json waits", || {
+        gate.waiting() == 1
+    })
+    .await;
+
+    // Older than no grace at all, unreferenced: only the lease protects them.
+    let report = collect(&fx.repository, PartitionId(1), &gc(Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert!(report.leased > 0, "{report:?}");
+    assert_eq!(report.in_progress.len(), 1, "{report:?}");
+
+    gate.open();
+    let outcome = upload.await.unwrap().unwrap();
+    assert_eq!(report.in_progress[0], outcome.snapshot_id);
+    assert_eq!(fx.latest(1).snapshot_id, outcome.snapshot_id);
+    verify_latest(&fx).await;
+    assert!(
+        files_below(&fx.repo_dir.join("1").join("leases")).is_empty(),
+        "the lease outlived its snapshot"
+    );
+    supervisor.stop(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_whose_lease_expired_is_fenced_off() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 1024, 4096);
+    let plain = fx.supervisor(config(&fx)).await;
+    let first = snapshot(&plain, 1, None).await.unwrap();
+
+    fx.write(1, 20, 1024, 4096);
+    let (repo, gate) = held_at_metadata(&fx);
+    let held = fx.supervisor_on(config(&fx), repo, Arc::default()).await;
+    let stalled = {
+        let held = held.clone();
+        tokio::spawn(async move { snapshot(&held, 1, None).await })
+    };
+    wait_until("the second snapshot's files are stored", || {
+        gate.waiting() == 1
+    })
+    .await;
+
+    // An hour later by the collector's clock, the stalled writer's lease
+    // has expired: the collector fences it off, then takes its objects.
+    let later = GcOptions {
+        now: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        ..gc(Duration::from_secs(1))
+    };
+    let report = collect(&fx.repository, PartitionId(1), &later)
+        .await
+        .unwrap();
+    assert!(report.fence.is_some(), "{report:?}");
+    assert!(!report.deleted.is_empty(), "{report:?}");
+    assert_eq!(fx.latest(1).gc_fence, report.fence);
+
+    // The writer wakes up: its publish is refused, in plain words.
+    gate.open();
+    let err = stalled.await.unwrap().unwrap_err();
+    assert_eq!(err.reason(), "fenced", "{err}");
+    assert!(err.to_string().contains("lease expired"), "{err}");
+    assert_eq!(
+        fx.latest(1).snapshot_id,
+        first.snapshot_id,
+        "the pointer moved"
+    );
+    verify_latest(&fx).await;
+
+    // Later snapshots are not held back by the fence.
+    fx.write(1, 30, 10, 100);
+    let third = snapshot(&plain, 1, None).await.unwrap();
+    assert_eq!(fx.latest(1).snapshot_id, third.snapshot_id);
+    assert_eq!(fx.latest(1).gc_fence, report.fence, "the fence moved back");
+    verify_latest(&fx).await;
+    plain.stop(None);
+    held.stop(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_files_are_stored_under_keys_of_their_own() {
+    let fx = Fixture::new(&[1]);
+    let v2 = PipelineConfig {
+        format: FormatVersion::V2,
+        ..config(&fx)
+    };
+    let supervisor = fx.supervisor(v2).await;
+    fx.write(1, 1, 200, 1000);
+    let first = snapshot(&supervisor, 1, None).await.unwrap();
+    fx.write(1, 2, 200, 1000);
+    let second = snapshot(&supervisor, 1, None).await.unwrap();
+    let folder = fx.latest(1).path.clone();
+    let meta = fx.metadata(1, &folder);
+    let keys: Vec<String> = meta.files.iter().map(|f| f.key.clone().unwrap()).collect();
+    // The file the second snapshot sent is named after it; the one it
+    // reused keeps the first snapshot's key.
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with(&format!("-{}.sst", second.snapshot_id))),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with(&format!("-{}.sst", first.snapshot_id))),
+        "{keys:?}"
+    );
+    // Collection with no grace leaves every referenced object.
+    collect(&fx.repository, PartitionId(1), &gc(Duration::ZERO))
+        .await
+        .unwrap();
+    verify_latest(&fx).await;
+    supervisor.stop(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_stops_the_snapshot() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 1024, 4096);
+    let store = FaultyStore::new(fx.repository.store().clone());
+    // The lease is taken; every renewal fails.
+    store.inject(Op::Lease, When::FromNth(2), Fault::Fail);
+    let repo = Repository::new(
+        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
+            .unwrap()
+            .wrap_store(|_| Arc::new(store.clone())),
+    );
+    // ~4 MiB at 1 MiB/s: the upload lasts well past the one-second lease.
+    let config = PipelineConfig {
+        lease_ttl: Duration::from_secs(1),
+        rate_limit: Some(rocksnap::RateLimit::new(1024 * 1024)),
+        ..config(&fx)
+    };
+    let supervisor = fx.supervisor_on(config, repo, Arc::default()).await;
+    let err = snapshot(&supervisor, 1, None).await.unwrap_err();
+    assert_eq!(err.reason(), "lease", "{err}");
+    assert!(err.to_string().contains("lease expired"), "{err}");
+    assert!(store.count(Op::Lease) > 1, "no renewal was tried");
+    assert!(fx
+        .repository
+        .read_pointer(PartitionId(1))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        !files_below(&fx.repo_dir).iter().any(|f| f.contains('#')),
+        "an upload was left open"
+    );
+    supervisor.stop(None);
+}
