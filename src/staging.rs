@@ -46,10 +46,82 @@ pub(crate) fn export_dir(root: &Path, name: &str) -> std::io::Result<TempDir> {
         .tempdir_in(root)
 }
 
+/// Names of restore staging directories start with this.
+const RESTORE_PREFIX: &str = "restore-";
+
+/// A restore's staging directory, locked for as long as the restore holds
+/// it: a sweep at start leaves a locked one alone, and a killed process's
+/// lock goes with it.
+#[derive(Debug)]
+pub(crate) struct StagingDir {
+    dir: TempDir,
+    _lock: std::fs::File,
+}
+
+impl StagingDir {
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keeps the directory (and its files) after the restore is done.
+    pub(crate) fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+}
+
 /// A fresh directory for one restore or verification of `partition`.
-pub(crate) fn restore_dir(root: &Path, name: &str) -> std::io::Result<TempDir> {
+pub(crate) fn restore_dir(root: &Path, name: &str) -> std::io::Result<StagingDir> {
     std::fs::create_dir_all(root)?;
-    tempfile::Builder::new()
-        .prefix(&format!("restore-{name}-"))
-        .tempdir_in(root)
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{RESTORE_PREFIX}{name}-"))
+        .tempdir_in(root)?;
+    let lock = std::fs::File::create(dir.path().join(".lock"))?;
+    lock.lock()?;
+    Ok(StagingDir { dir, _lock: lock })
+}
+
+/// Removes the staging directories a killed process left under `root`:
+/// every export, and every restore directory whose lock nobody holds,
+/// except those in `keep` (named by an unsettled restore intent). Returns
+/// what it removed.
+pub(crate) fn sweep(root: &Path, keep: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let stale = if name.starts_with(EXPORT_PREFIX) {
+            true
+        } else if name.starts_with(RESTORE_PREFIX) {
+            !keep.contains(&path) && !is_locked(&path.join(".lock"))
+        } else {
+            false
+        };
+        if stale {
+            tracing::info!(path = %path.display(), "removing a stale staging directory");
+            std::fs::remove_dir_all(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether another process (or this one) holds the lock file.
+fn is_locked(lock: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(lock) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
 }

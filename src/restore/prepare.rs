@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tempfile::TempDir;
+use crate::staging::StagingDir;
 
 use super::{DownloadError, RestoreError, RestoreOptions, Unusable, BYTEWISE};
 use crate::ffi::{self, ImportFile};
@@ -15,7 +15,7 @@ use crate::partition::{PartitionError, PartitionStore};
 use crate::repository::{RepoError, Repository, SnapshotFolder};
 use crate::transfer::{Download, Downloader};
 
-pub(super) fn staging_dir(root: &Path, partition: PartitionId) -> Result<TempDir, RestoreError> {
+pub(super) fn staging_dir(root: &Path, partition: PartitionId) -> Result<StagingDir, RestoreError> {
     crate::staging::restore_dir(root, &partition.to_string())
         .map_err(|e| RestoreError::local(root, e))
 }
@@ -27,7 +27,7 @@ pub(super) struct Prepared {
     pub(super) restored_lsn: Option<Lsn>,
     pub(super) comparator: String,
     pub(super) files: Vec<ImportFile>,
-    pub(super) staging: TempDir,
+    pub(super) staging: StagingDir,
 }
 
 pub(super) async fn prepare(
@@ -35,7 +35,7 @@ pub(super) async fn prepare(
     partition: PartitionId,
     folder: &SnapshotFolder,
     cf: &str,
-    staging: TempDir,
+    staging: StagingDir,
     opts: &RestoreOptions,
     deep: bool,
 ) -> Result<Prepared, RestoreError> {

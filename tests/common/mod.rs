@@ -50,6 +50,11 @@ impl Fixture {
         }
     }
 
+    /// `<db>.rocksnap-staging`, where restores stage and intents live.
+    pub fn staging_root(db: &Path) -> PathBuf {
+        rocksnap::default_staging_dir(db)
+    }
+
     pub fn staging_dir(&self) -> PathBuf {
         self.dir.path().join("staging")
     }

@@ -1,0 +1,175 @@
+//! A restore that dies at any instant is finished, or rolled back, by
+//! whatever opens the database next, which never creates an empty column
+//! family where a restore was interrupted; staging directories a killed
+//! process left are swept at open.
+//!
+//! The crash states are built the way a restore leaves them: an intent
+//! written and fsynced, then the live column family dropped (or not yet),
+//! with the new and previous files in the restore's staging directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use rocksnap::partition::{Entry, RestoreIntent};
+use rocksnap::{ExportedColumnFamily, ImportFile, Lsn, PartitionId, PartitionStore};
+
+fn import_files(exported: &ExportedColumnFamily) -> Vec<ImportFile> {
+    exported
+        .files
+        .iter()
+        .map(|f| ImportFile {
+            directory: f.directory.clone(),
+            name: f.name.clone(),
+            level: f.level,
+            size: f.size,
+            smallest_key: f.smallest_key.clone(),
+            largest_key: f.largest_key.clone(),
+            smallest_seqno: f.smallest_seqno,
+            largest_seqno: f.largest_seqno,
+        })
+        .collect()
+}
+
+struct Crash {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    staging: PathBuf,
+    new_entries: Vec<Entry>,
+    old_entries: Vec<Entry>,
+}
+
+/// A database whose partition 1 a restore was replacing when it died:
+/// `dropped` says whether the live column family was already dropped.
+fn crashed_restore(dropped: bool) -> Crash {
+    let dir = tempfile::tempdir().unwrap();
+    // The snapshot being restored: a database of its own.
+    let source = PartitionStore::open(&dir.path().join("source"), &[PartitionId(1)]).unwrap();
+    let records: Vec<_> = (0..50)
+        .map(|i| (common::key(9, i), common::value(9, i, 100)))
+        .collect();
+    source.apply(PartitionId(1), Lsn(9), records).unwrap();
+    let new_entries = source.entries("data-1").unwrap();
+
+    let db = dir.path().join("db");
+    let live = PartitionStore::open(&db, &[PartitionId(1)]).unwrap();
+    live.apply(
+        PartitionId(1),
+        Lsn(3),
+        [(b"old".to_vec(), b"value".to_vec())],
+    )
+    .unwrap();
+    let old_entries = live.entries("data-1").unwrap();
+
+    // The restore's staging directory, as it holds it at the swap.
+    let staging = common::Fixture::staging_root(&db).join("restore-1-crashed");
+    std::fs::create_dir_all(&staging).unwrap();
+    let new = source
+        .export_column_family("data-1", &staging.join("new"))
+        .unwrap();
+    let previous = live
+        .export_column_family("data-1", &staging.join("previous"))
+        .unwrap();
+    let (new_files, previous_files) = (import_files(&new), import_files(&previous));
+    RestoreIntent::new(
+        "data-1",
+        &new.comparator_name,
+        &new_files,
+        Some((previous.comparator_name.as_str(), &previous_files)),
+        &staging,
+    )
+    .write(&db)
+    .unwrap();
+    if dropped {
+        live.drop_column_family("data-1").unwrap();
+    }
+    drop(live);
+    Crash {
+        _dir: dir,
+        db,
+        staging,
+        new_entries,
+        old_entries,
+    }
+}
+
+fn intents(db: &Path) -> Vec<String> {
+    common::files_below(&common::Fixture::staging_root(db).join("intents"))
+}
+
+#[test]
+fn a_restore_killed_after_the_drop_is_finished_at_open() {
+    let crash = crashed_restore(true);
+    let store = PartitionStore::open(&crash.db, &[PartitionId(1)]).unwrap();
+    assert_eq!(store.entries("data-1").unwrap(), crash.new_entries);
+    assert_eq!(store.applied_lsn("data-1").unwrap(), Some(Lsn(9)));
+    assert!(intents(&crash.db).is_empty(), "the intent was left");
+    assert!(!crash.staging.exists(), "the restore's files were left");
+}
+
+#[test]
+fn a_restore_killed_before_the_drop_leaves_the_partition_as_it_was() {
+    let crash = crashed_restore(false);
+    let store = PartitionStore::open(&crash.db, &[PartitionId(1)]).unwrap();
+    assert_eq!(store.entries("data-1").unwrap(), crash.old_entries);
+    assert!(intents(&crash.db).is_empty());
+    assert!(!crash.staging.exists());
+}
+
+#[test]
+fn a_restore_whose_new_files_are_gone_is_rolled_back() {
+    let crash = crashed_restore(true);
+    std::fs::remove_dir_all(crash.staging.join("new")).unwrap();
+    let store = PartitionStore::open(&crash.db, &[PartitionId(1)]).unwrap();
+    assert_eq!(store.entries("data-1").unwrap(), crash.old_entries);
+    assert!(intents(&crash.db).is_empty());
+}
+
+#[test]
+fn a_restore_that_cannot_be_finished_never_becomes_an_empty_partition() {
+    let crash = crashed_restore(true);
+    std::fs::remove_dir_all(crash.staging.join("new")).unwrap();
+    std::fs::remove_dir_all(crash.staging.join("previous")).unwrap();
+    let err = PartitionStore::open(&crash.db, &[PartitionId(1)]).unwrap_err();
+    assert!(err.to_string().contains("cannot be finished"), "{err}");
+    // Nothing was created, and the intent is still there for an operator.
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &crash.db).unwrap();
+    assert!(!names.contains(&"data-1".to_string()), "{names:?}");
+    assert_eq!(intents(&crash.db).len(), 1);
+}
+
+#[test]
+fn stale_staging_directories_are_swept_at_open_but_not_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    drop(PartitionStore::open(&db, &[PartitionId(1)]).unwrap());
+    let root = common::Fixture::staging_root(&db);
+    let stale_restore = root.join("restore-1-stale");
+    let stale_export = root.join("export-1-stale");
+    let live_restore = root.join("restore-1-live");
+    for d in [&stale_restore, &stale_export, &live_restore] {
+        std::fs::create_dir_all(d.join("download")).unwrap();
+        std::fs::write(d.join("download").join("000007.sst"), b"pinned bytes").unwrap();
+    }
+    std::fs::write(stale_restore.join(".lock"), b"").unwrap();
+    // A restore still running holds its directory's lock.
+    let held = std::fs::File::create(live_restore.join(".lock")).unwrap();
+    held.lock().unwrap();
+
+    let store = PartitionStore::open(&db, &[PartitionId(1)]).unwrap();
+    let report = store.recover().unwrap();
+    assert!(
+        report.swept.is_empty(),
+        "the second sweep found {:?}",
+        report.swept
+    );
+    assert!(
+        !stale_restore.exists(),
+        "a killed restore's files stay for ever"
+    );
+    assert!(!stale_export.exists());
+    assert!(
+        live_restore.exists(),
+        "a running restore's directory was swept"
+    );
+}
