@@ -398,3 +398,25 @@ async fn fallback_stays_within_the_retained_snapshots() {
     );
     assert_eq!(dump_path(&db, "data-1"), before, "the database was touched");
 }
+
+/// Sequence numbers become the database's own on import: metadata that
+/// understates them would hide the host's next writes under imported
+/// entries, so each file's own record of them is checked first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn understated_sequence_numbers_are_refused() {
+    let fx = Fixture::new(&[1]);
+    let folder = one_snapshot(&fx).await;
+    let path = fx.repo_dir.join("1").join(&folder).join("metadata.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for f in meta["files"].as_array_mut().unwrap() {
+        let smallest = f["smallest_seqno"].as_u64().unwrap();
+        f["largest_seqno"] = serde_json::json!(smallest);
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let (db, before) = target_db(&fx);
+    let err = restore(&fx.repository, &db, PartitionId(1), RestoreTarget::Latest, &opts(&fx))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sequence numbers"), "{err}");
+    assert_eq!(dump_path(&db, "data-1"), before, "the database was touched");
+}

@@ -272,6 +272,23 @@ pub fn sst_identity(path: &Path) -> Result<(String, u64), FfiError> {
     }
 }
 
+/// The sequence numbers an SST's keys carry, smallest and largest, as its
+/// table properties record them; `None` for a file that does not record
+/// them (written by an older RocksDB).
+pub fn sst_seqnos(path: &Path) -> Result<Option<(u64, u64)>, FfiError> {
+    let cpath = path_cstring(path)?;
+    let (mut smallest, mut largest, mut known) = (0u64, 0u64, 0i32);
+    // SAFETY: the shim writes two numbers and a flag, or returns a malloc'd
+    // message, which is read and freed once here.
+    unsafe {
+        let err = rocksnap_sst_seqnos(cpath.as_ptr(), &mut smallest, &mut largest, &mut known);
+        if !err.is_null() {
+            return Err(FfiError::Rocks(owned_c_string(err)));
+        }
+    }
+    Ok((known != 0).then_some((smallest, largest)))
+}
+
 #[repr(C)]
 struct RawSstSummary {
     smallest_key: *mut c_char,
@@ -319,6 +336,12 @@ extern "C" {
         path: *const c_char,
         session: *mut *mut c_char,
         file_number: *mut u64,
+    ) -> *mut c_char;
+    fn rocksnap_sst_seqnos(
+        path: *const c_char,
+        smallest: *mut u64,
+        largest: *mut u64,
+        known: *mut i32,
     ) -> *mut c_char;
 }
 

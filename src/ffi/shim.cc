@@ -131,4 +131,23 @@ char* rocksnap_sst_identity(const char* path, char** session,
   return nullptr;
 }
 
+// Reads the range of sequence numbers an SST's keys carry, from its table
+// properties (RocksDB writes them since 9.x). *known is 0 when the file does
+// not record them. Returns NULL on success, else a malloc'd message.
+char* rocksnap_sst_seqnos(const char* path, uint64_t* smallest,
+                          uint64_t* largest, int* known) {
+  *known = 0;
+  rocksdb::Options options;
+  rocksdb::SstFileReader reader(options);
+  rocksdb::Status s = reader.Open(path);
+  if (!s.ok()) return copy_error(s.ToString());
+  auto props = reader.GetTableProperties();
+  if (props && props->HasKeySmallestSeqno() && props->HasKeyLargestSeqno()) {
+    *smallest = props->key_smallest_seqno;
+    *largest = props->key_largest_seqno;
+    *known = 1;
+  }
+  return nullptr;
+}
+
 }  // extern "C"

@@ -161,6 +161,13 @@ pub(super) async fn prepare(
     let downloads2 = downloads.clone();
     let folder_name = folder.name.clone();
     tokio::task::spawn_blocking(move || {
+        // The sequence numbers in metadata.json become the database's own on
+        // import: understated, the host's next writes would be hidden under
+        // the imported entries. Each file's own record of them is checked.
+        check_seqnos(&meta2, &downloads2).map_err(|reason| RestoreError::Unusable {
+            snapshot: folder_name.clone(),
+            reason,
+        })?;
         if deep {
             deep_check(&meta2, &downloads2).map_err(|reason| RestoreError::Unusable {
                 snapshot: folder_name.clone(),
@@ -246,6 +253,35 @@ pub(super) fn import_files(exported: &[ffi::ExportedFile]) -> Vec<ImportFile> {
             largest_seqno: f.largest_seqno,
         })
         .collect()
+}
+
+/// Checks that each file's sequence numbers lie within the range the
+/// metadata gives for it: from the file's table properties, or, for a file
+/// that does not record them, by reading its entries.
+fn check_seqnos(meta: &SnapshotMetadata, downloads: &[Download]) -> Result<(), Unusable> {
+    for (f, d) in meta.files.iter().zip(downloads) {
+        let bad = |reason: String| Unusable::Invalid {
+            key: d.key.to_string(),
+            reason,
+        };
+        let range = match ffi::sst_seqnos(&d.dest).map_err(|e| bad(e.to_string()))? {
+            Some(range) => range,
+            None => {
+                let s = ffi::scan_sst(&d.dest).map_err(|e| bad(e.to_string()))?;
+                if s.entries == 0 {
+                    continue;
+                }
+                (s.smallest_seqno, s.largest_seqno)
+            }
+        };
+        if range.0 < f.smallest_seqno || range.1 > f.largest_seqno {
+            return Err(bad(format!(
+                "its keys carry sequence numbers {}..{}, outside the metadata's {}..{}",
+                range.0, range.1, f.smallest_seqno, f.largest_seqno
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads every entry of every SST and checks it against the metadata.
