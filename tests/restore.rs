@@ -407,16 +407,67 @@ async fn understated_sequence_numbers_are_refused() {
     let fx = Fixture::new(&[1]);
     let folder = one_snapshot(&fx).await;
     let path = fx.repo_dir.join("1").join(&folder).join("metadata.json");
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     for f in meta["files"].as_array_mut().unwrap() {
         let smallest = f["smallest_seqno"].as_u64().unwrap();
         f["largest_seqno"] = serde_json::json!(smallest);
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
     let (db, before) = target_db(&fx);
-    let err = restore(&fx.repository, &db, PartitionId(1), RestoreTarget::Latest, &opts(&fx))
-        .await
-        .unwrap_err();
+    let err = restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &opts(&fx),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("sequence numbers"), "{err}");
     assert_eq!(dump_path(&db, "data-1"), before, "the database was touched");
+}
+
+/// A staging disk that fills up stops the restore with an error that says
+/// so, without falling back (a full disk says nothing of the snapshot) and
+/// without touching the database. The staging directory is a 1 MiB tmpfs,
+/// which needs the right to mount (root, as in CI); without it the test
+/// says so and checks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_staging_disk_is_a_clear_error() {
+    let fx = Fixture::new(&[1]);
+    one_snapshot(&fx).await; // ~400 KiB in one file
+    fx.write(1, 20, 2000, 1024);
+    let supervisor = fx.supervisor(fx.config()).await;
+    snapshot(&supervisor, 1, None).await.unwrap(); // ~2.4 MiB: more than fits
+    let small = fx.dir.path().join("small-disk");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let (db, before) = target_db(&fx);
+    let result = restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::LatestOrOlder,
+        &RestoreOptions {
+            staging_dir: Some(small.clone()),
+            ..opts(&fx)
+        },
+    )
+    .await;
+    let left = files_below(&small);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    let err = result.unwrap_err();
+    assert!(matches!(err, RestoreError::DiskFull { .. }), "{err:?}");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    assert_eq!(dump_path(&db, "data-1"), before, "the database was touched");
+    assert!(left.is_empty(), "staged files were left: {left:?}");
 }

@@ -343,6 +343,15 @@ pub enum RestoreError {
     /// Downloading failed: the store could not be read or a local file not written.
     #[error(transparent)]
     Download(DownloadError),
+    /// The disk the files are staged on is full. Nothing of the database
+    /// was changed.
+    #[error("no space left on the device of {} for the snapshot's {bytes} bytes; free some, or stage elsewhere (--staging-dir); the database is untouched", path.display())]
+    DiskFull {
+        /// Where the files were being written.
+        path: PathBuf,
+        /// The snapshot's size.
+        bytes: u64,
+    },
     /// A local file or directory operation failed.
     #[error("{}: {source}", path.display())]
     Local {

@@ -134,6 +134,14 @@ pub(super) async fn prepare(
                 expected,
                 actual,
             }),
+            DownloadError::Local { path, source }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                RestoreError::DiskFull {
+                    path,
+                    bytes: meta.total_bytes(),
+                }
+            }
             e => RestoreError::Download(e),
         })?;
     for ((want, d), crc) in checksums.iter().zip(&downloads).zip(crcs) {
