@@ -257,6 +257,46 @@ async fn check(repo: &Repository, log: &Log, dir: &Path, max_lsn: &mut u64, roun
     std::fs::remove_dir_all(&target).unwrap();
 }
 
+/// The pointer and every object the snapshots it retains reference, sorted.
+async fn needed(repo: &Repository) -> Vec<String> {
+    let mut needed: Vec<String> = Vec::new();
+    if let Some(pointer) = repo.read_pointer(PARTITION).await.unwrap() {
+        needed.push(repo.layout().latest(PARTITION).to_string());
+        for kept in pointer.pointer.kept() {
+            needed.push(repo.layout().metadata(PARTITION, &kept.path).to_string());
+            for f in repo
+                .read_metadata(PARTITION, &kept.path)
+                .await
+                .unwrap()
+                .files
+            {
+                needed.push(
+                    repo.layout()
+                        .object(PARTITION, &kept.path, &f)
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    needed.sort();
+    needed.dedup();
+    needed
+}
+
+/// Every object of the partition, sorted.
+async fn listed(repo: &Repository) -> Vec<String> {
+    let mut left: Vec<String> = repo
+        .store()
+        .list(Some(&repo.layout().partition_dir(PARTITION)))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    left.sort();
+    left
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torture() {
     let seed = std::env::var("ROCKSNAP_TORTURE_SEED")
@@ -349,6 +389,30 @@ async fn torture() {
             );
         }
         check(&repo, &log, dir.path(), &mut max_lsn, round).await;
+        // After the next collection, nothing is left that no retained
+        // snapshot and no live lease needs (without a pointer, collection
+        // keeps every complete snapshot: nothing to compare with).
+        if repo.read_pointer(PARTITION).await.unwrap().is_none() {
+            continue;
+        }
+        collect(&repo, PARTITION, &gc(None)).await.unwrap();
+        let leases: Vec<rocksnap::SnapshotId> = repo
+            .read_leases(PARTITION)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let needed = needed(&repo).await;
+        let dir_key = repo.layout().partition_dir(PARTITION).to_string();
+        for key in listed(&repo).await {
+            let relative = key.strip_prefix(&format!("{dir_key}/")).unwrap_or(&key);
+            let leased = rocksnap::format::owner(relative).is_some_and(|id| leases.contains(&id));
+            assert!(
+                needed.contains(&key) || leased,
+                "round {round}: {key} is needed by no retained snapshot and no lease"
+            );
+        }
     }
 
     // An hour later every killed writer's lease has expired: collection
