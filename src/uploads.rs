@@ -71,13 +71,9 @@ impl UploadLister {
                     Err(e) => Err(format!("{}: {e}", path.display())),
                 }
             }
-            // The key as the store gave it: `Path::from` would encode it again.
             UploadLister::S3(s3) => s3
                 .store
-                .abort_multipart(
-                    &Path::parse(&upload.key).map_err(|e| e.to_string())?,
-                    &upload.id,
-                )
+                .abort_multipart(&listed_key(&upload.key)?, &upload.id)
                 .await
                 .map_err(|e| e.to_string()),
         }
@@ -165,6 +161,12 @@ impl S3Uploads {
             }
         }
     }
+}
+
+/// A key as a listing gave it, as a path to the same object: taken as it
+/// is (`Path::from` would percent-encode it again, and name another key).
+fn listed_key(key: &str) -> Result<Path, String> {
+    Path::parse(key).map_err(|e| format!("{key:?}: {e}"))
 }
 
 /// The client for the few requests `object_store` has no call for: with
@@ -306,6 +308,22 @@ mod tests {
                 "p/1/lsn_00000000000000000007-snap_01KB/000999.sst".to_string(),
                 "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA".to_string()
             ))
+        );
+    }
+
+    #[test]
+    fn a_listed_key_is_not_encoded_again() {
+        for key in [
+            "p/1/ssts/12-AB-4096-snap_01KB.sst",
+            "p/1/a%20b.sst",
+            "p/1/x#y.sst",
+        ] {
+            assert_eq!(listed_key(key).unwrap().as_ref(), key);
+        }
+        assert_ne!(
+            Path::from("p/1/a%20b.sst").as_ref(),
+            "p/1/a%20b.sst",
+            "Path::from re-encodes"
         );
     }
 }

@@ -361,6 +361,10 @@ fn invalid_configurations_are_refused_with_their_problem() {
             base(&local, "").replace("partitions = [1]", "partitions = []"),
             "node.partitions is empty",
         ),
+        (
+            base(&local, "").replace("127.0.0.1:0", "0.0.0.0:0"),
+            "is not a loopback address",
+        ),
     ];
     for (i, (text, expect)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.toml"));
@@ -379,4 +383,76 @@ fn invalid_configurations_are_refused_with_their_problem() {
         );
         assert_eq!(stderr.trim_end().lines().count(), 1, "case {i}: {stderr}");
     }
+}
+
+/// Bound beyond loopback, a node takes state-changing requests only with
+/// its token; reads stay open, and `rocksnap request` sends the token from
+/// the environment. The token never shows in what the node prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_guards_state_changing_requests() {
+    const TOKEN: &str = "a-long-admin-token-1234";
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::local(dir.path().join("repo"));
+    let path = write_config(dir.path(), &backend, "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "admin_addr = \"127.0.0.1:0\"",
+        &format!("admin_addr = \"0.0.0.0:0\"\nadmin_token = \"{TOKEN}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    {
+        let store =
+            rocksnap::PartitionStore::open(&dir.path().join("db"), &[PartitionId(1)]).unwrap();
+        store
+            .apply(
+                PartitionId(1),
+                rocksnap::Lsn(4),
+                [(b"k".to_vec(), b"v".to_vec())],
+            )
+            .unwrap();
+    }
+    let mut node = Node::start(&backend, &path);
+    // Bound to every address; reached here on loopback.
+    let port = node.addr.rsplit(':').next().unwrap().to_string();
+    node.addr = format!("127.0.0.1:{port}");
+    let url = node.url("/snapshots/1");
+    let client = reqwest::Client::new();
+
+    let none = client.post(&url).send().await.unwrap();
+    assert_eq!(none.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let wrong = client
+        .post(&url)
+        .bearer_auth("a-long-but-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert!(
+        common::files_below(&dir.path().join("repo").join("1")).is_empty(),
+        "a snapshot was taken"
+    );
+    let metrics = client.get(node.url("/metrics")).send().await.unwrap();
+    assert!(metrics.status().is_success(), "reads need no token");
+
+    let right = client.post(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert!(
+        right.status().is_success(),
+        "{}",
+        right.text().await.unwrap()
+    );
+    let out = common::bin::command(&["request", "--node", &node.addr, "--partition", "1"])
+        .env("ROCKSNAP_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = common::bin::command(&["request", "--node", &node.addr, "--partition", "1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin token"));
+    let status = node.terminate();
+    assert!(status.success());
 }

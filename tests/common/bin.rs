@@ -15,6 +15,7 @@ pub fn command(args: &[&str]) -> Command {
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_ALLOW_HTTP",
+        "ROCKSNAP_ADMIN_TOKEN",
     ] {
         cmd.env_remove(var);
     }

@@ -168,6 +168,9 @@ pub struct RequestArgs {
     /// Refuse a snapshot below this LSN.
     #[arg(long, value_parser = parse_lsn)]
     pub min_lsn: Option<Lsn>,
+    /// The node's admin token, if it has one; prefer the environment variable.
+    #[arg(long, env = "ROCKSNAP_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Pipeline settings shared by the commands that upload.
@@ -270,8 +273,11 @@ async fn request(args: RequestArgs) -> CliResult {
     if let Some(lsn) = args.min_lsn {
         url.push_str(&format!("?min_lsn={lsn}"));
     }
-    let response = reqwest::Client::new()
-        .post(&url)
+    let mut post = reqwest::Client::new().post(&url);
+    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        post = post.bearer_auth(token);
+    }
+    let response = post
         .send()
         .await
         .map_err(|e| format!("cannot reach the node at {base}: {e}"))?;

@@ -1,20 +1,23 @@
 //! The node's admin endpoint: snapshot on request, partition state, metrics.
 //!
 //! - `POST /snapshots/<partition>[?min_lsn=N]`: takes a snapshot; answers the
-//!   outcome as JSON, or `{"error", "reason"}` with 404 (unknown partition),
-//!   409 (already running, LSN too low), 503 (shutting down) or 500.
+//!   outcome as JSON, or `{"error", "reason"}` with 401 (no or wrong admin
+//!   token, when the node has one), 404 (unknown partition), 409 (already
+//!   running, LSN too low), 503 (shutting down) or 500.
 //! - `GET /partitions`: per partition, the applied LSN, the latest snapshot's
 //!   LSN and the safe log-trim point.
 //! - `GET /metrics`: Prometheus text format.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use super::NodeState;
@@ -26,8 +29,13 @@ pub async fn serve(
     state: Arc<NodeState>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = Router::new()
+    // State-changing requests need the token, when there is one; reads
+    // (partition state, metrics) do not, so that Prometheus scrapes as is.
+    let changes = Router::new()
         .route("/snapshots/{partition}", post(snapshot))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let app = Router::new()
+        .merge(changes)
         .route("/partitions", get(partitions))
         .route("/metrics", get(metrics))
         .with_state(state);
@@ -40,6 +48,32 @@ pub async fn serve(
     {
         tracing::error!(error = %e, "admin endpoint failed");
     }
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`, when
+/// the node has a token; compared in constant time.
+async fn require_token(
+    State(state): State<Arc<NodeState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &state.admin_token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let allowed = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.0.as_bytes())));
+    if !allowed {
+        let body = ErrorBody {
+            error: "this endpoint needs the node's admin token (Authorization: Bearer …)".into(),
+            reason: "unauthorized",
+        };
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    next.run(request).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,6 +59,21 @@ pub struct GcSection {
     pub grace: Duration,
 }
 
+/// A secret: never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// The environment variable a node and `rocksnap request` read the admin
+/// token from.
+pub const ADMIN_TOKEN_ENV: &str = "ROCKSNAP_ADMIN_TOKEN";
+
 fn default_keep() -> usize {
     10
 }
@@ -78,6 +93,11 @@ pub struct NodeSection {
     /// Admin HTTP endpoint: `POST /snapshots/<partition>`, `GET /partitions`, `GET /metrics`.
     #[serde(default = "default_admin")]
     pub admin_addr: SocketAddr,
+    /// Bearer token every state-changing admin request must carry; required
+    /// when `admin_addr` is not a loopback address. Prefer the
+    /// `ROCKSNAP_ADMIN_TOKEN` environment variable to the file.
+    #[serde(default)]
+    pub admin_token: Option<AdminToken>,
     /// How long snapshots in flight may take to finish after SIGTERM.
     #[serde(default = "default_deadline", with = "humantime_serde")]
     pub shutdown_deadline: Duration,
@@ -186,10 +206,16 @@ impl NodeConfig {
             path: path.to_path_buf(),
             problems: vec![e.to_string()],
         })?;
-        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError {
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             problems: vec![e.message().to_string() + &location(&text, e.span())],
         })?;
+        if config.node.admin_token.is_none() {
+            config.node.admin_token = std::env::var(ADMIN_TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(AdminToken);
+        }
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -206,6 +232,20 @@ impl NodeConfig {
         let mut p = Vec::new();
         if self.node.name.trim().is_empty() {
             p.push("node.name is empty".into());
+        }
+        if !self.node.admin_addr.ip().is_loopback() && self.node.admin_token.is_none() {
+            p.push(format!(
+                "node.admin_addr {} is not a loopback address: anyone who reaches it could take snapshots; set node.admin_token or {ADMIN_TOKEN_ENV}",
+                self.node.admin_addr
+            ));
+        }
+        if self
+            .node
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.0.len() < 16)
+        {
+            p.push("node.admin_token must be at least 16 characters".into());
         }
         if self.node.partitions.is_empty() {
             p.push("node.partitions is empty".into());

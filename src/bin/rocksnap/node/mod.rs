@@ -36,6 +36,8 @@ pub struct NodeState {
     /// Safe log-trim point per partition, refreshed after every snapshot.
     pub trim_points: Mutex<HashMap<PartitionId, Option<Lsn>>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// What state-changing admin requests must carry, if anything.
+    pub admin_token: Option<config::AdminToken>,
 }
 
 impl NodeState {
@@ -136,6 +138,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         ids: ids.clone(),
         trim_points: Mutex::default(),
         metrics,
+        admin_token: config.node.admin_token.clone(),
     });
     for &id in &ids {
         state.refresh(id).await;
