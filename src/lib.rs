@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod actors;
+pub mod bootstrap;
 mod config;
 mod ffi;
 mod flow;

@@ -456,3 +456,102 @@ async fn admin_token_guards_state_changing_requests() {
     let status = node.terminate();
     assert!(status.success());
 }
+
+/// A node whose database is gone restores every partition from the
+/// repository before it opens them for writes, and reports where each came
+/// from and the LSN its log resumes after; with bootstrap off, they start
+/// empty.
+async fn bootstrap_at_start(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let path = write_config(dir.path(), &backend, "");
+    let (before_1, before_2) = {
+        let store = rocksnap::PartitionStore::open(&db, &[PartitionId(1), PartitionId(2)]).unwrap();
+        for (p, lsn) in [(1u64, 7u64), (2, 9)] {
+            let records: Vec<_> = (0..300)
+                .map(|i| (common::key(lsn, i), common::value(lsn, i, 1000)))
+                .collect();
+            store
+                .apply(PartitionId(p), rocksnap::Lsn(lsn), records)
+                .unwrap();
+        }
+        (
+            store.entries("data-1").unwrap(),
+            store.entries("data-2").unwrap(),
+        )
+    };
+    let node = Node::start(&backend, &path);
+    let client = reqwest::Client::new();
+    for p in [1, 2] {
+        let r = client
+            .post(node.url(&format!("/snapshots/{p}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    assert!(node.terminate().success());
+
+    std::fs::remove_dir_all(&db).unwrap();
+    let node = Node::start(&backend, &path);
+    let parts: serde_json::Value = serde_json::from_str(
+        &client
+            .get(node.url("/partitions"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    for (i, lsn) in [(0usize, 7u64), (1, 9)] {
+        assert_eq!(parts[i]["origin"]["source"], "snapshot", "{parts}");
+        assert_eq!(parts[i]["resume_after"], lsn, "{parts}");
+        assert_eq!(parts[i]["applied_lsn"], lsn, "{parts}");
+    }
+    assert!(node.terminate().success());
+    let store = rocksnap::PartitionStore::open_existing(&db).unwrap();
+    assert!(
+        store.entries("data-1").unwrap() == before_1,
+        "partition 1 differs from its snapshot"
+    );
+    assert!(
+        store.entries("data-2").unwrap() == before_2,
+        "partition 2 differs from its snapshot"
+    );
+    drop(store);
+
+    // Bootstrap off: the partitions start empty, and say so.
+    std::fs::remove_dir_all(&db).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap() + "\n[bootstrap]\nmode = \"never\"\n";
+    std::fs::write(&path, text).unwrap();
+    let node = Node::start(&backend, &path);
+    let parts: serde_json::Value = serde_json::from_str(
+        &client
+            .get(node.url("/partitions"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    for i in [0, 1] {
+        assert_eq!(parts[i]["origin"]["source"], "not_bootstrapped", "{parts}");
+        assert!(parts[i]["applied_lsn"].is_null(), "{parts}");
+    }
+    assert!(node.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_bootstrap_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap_at_start(Backend::local(dir.path().join("repo"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_bootstrap_at_start() {
+    bootstrap_at_start(Backend::s3("bootstrap").await).await;
+}

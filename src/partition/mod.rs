@@ -249,6 +249,23 @@ impl PartitionStore {
             .unwrap_or(0)
     }
 
+    /// Whether a column family holds any key at all.
+    pub fn has_keys(&self, cf: &str) -> Result<bool, PartitionError> {
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
+        match self
+            .db
+            .iterator_cf(&handle, rocksdb::IteratorMode::Start)
+            .next()
+        {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(PartitionError::rocks(&self.path, e)),
+        }
+    }
+
     /// Every key and value of a column family, in key order. For checks and
     /// small partitions: it holds the whole column family in memory.
     pub fn entries(&self, cf: &str) -> Result<Vec<Entry>, PartitionError> {

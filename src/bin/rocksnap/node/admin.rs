@@ -129,6 +129,10 @@ pub struct PartitionStatus {
     pub applied_records: u64,
     /// The host may trim its log up to here: the oldest kept snapshot's LSN.
     pub safe_trim_lsn: Option<Lsn>,
+    /// Where the partition's data came from at start.
+    pub origin: Option<rocksnap::bootstrap::Origin>,
+    /// The LSN after which the partition's log resumed at start.
+    pub resume_after: Option<Lsn>,
 }
 
 async fn partitions(State(state): State<Arc<NodeState>>) -> Response {
@@ -144,6 +148,8 @@ async fn partitions(State(state): State<Arc<NodeState>>) -> Response {
             applied_lsn,
             applied_records: state.partitions.applied_records(id),
             safe_trim_lsn: state.trim_point(id),
+            origin: state.origins.get(&id).cloned(),
+            resume_after: state.origins.get(&id).and_then(|o| o.resume_after()),
         });
     }
     Json(out).into_response()

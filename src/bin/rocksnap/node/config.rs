@@ -26,6 +26,18 @@ pub struct NodeConfig {
     #[serde(default)]
     pub retention: RetentionSection,
     pub gc: Option<GcSection>,
+    #[serde(default)]
+    pub bootstrap: BootstrapSection,
+}
+
+/// Restoring partitions that have no data at start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSection {
+    /// `if-missing` (default): a partition whose column family is missing
+    /// or empty is restored from the newest usable snapshot; `never`.
+    #[serde(default)]
+    pub mode: rocksnap::bootstrap::BootstrapMode,
 }
 
 /// Which snapshots `latest.json` keeps (format V2).

@@ -36,6 +36,8 @@ pub struct NodeState {
     /// Safe log-trim point per partition, refreshed after every snapshot.
     pub trim_points: Mutex<HashMap<PartitionId, Option<Lsn>>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Where each partition's data came from at start.
+    pub origins: HashMap<PartitionId, rocksnap::bootstrap::Origin>,
     /// What state-changing admin requests must carry, if anything.
     pub admin_token: Option<config::AdminToken>,
 }
@@ -96,7 +98,6 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         .copied()
         .map(PartitionId)
         .collect();
-    let partitions = PartitionStore::open(&config.node.db, &ids)?;
     let dest = Destination::open_with(
         &config.repository.url,
         OpenMode::CreateMissing,
@@ -109,6 +110,24 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         .pipeline
         .rate_limit
         .map(|r| RateLimit::new(r.as_u64()));
+    // Partitions with no data are restored before the store is opened for writes.
+    let restore_opts = rocksnap::restore::RestoreOptions {
+        rate_limit: rate_limit.clone(),
+        ..Default::default()
+    };
+    let origins: HashMap<PartitionId, rocksnap::bootstrap::Origin> =
+        rocksnap::bootstrap::bootstrap(
+            &repository,
+            &config.node.db,
+            &ids,
+            config.bootstrap.mode,
+            &restore_opts,
+        )
+        .await?
+        .into_iter()
+        .map(|b| (b.partition_id, b.origin))
+        .collect();
+    let partitions = PartitionStore::open(&config.node.db, &ids)?;
     let pipeline = PipelineConfig {
         cluster_name: config.node.cluster.clone(),
         node_name: config.node.name.clone(),
@@ -139,6 +158,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         trim_points: Mutex::default(),
         metrics,
         admin_token: config.node.admin_token.clone(),
+        origins,
     });
     for &id in &ids {
         state.refresh(id).await;
