@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use clap::Args;
 use futures::future::join_all;
-use rand::RngCore;
 
 use super::progress::Progress;
 use super::{CliResult, PipelineArgs};
@@ -62,6 +61,9 @@ pub async fn run(args: DemoArgs) -> CliResult {
     );
     let mut lsn = 0u64;
     let mut published = 0u64;
+    // The demo's log: how many records each LSN wrote (their contents are
+    // derived from partition, LSN and index, so they can be written again).
+    let mut log: Vec<(u64, u64)> = Vec::new();
     for round in 1..=args.rounds {
         let written = Arc::new(AtomicU64::new(0));
         let writer = {
@@ -88,7 +90,9 @@ pub async fn run(args: DemoArgs) -> CliResult {
             )
         }))
         .await;
-        lsn = writer.await??;
+        let (last, batches) = writer.await??;
+        lsn = last;
+        log.extend(batches);
         progress.finish();
         for outcome in snapshots {
             let o = outcome?;
@@ -153,6 +157,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
     if outcome.snapshot_id != last.snapshot_id {
         return Err("the restore did not pick the newest snapshot".into());
     }
+    second_node(&args, &repository, &partitions, &ids, &log).await?;
     println!(
         "\npublished {} in {} snapshots; {} written to the database; {:.2?} in all",
         indicatif::HumanBytes(published + last.bytes),
@@ -161,6 +166,87 @@ pub async fn run(args: DemoArgs) -> CliResult {
         started.elapsed()
     );
     Ok(())
+}
+
+/// A second node starts with an empty database: it bootstraps every
+/// partition from the first node's repository, replays the log after each
+/// snapshot's LSN, and must then hold exactly what the first node holds.
+async fn second_node(
+    args: &DemoArgs,
+    repository: &Repository,
+    first: &PartitionStore,
+    ids: &[PartitionId],
+    log: &[(u64, u64)],
+) -> CliResult {
+    let db = args.dir.join("node-2-db");
+    println!(
+        "\nnode 2 starts with an empty database at {}:",
+        db.display()
+    );
+    let report = rocksnap::bootstrap::bootstrap(
+        repository,
+        &db,
+        ids,
+        rocksnap::bootstrap::BootstrapMode::IfMissing,
+        &RestoreOptions::default(),
+    )
+    .await?;
+    let store = PartitionStore::open(&db, ids)?;
+    for b in report {
+        let after = b.origin.resume_after().map_or(0, |l| l.0);
+        let mut replayed = 0;
+        for &(lsn, count) in log.iter().filter(|(lsn, _)| *lsn > after) {
+            store.apply(b.partition_id, Lsn(lsn), batch(b.partition_id, lsn, count))?;
+            replayed += count;
+        }
+        let cf = rocksnap::partition::cf_name(b.partition_id);
+        let (mine, theirs) = (store.entries(&cf)?, first.entries(&cf)?);
+        if mine != theirs {
+            return Err(format!(
+                "node 2's partition {} differs from node 1's ({} keys against {})",
+                b.partition_id,
+                mine.len(),
+                theirs.len()
+            )
+            .into());
+        }
+        println!(
+            "partition {}: bootstrapped at LSN {after}, replayed {replayed} records, equal ({} keys, digest {:08x})",
+            b.partition_id,
+            mine.len(),
+            digest(&mine)
+        );
+    }
+    Ok(())
+}
+
+/// A CRC32C over every key and value, with their lengths.
+fn digest(entries: &[rocksnap::partition::Entry]) -> u32 {
+    entries.iter().fold(0, |crc, (k, v)| {
+        let crc = crc32c::crc32c_append(crc, &(k.len() as u64).to_be_bytes());
+        let crc = crc32c::crc32c_append(crc, k);
+        let crc = crc32c::crc32c_append(crc, &(v.len() as u64).to_be_bytes());
+        crc32c::crc32c_append(crc, v)
+    })
+}
+
+/// The records LSN `lsn` writes to a partition: `count` values of 1 KiB
+/// that look random but are derived from the partition, the LSN and the index.
+fn batch(partition: PartitionId, lsn: u64, count: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let mut x = (partition.0 << 48) ^ (lsn << 16) ^ i ^ 0x9e37_79b9_7f4a_7c15;
+            let value = (0..1024)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            (format!("key-{lsn:010}-{i:08}").into_bytes(), value)
+        })
+        .collect()
 }
 
 /// Compares a partition in the source database and a restored one, key by
@@ -185,33 +271,28 @@ fn compare_partition(
 }
 
 /// Writes `records` values of 1 KiB to every partition, 100 per write batch,
-/// each batch one LSN, counting records in `written`. Returns the last LSN written.
+/// each batch one LSN, counting records in `written`. Returns the last LSN
+/// written and, per LSN, how many records it wrote.
 fn write_round(
     partitions: &PartitionStore,
     ids: &[PartitionId],
     records: u64,
     mut lsn: u64,
     written: &AtomicU64,
-) -> Result<u64, rocksnap::partition::PartitionError> {
-    let mut rng = rand::rng();
-    let mut value = vec![0u8; 1024];
+) -> Result<(u64, Vec<(u64, u64)>), rocksnap::partition::PartitionError> {
     let mut next = 0u64;
+    let mut log = Vec::new();
     while next < records {
-        let batch_end = (next + 100).min(records);
+        let count = (records - next).min(100);
         lsn += 1;
         for &p in ids {
-            let batch: Vec<(Vec<u8>, Vec<u8>)> = (next..batch_end)
-                .map(|i| {
-                    rng.fill_bytes(&mut value);
-                    (format!("key-{lsn:010}-{i:08}").into_bytes(), value.clone())
-                })
-                .collect();
-            partitions.apply(p, Lsn(lsn), batch)?;
+            partitions.apply(p, Lsn(lsn), batch(p, lsn, count))?;
         }
-        next = batch_end;
+        log.push((lsn, count));
+        next += count;
         written.store(next, Ordering::Relaxed);
     }
-    Ok(lsn)
+    Ok((lsn, log))
 }
 
 fn prepare_dir(dir: &Path) -> CliResult {
@@ -230,6 +311,8 @@ fn prepare_dir(dir: &Path) -> CliResult {
             "db.rocksnap-staging",
             "restored-db",
             "restored-db.rocksnap-staging",
+            "node-2-db",
+            "node-2-db.rocksnap-staging",
         ] {
             let p = dir.join(sub);
             if p.exists() {
