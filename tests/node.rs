@@ -192,12 +192,28 @@ async fn policy_requests_and_metrics(backend: Backend) {
         );
     }
 
-    // An admin request returns the outcome, through the CLI too.
-    let outcome = json(http.post(node.url("/snapshots/2")).send().await.unwrap()).await;
+    // An admin request returns the outcome, through the CLI too. The
+    // policy snapshots every partition many times a second, and a request
+    // for a partition already being snapshotted is refused (not queued):
+    // ask again until it is the request's turn.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        let answer = json(http.post(node.url("/snapshots/2")).send().await.unwrap()).await;
+        if answer["reason"] != "in_progress" {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "never the request's turn");
+    };
     assert_eq!(outcome["partition_id"], 2, "{outcome}");
-    let out = common::bin::command(&["request", "--node", &node.addr, "--partition", "1"])
-        .output()
-        .unwrap();
+    let out = loop {
+        let out = common::bin::command(&["request", "--node", &node.addr, "--partition", "1"])
+            .output()
+            .unwrap();
+        if !String::from_utf8_lossy(&out.stderr).contains("already being snapshotted") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "never the request's turn");
+    };
     assert!(
         out.status.success(),
         "{}",
@@ -554,4 +570,103 @@ async fn local_bootstrap_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_bootstrap_at_start() {
     bootstrap_at_start(Backend::s3("bootstrap").await).await;
+}
+
+/// A running node with a workload: one partition's log is trimmed past its
+/// applied LSN; the node fast-forwards it from a snapshot that covers the
+/// gap while the other partition keeps taking writes, then writes and
+/// snapshots of it go on. A gap no snapshot covers is refused.
+async fn fast_forward_on_a_running_node(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &backend,
+        "[workload]\nrecords_per_second = 200\nvalue_size = \"100B\"\n",
+    );
+    let node = Node::start(&backend, &path);
+    let client = reqwest::Client::new();
+    let status = || async {
+        let text = client
+            .get(node.url("/partitions"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+
+    // Another node publishes partition 1 far ahead, at LSN 10 000.
+    let source = common::Fixture::new(&[1]);
+    source.write(1, 10_000, 500, 1000);
+    let supervisor = source
+        .supervisor_on(
+            rocksnap::PipelineConfig {
+                part_size: backend.part_size(),
+                ..source.config()
+            },
+            backend.repository(),
+            std::sync::Arc::default(),
+        )
+        .await;
+    common::snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+
+    // The log now starts at 9 000: partition 1 (at a few hundred) has a gap.
+    let ff = client
+        .post(node.url("/partitions/1/fast-forward?log_start=9000"))
+        .send()
+        .await
+        .unwrap();
+    assert!(ff.status().is_success(), "{}", ff.text().await.unwrap());
+    let done: serde_json::Value = serde_json::from_str(&ff.text().await.unwrap()).unwrap();
+    assert_eq!(done["applied_lsn"], 10_000, "{done}");
+    // Partition 2 kept (and keeps) taking writes; partition 1 resumes after 10 000.
+    let before = status().await[1]["applied_records"].as_u64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = status().await;
+        if now[1]["applied_records"].as_u64().unwrap() > before
+            && now[0]["applied_lsn"].as_u64().unwrap() > 10_000
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes did not go on: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snap = client.post(node.url("/snapshots/1")).send().await.unwrap();
+    let text = snap.text().await.unwrap();
+    let snap: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(snap["min_applied_lsn"].as_u64().unwrap() > 10_000, "{snap}");
+
+    // A gap no snapshot covers: refused, nothing changed.
+    let lsn_before = status().await[0]["applied_lsn"].as_u64().unwrap();
+    let refused = client
+        .post(node.url("/partitions/1/fast-forward?log_start=1000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::CONFLICT);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("no snapshot covers the gap"));
+    assert!(status().await[0]["applied_lsn"].as_u64().unwrap() >= lsn_before);
+    assert!(node.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_fast_forward_on_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    fast_forward_on_a_running_node(Backend::local(dir.path().join("repo"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_fast_forward_on_a_running_node() {
+    fast_forward_on_a_running_node(Backend::s3("fastforward").await).await;
 }

@@ -216,9 +216,14 @@ async fn pointer_never_moves_back() {
     fx.write(1, 50, 10, 100);
     let supervisor = fx.supervisor(fx.config()).await;
     snapshot(&supervisor, 1, None).await.unwrap();
-    // The host reports a lower LSN (a stale leader): the newer pointer stays.
-    fx.write(1, 40, 10, 100);
-    let err = snapshot(&supervisor, 1, None).await.unwrap_err();
+    // A stale leader, whose own database is at a lower LSN, snapshots into
+    // the same repository: the newer pointer stays.
+    let stale = Fixture::new(&[1]);
+    stale.write(1, 40, 10, 100);
+    let stale_supervisor = stale
+        .supervisor_on(stale.config(), fx.repository.clone(), Default::default())
+        .await;
+    let err = snapshot(&stale_supervisor, 1, None).await.unwrap_err();
     assert!(
         matches!(&err, SnapshotError::Publish { source, .. }
             if matches!(**source, PublishError::Stale { current: Lsn(50), new: Lsn(40) })),

@@ -39,6 +39,7 @@
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
 use std::ptr;
+use std::sync::Arc;
 
 use librocksdb_sys as ffi;
 use rocksdb::{AsColumnFamilyRef, AsRawPtr, DB};
@@ -148,11 +149,11 @@ pub struct ImportFile {
 /// database (hard links on the same filesystem). RocksDB refuses an empty
 /// list, and a file with no entries or unreadable keys.
 pub fn import_column_family(
-    db: &DB,
+    db: &Arc<DB>,
     name: &str,
     comparator: &str,
     files: &[ImportFile],
-) -> Result<(), FfiError> {
+) -> Result<OwnedColumnFamily, FfiError> {
     let cname = cstring(name)?;
     let ccomparator = cstring(comparator)?;
     let owned: Vec<[CString; 3]> = files
@@ -198,9 +199,71 @@ pub fn import_column_family(
                 err,
             )
         })?;
-        ffi::rocksdb_column_family_handle_destroy(handle);
+        Ok(OwnedColumnFamily {
+            db: db.clone(),
+            handle,
+        })
     }
-    Ok(())
+}
+
+/// The handle of a column family this module imported: the `rocksdb`
+/// crate keeps its own list of handles and learns of an imported column
+/// family only when the database is opened again, so the partition store
+/// uses this one meanwhile, wherever the crate takes a column family.
+pub struct OwnedColumnFamily {
+    /// Held so that the database outlives the handle.
+    db: Arc<DB>,
+    handle: *mut ffi::rocksdb_column_family_handle_t,
+}
+
+// SAFETY: RocksDB's column family handles may be used from any thread (the
+// `rocksdb` crate's own handles are Send and Sync for the same reason); this
+// one is only read after it is created, and destroyed once, in `Drop`.
+unsafe impl Send for OwnedColumnFamily {}
+// SAFETY: as above.
+unsafe impl Sync for OwnedColumnFamily {}
+
+impl std::fmt::Debug for OwnedColumnFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnedColumnFamily")
+    }
+}
+
+impl AsColumnFamilyRef for OwnedColumnFamily {
+    fn inner(&self) -> *mut ffi::rocksdb_column_family_handle_t {
+        self.handle
+    }
+}
+
+impl AsColumnFamilyRef for &'_ OwnedColumnFamily {
+    fn inner(&self) -> *mut ffi::rocksdb_column_family_handle_t {
+        self.handle
+    }
+}
+
+impl OwnedColumnFamily {
+    /// Drops the column family and its data (the handle stays valid until
+    /// it is dropped, as RocksDB requires).
+    pub fn drop_column_family(&self) -> Result<(), FfiError> {
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: `self.db` is alive (held here) and `self.handle` is a
+        // handle of it that has not been destroyed; `err` is read once.
+        unsafe {
+            ffi::rocksdb_drop_column_family(self.db.as_raw_ptr(), self.handle, &mut err);
+            if !err.is_null() {
+                return Err(FfiError::Rocks(owned_c_string(err)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OwnedColumnFamily {
+    fn drop(&mut self) {
+        // SAFETY: created by `rocksdb_create_column_family_with_import`,
+        // destroyed once, while `self.db` (still held) is open.
+        unsafe { ffi::rocksdb_column_family_handle_destroy(self.handle) }
+    }
 }
 
 /// What a full read of one SST found.

@@ -12,11 +12,11 @@ pub use intent::RestoreIntent;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use rocksdb::{Options, WriteBatch, DB};
+use rocksdb::{AsColumnFamilyRef, BoundColumnFamily, Options, WriteBatch, DB};
 
-use crate::ffi::{self, ExportedColumnFamily, ImportFile};
+use crate::ffi::{self, ExportedColumnFamily, ImportFile, OwnedColumnFamily};
 use crate::format::{Lsn, PartitionId};
 
 /// The reserved key under which a partition's applied LSN is stored (8 bytes,
@@ -36,6 +36,12 @@ pub fn cf_name(partition: PartitionId) -> String {
 pub struct PartitionStore {
     db: Arc<DB>,
     path: PathBuf,
+    /// Column families imported through this store, which the `rocksdb`
+    /// crate learns of only when the database is opened again.
+    imported: Arc<RwLock<HashMap<String, Arc<OwnedColumnFamily>>>>,
+    /// One gate per column family: writes and exports pass it shared, a
+    /// swap of the column family (a fast-forward) holds it alone.
+    gates: Arc<Mutex<HashMap<String, Arc<RwLock<()>>>>>,
     /// Records applied through this handle, per partition, for snapshot policies.
     applied: Arc<Mutex<HashMap<PartitionId, u64>>>,
 }
@@ -164,6 +170,8 @@ impl PartitionStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
             applied: Arc::default(),
+            imported: Arc::default(),
+            gates: Arc::default(),
         })
     }
 
@@ -174,6 +182,8 @@ impl PartitionStore {
             db,
             path,
             applied: Arc::default(),
+            imported: Arc::default(),
+            gates: Arc::default(),
         }
     }
 
@@ -187,10 +197,28 @@ impl PartitionStore {
         &self.path
     }
 
+    /// A column family's handle: one this store imported, or the crate's.
+    fn cf(&self, name: &str) -> Option<Cf<'_>> {
+        if let Some(own) = self.imported.read().expect("not poisoned").get(name) {
+            return Some(Cf::Imported(own.clone()));
+        }
+        self.db.cf_handle(name).map(Cf::Crate)
+    }
+
+    /// The gate of a column family (see the `gates` field).
+    pub(crate) fn gate(&self, cf: &str) -> Arc<RwLock<()>> {
+        self.gates
+            .lock()
+            .expect("not poisoned")
+            .entry(cf.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// Creates the partition's column family if it is missing.
     pub fn create_partition(&self, partition: PartitionId) -> Result<(), PartitionError> {
         let name = cf_name(partition);
-        if self.db.cf_handle(&name).is_none() {
+        if !self.has_column_family(&name) {
             self.db
                 .create_cf(&name, &Options::default())
                 .map_err(|e| PartitionError::rocks(&self.path, e))?;
@@ -200,11 +228,15 @@ impl PartitionStore {
 
     /// Whether this handle knows a column family named `name`.
     pub fn has_column_family(&self, name: &str) -> bool {
-        self.db.cf_handle(name).is_some()
+        self.cf(name).is_some()
     }
 
     /// Applies `records` to a partition together with the LSN they bring it
-    /// to, atomically: a reader (or an export) sees both or neither.
+    /// to, atomically: a reader (or an export) sees both or neither. While
+    /// the partition is being fast-forwarded, it waits for the swap; a write
+    /// whose LSN is below the partition's (as after a fast-forward) is
+    /// refused with [`PartitionError::Behind`], and the host resumes its log
+    /// after the partition's LSN.
     pub fn apply<K, V>(
         &self,
         partition: PartitionId,
@@ -216,10 +248,22 @@ impl PartitionStore {
         V: AsRef<[u8]>,
     {
         let name = cf_name(partition);
+        let gate = self.gate(&name);
+        let _shared = gate.read().expect("not poisoned");
         let cf = self
-            .db
-            .cf_handle(&name)
+            .cf(&name)
             .ok_or(PartitionError::UnknownPartition(partition))?;
+        // Checked under the gate: after a fast-forward, a write the host
+        // meant for the partition as it was is refused, not applied on top.
+        if let Some(applied) = self.lsn_of(&name, &cf)? {
+            if lsn < applied {
+                return Err(PartitionError::Behind {
+                    partition,
+                    applied,
+                    lsn,
+                });
+            }
+        }
         let mut batch = WriteBatch::default();
         let mut count = 0;
         for (k, v) in records {
@@ -252,8 +296,7 @@ impl PartitionStore {
     /// Whether a column family holds any key at all.
     pub fn has_keys(&self, cf: &str) -> Result<bool, PartitionError> {
         let handle = self
-            .db
-            .cf_handle(cf)
+            .cf(cf)
             .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
         match self
             .db
@@ -270,8 +313,7 @@ impl PartitionStore {
     /// small partitions: it holds the whole column family in memory.
     pub fn entries(&self, cf: &str) -> Result<Vec<Entry>, PartitionError> {
         let handle = self
-            .db
-            .cf_handle(cf)
+            .cf(cf)
             .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
         self.db
             .iterator_cf(&handle, rocksdb::IteratorMode::Start)
@@ -287,9 +329,19 @@ impl PartitionStore {
         cf: &str,
         dir: &Path,
     ) -> Result<ExportedColumnFamily, PartitionError> {
+        let gate = self.gate(cf);
+        let _shared = gate.read().expect("not poisoned");
+        self.export_ungated(cf, dir)
+    }
+
+    /// [`Self::export_column_family`] for a caller that holds the gate.
+    pub(crate) fn export_ungated(
+        &self,
+        cf: &str,
+        dir: &Path,
+    ) -> Result<ExportedColumnFamily, PartitionError> {
         let handle = self
-            .db
-            .cf_handle(cf)
+            .cf(cf)
             .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
         ffi::export_column_family(&self.db, &handle, dir).map_err(|e| PartitionError::Export {
             cf: cf.to_string(),
@@ -298,10 +350,9 @@ impl PartitionStore {
     }
 
     /// Creates column family `cf` from SST files, moving them into the
-    /// database; with no files, an empty column family. The new column family
-    /// is visible to this handle's `cf_handle` only after the database is
-    /// opened again (the `rocksdb` crate keeps its own list of handles), so
-    /// restore works on a database it opens for the purpose.
+    /// database; with no files, an empty column family. This store sees it
+    /// at once; the `rocksdb` crate's own `cf_handle` only once the database
+    /// is opened again, so a host reaches it through this store.
     pub fn import_column_family(
         &self,
         cf: &str,
@@ -314,30 +365,48 @@ impl PartitionStore {
                 .create_cf(cf, &Options::default())
                 .map_err(|e| PartitionError::rocks(&self.path, e));
         }
-        ffi::import_column_family(&self.db, cf, comparator, files).map_err(|e| {
+        let handle = ffi::import_column_family(&self.db, cf, comparator, files).map_err(|e| {
             PartitionError::Import {
                 cf: cf.to_string(),
                 reason: e.to_string(),
             }
-        })
+        })?;
+        self.imported
+            .write()
+            .expect("not poisoned")
+            .insert(cf.to_string(), Arc::new(handle));
+        Ok(())
     }
 
     /// Drops a column family and its data.
     pub fn drop_column_family(&self, cf: &str) -> Result<(), PartitionError> {
-        self.db
-            .drop_cf(cf)
-            .map_err(|e| PartitionError::rocks(&self.path, e))
+        let imported = self.imported.write().expect("not poisoned").remove(cf);
+        match imported {
+            Some(own) => own
+                .drop_column_family()
+                .map_err(|e| PartitionError::Import {
+                    cf: cf.to_string(),
+                    reason: format!("cannot drop it: {e}"),
+                }),
+            None => self
+                .db
+                .drop_cf(cf)
+                .map_err(|e| PartitionError::rocks(&self.path, e)),
+        }
     }
 
     /// The LSN stored in a column family, if the host ever reported one.
     pub fn applied_lsn(&self, cf: &str) -> Result<Option<Lsn>, PartitionError> {
         let handle = self
-            .db
-            .cf_handle(cf)
+            .cf(cf)
             .ok_or_else(|| PartitionError::UnknownColumnFamily(cf.to_string()))?;
+        self.lsn_of(cf, &handle)
+    }
+
+    fn lsn_of(&self, cf: &str, handle: &Cf<'_>) -> Result<Option<Lsn>, PartitionError> {
         let raw = self
             .db
-            .get_cf(&handle, APPLIED_LSN_KEY)
+            .get_cf(handle, APPLIED_LSN_KEY)
             .map_err(|e| PartitionError::rocks(&self.path, e))?;
         match raw {
             None => Ok(None),
@@ -351,6 +420,22 @@ impl PartitionStore {
                         })?;
                 Ok(Some(Lsn(u64::from_be_bytes(bytes))))
             }
+        }
+    }
+}
+
+/// A column family's handle: the `rocksdb` crate's, or one this store
+/// imported.
+enum Cf<'a> {
+    Crate(Arc<BoundColumnFamily<'a>>),
+    Imported(Arc<OwnedColumnFamily>),
+}
+
+impl AsColumnFamilyRef for Cf<'_> {
+    fn inner(&self) -> *mut librocksdb_sys::rocksdb_column_family_handle_t {
+        match self {
+            Cf::Crate(cf) => cf.inner(),
+            Cf::Imported(cf) => cf.inner(),
         }
     }
 }
@@ -373,6 +458,17 @@ pub struct Recovery {
 /// Why an operation on the partition store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
+    /// A write's LSN is below the partition's: the partition was moved
+    /// ahead (fast-forwarded) and the host's log resumes after its LSN.
+    #[error("partition {partition} is at LSN {applied}; a write at LSN {lsn} is behind it (the log resumes after {applied})")]
+    Behind {
+        /// The partition.
+        partition: PartitionId,
+        /// Its LSN.
+        applied: Lsn,
+        /// The write's LSN.
+        lsn: Lsn,
+    },
     /// A restore intent cannot be read; nothing is changed.
     #[error("restore intent {} cannot be read ({reason}); the database is left as it is", path.display())]
     Intent {

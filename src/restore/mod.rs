@@ -31,12 +31,12 @@ use serde::Serialize;
 
 use candidates::candidates;
 use prepare::{prepare, staging_dir};
-use swap::swap_into;
+use swap::{swap_in, swap_into};
 
 use crate::config::{DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE};
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::metrics as m;
-use crate::partition::{cf_name, PartitionError};
+use crate::partition::{cf_name, PartitionError, PartitionStore};
 use crate::ratelimit::RateLimit;
 use crate::repository::{RepoError, Repository};
 use crate::staging::default_staging_dir;
@@ -132,7 +132,7 @@ pub async fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreOutcome, RestoreError> {
     let started = Instant::now();
-    let result = restore_inner(repo, db, partition, target, opts).await;
+    let result = restore_inner(repo, Live::Closed(db), partition, target, opts).await;
     m::restore_duration().record(started.elapsed().as_secs_f64());
     match &result {
         Ok(o) => {
@@ -144,14 +144,33 @@ pub async fn restore(
     result
 }
 
+/// The database a restore swaps into.
+enum Live<'a> {
+    /// By path; the restore opens it, and nothing else may have it open.
+    Closed(&'a Path),
+    /// Open and serving: the swap holds the column family's gate, so the
+    /// partition's writes and exports wait for it.
+    Open(&'a PartitionStore),
+}
+
+impl Live<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Live::Closed(p) => p,
+            Live::Open(s) => s.path(),
+        }
+    }
+}
+
 async fn restore_inner(
     repo: &Repository,
-    db: &Path,
+    live: Live<'_>,
     partition: PartitionId,
     target: RestoreTarget,
     opts: &RestoreOptions,
 ) -> Result<RestoreOutcome, RestoreError> {
     let started = Instant::now();
+    let db = live.path();
     let cf = opts.cf.clone().unwrap_or_else(|| cf_name(partition));
     let staging_root = opts
         .staging_dir
@@ -174,14 +193,28 @@ async fn restore_inner(
             }
             Err(e) => return Err(e),
         };
-        let db = db.to_path_buf();
         let cf = cf.clone();
         let meta = prepared.meta.clone();
         let restored_lsn = prepared.restored_lsn;
         let swap_started = Instant::now();
-        tokio::task::spawn_blocking(move || swap_into(&db, &cf, prepared))
-            .await
-            .expect("swap task")?;
+        match &live {
+            Live::Closed(db) => {
+                let db = db.to_path_buf();
+                tokio::task::spawn_blocking(move || swap_into(&db, &cf, prepared))
+                    .await
+                    .expect("swap task")?
+            }
+            Live::Open(store) => {
+                let store = (*store).clone();
+                tokio::task::spawn_blocking(move || {
+                    let gate = store.gate(&cf);
+                    let _alone = gate.write().expect("not poisoned");
+                    swap_in(&store, &cf, prepared)
+                })
+                .await
+                .expect("swap task")?
+            }
+        }
         tracing::debug!(
             ms = swap_started.elapsed().as_millis() as u64,
             "swapped into the database"
@@ -198,6 +231,91 @@ async fn restore_inner(
         });
     }
     unreachable!("candidates() returns at least one snapshot")
+}
+
+/// What a fast-forward did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FastForward {
+    /// The partition.
+    pub partition_id: PartitionId,
+    /// Its applied LSN now: the host's log resumes after it.
+    pub applied_lsn: Option<Lsn>,
+    /// The restore, if one was needed; `None` if the partition already
+    /// reached the log's start.
+    pub restored: Option<RestoreOutcome>,
+}
+
+/// Brings a partition of an open, serving store past a trim gap: the
+/// host's log now starts at `log_start`, so the partition must be at
+/// `log_start − 1` or beyond. If it already is, nothing happens. Otherwise
+/// it is restored, in place, from the newest snapshot at `log_start − 1` or
+/// beyond that the pointer retains; the other partitions keep serving, and
+/// this one's writes through [`PartitionStore::apply`] and its exports wait
+/// for the swap (a host that writes by other means holds the partition's
+/// writes itself). No snapshot covering the gap: a refusal that names the
+/// newest snapshot's LSN, and nothing touched.
+pub async fn fast_forward(
+    store: &PartitionStore,
+    repo: &Repository,
+    partition: PartitionId,
+    log_start: Lsn,
+    opts: &RestoreOptions,
+) -> Result<FastForward, RestoreError> {
+    let cf = opts.cf.clone().unwrap_or_else(|| cf_name(partition));
+    let applied = if store.has_column_family(&cf) {
+        store.applied_lsn(&cf)?
+    } else {
+        None
+    };
+    let needed = Lsn(log_start.0.saturating_sub(1));
+    if applied.is_some_and(|a| a >= needed) || (needed.0 == 0 && applied.is_none()) {
+        return Ok(FastForward {
+            partition_id: partition,
+            applied_lsn: applied,
+            restored: None,
+        });
+    }
+    let started = Instant::now();
+    let result = restore_inner(
+        repo,
+        Live::Open(store),
+        partition,
+        RestoreTarget::MinLsn(needed),
+        opts,
+    )
+    .await;
+    m::restore_duration().record(started.elapsed().as_secs_f64());
+    let outcome = match result {
+        Ok(o) => {
+            m::restores(partition.0, "fast_forwarded").increment(1);
+            m::restore_fallbacks(partition.0).increment(o.skipped.len() as u64);
+            o
+        }
+        Err(RestoreError::NoneAtLeast { .. } | RestoreError::NoSnapshot { .. }) => {
+            m::restores(partition.0, "not_covered").increment(1);
+            let newest = repo
+                .read_pointer(partition)
+                .await?
+                .map(|p| p.pointer.min_applied_lsn);
+            return Err(RestoreError::NotCovered {
+                partition,
+                log_start,
+                applied,
+                newest,
+            });
+        }
+        Err(e) => {
+            m::restores(partition.0, "failed").increment(1);
+            return Err(e);
+        }
+    };
+    tracing::info!(%partition, snapshot_id = %outcome.snapshot_id, restored_lsn = ?outcome.restored_lsn,
+        ms = outcome.duration.as_millis() as u64, "partition fast-forwarded past a trim gap");
+    Ok(FastForward {
+        partition_id: partition,
+        applied_lsn: outcome.restored_lsn,
+        restored: Some(outcome),
+    })
 }
 
 /// What `verify` found.
@@ -328,6 +446,18 @@ pub enum RestoreError {
         partition: PartitionId,
         /// The lowest acceptable LSN.
         lsn: Lsn,
+    },
+    /// No snapshot covers a trim gap; nothing was changed.
+    #[error("partition {partition}: the log now starts at LSN {log_start} but the partition is at {} and the newest snapshot at {}: no snapshot covers the gap; nothing was changed", applied.map_or("no LSN".to_string(), |l| l.to_string()), newest.map_or("none".to_string(), |l| l.to_string()))]
+    NotCovered {
+        /// The partition.
+        partition: PartitionId,
+        /// The first LSN the host's log holds.
+        log_start: Lsn,
+        /// The partition's LSN.
+        applied: Option<Lsn>,
+        /// The newest snapshot's LSN, if there is one.
+        newest: Option<Lsn>,
     },
     /// A snapshot cannot be used, and no older one may be tried instead.
     #[error("snapshot {snapshot} is unusable: {reason}")]

@@ -11,13 +11,25 @@ use super::prepare::{import_files, Prepared};
 use super::RestoreError;
 use crate::partition::{intent, PartitionStore, RestoreIntent};
 
-/// Replaces the live column family with the prepared one, keeping the old one
-/// (exported by hard links) until the new one is in.
+/// Replaces the column family of the database at `db` (not open elsewhere)
+/// with the prepared one.
 pub(super) fn swap_into(db: &Path, cf: &str, prepared: Prepared) -> Result<(), RestoreError> {
     // Opening recovers an earlier restore that was interrupted, if any.
     let live = PartitionStore::open(db, &[])?;
+    swap_in(&live, cf, prepared)
+}
+
+/// Replaces the live column family with the prepared one, keeping the old one
+/// (exported by hard links) until the new one is in. The caller holds the
+/// column family's gate, or has the database to itself.
+pub(super) fn swap_in(
+    live: &PartitionStore,
+    cf: &str,
+    prepared: Prepared,
+) -> Result<(), RestoreError> {
+    let db = live.path();
     let previous = if live.has_column_family(cf) {
-        Some(live.export_column_family(cf, &prepared.staging.path().join("previous"))?)
+        Some(live.export_ungated(cf, &prepared.staging.path().join("previous"))?)
     } else {
         None
     };

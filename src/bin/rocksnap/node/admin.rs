@@ -4,6 +4,9 @@
 //!   outcome as JSON, or `{"error", "reason"}` with 401 (no or wrong admin
 //!   token, when the node has one), 404 (unknown partition), 409 (already
 //!   running, LSN too low), 503 (shutting down) or 500.
+//! - `POST /partitions/<partition>/fast-forward?log_start=N`: brings the
+//!   partition past a trim gap (see `rocksnap::restore::fast_forward`);
+//!   answers the new applied LSN, or 409 when no snapshot covers the gap.
 //! - `GET /partitions`: per partition, the applied LSN, the latest snapshot's
 //!   LSN and the safe log-trim point.
 //! - `GET /metrics`: Prometheus text format.
@@ -33,6 +36,7 @@ pub async fn serve(
     // (partition state, metrics) do not, so that Prometheus scrapes as is.
     let changes = Router::new()
         .route("/snapshots/{partition}", post(snapshot))
+        .route("/partitions/{partition}/fast-forward", post(fast_forward))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .merge(changes)
@@ -114,6 +118,60 @@ async fn snapshot(
             let body = ErrorBody {
                 error: e.to_string(),
                 reason: e.reason(),
+            };
+            (status, Json(body)).into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct FastForwardQuery {
+    /// The first LSN the host's log still holds.
+    log_start: u64,
+}
+
+/// `POST /partitions/<partition>/fast-forward?log_start=N`: brings the
+/// partition past a trim gap, restoring it in place if it must.
+async fn fast_forward(
+    State(state): State<Arc<NodeState>>,
+    Path(partition): Path<u64>,
+    Query(query): Query<FastForwardQuery>,
+) -> Response {
+    let partition = PartitionId(partition);
+    if !state.ids.contains(&partition) {
+        let body = ErrorBody {
+            error: format!("this node holds no partition {partition}"),
+            reason: "unknown_partition",
+        };
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    }
+    let opts = rocksnap::restore::RestoreOptions {
+        rate_limit: state.rate_limit.clone(),
+        ..Default::default()
+    };
+    match rocksnap::restore::fast_forward(
+        &state.partitions,
+        &state.repository,
+        partition,
+        Lsn(query.log_start),
+        &opts,
+    )
+    .await
+    {
+        Ok(done) => {
+            state.refresh(partition).await;
+            Json(done).into_response()
+        }
+        Err(e) => {
+            let (status, reason) = match &e {
+                rocksnap::restore::RestoreError::NotCovered { .. } => {
+                    (StatusCode::CONFLICT, "not_covered")
+                }
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "restore"),
+            };
+            let body = ErrorBody {
+                error: e.to_string(),
+                reason,
             };
             (status, Json(body)).into_response()
         }

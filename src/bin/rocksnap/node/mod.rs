@@ -36,6 +36,8 @@ pub struct NodeState {
     /// Safe log-trim point per partition, refreshed after every snapshot.
     pub trim_points: Mutex<HashMap<PartitionId, Option<Lsn>>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The bandwidth limit restores share with uploads.
+    pub rate_limit: Option<RateLimit>,
     /// Where each partition's data came from at start.
     pub origins: HashMap<PartitionId, rocksnap::bootstrap::Origin>,
     /// What state-changing admin requests must carry, if anything.
@@ -135,7 +137,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         max_parts_in_flight: config.pipeline.parts_in_flight,
         max_concurrent_exports: config.policy.max_concurrent_exports,
         staging_dir: config.pipeline.staging_dir.clone(),
-        rate_limit,
+        rate_limit: rate_limit.clone(),
         format: config.pipeline.format,
         retention: rocksnap::Retention {
             keep_last: config.retention.keep_last,
@@ -159,6 +161,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         metrics,
         admin_token: config.node.admin_token.clone(),
         origins,
+        rate_limit: rate_limit.clone(),
     });
     for &id in &ids {
         state.refresh(id).await;

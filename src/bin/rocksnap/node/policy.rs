@@ -111,7 +111,14 @@ pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch
             let mut rng = rand::rng();
             for id in ids {
                 let l = next.get_mut(&id).expect("every partition");
-                *l += 1;
+                // A fast-forward may have moved the partition ahead: the
+                // log resumes after wherever it stands.
+                let stored = partitions
+                    .applied_lsn(&rocksnap::partition::cf_name(id))
+                    .ok()
+                    .flatten()
+                    .map_or(0, |l| l.0);
+                *l = (*l).max(stored) + 1;
                 let records: Vec<(Vec<u8>, Vec<u8>)> = (0..per_tick as u64)
                     .map(|i| {
                         let mut v = vec![0u8; value_size];
@@ -127,6 +134,13 @@ pub async fn workload(state: Arc<NodeState>, w: WorkloadSection, mut stop: watch
         .expect("workload task");
         match written {
             Ok(next) => lsn = next,
+            // A partition fast-forwarded meanwhile: its log resumes after
+            // its new LSN, which the next round reads.
+            Err(rocksnap::partition::PartitionError::Behind {
+                partition, applied, ..
+            }) => {
+                tracing::info!(%partition, %applied, "the workload resumes after a fast-forward");
+            }
             Err(e) => {
                 tracing::error!(error = %e, "workload write failed; stopping the workload");
                 return;

@@ -1,0 +1,128 @@
+//! Trim-gap fast-forward on an open, serving partition store: the partition
+//! is restored in place from a snapshot that covers the gap, the other
+//! partitions keep taking writes, and the store sees the new column family
+//! at once (writes, reads and snapshots of it go on without a reopen).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::{snapshot, Fixture};
+use rocksnap::restore::{fast_forward, RestoreError, RestoreOptions};
+use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trim_gap_is_fast_forwarded_in_place() {
+    // Another node's partition 1, at LSN 100, snapshotted.
+    let source = Fixture::new(&[1]);
+    for lsn in [40, 70, 100] {
+        source.write(1, lsn, 300, 1000);
+    }
+    let supervisor = source.supervisor(source.config()).await;
+    let published = snapshot(&supervisor, 1, None).await.unwrap();
+    assert_eq!(published.min_applied_lsn, Lsn(100));
+    supervisor.stop(None);
+    let expected = source.partitions.entries("data-1").unwrap();
+
+    // This node: partition 1 far behind, partition 2 busy.
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        PartitionStore::open(&dir.path().join("db"), &[PartitionId(1), PartitionId(2)]).unwrap();
+    store
+        .apply(
+            PartitionId(1),
+            Lsn(10),
+            [(b"stale".to_vec(), b"x".to_vec())],
+        )
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (store, stop, written) = (store.clone(), stop.clone(), written.clone());
+        std::thread::spawn(move || {
+            let mut lsn = 0;
+            while !stop.load(Ordering::SeqCst) {
+                lsn += 1;
+                store
+                    .apply(
+                        PartitionId(2),
+                        Lsn(lsn),
+                        [(format!("k{lsn}").into_bytes(), vec![7u8; 100])],
+                    )
+                    .unwrap();
+                written.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let opts = RestoreOptions::default();
+
+    // Already past the log's start: nothing happens.
+    let nothing = fast_forward(&store, &source.repository, PartitionId(1), Lsn(5), &opts)
+        .await
+        .unwrap();
+    assert!(nothing.restored.is_none());
+    assert_eq!(nothing.applied_lsn, Some(Lsn(10)));
+
+    // No snapshot covers a log that starts beyond LSN 101: refused, untouched.
+    let err = fast_forward(&store, &source.repository, PartitionId(1), Lsn(200), &opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::NotCovered { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("200") && text.contains("100"), "{text}");
+    assert_eq!(store.applied_lsn("data-1").unwrap(), Some(Lsn(10)));
+
+    // The log now starts at 90: the partition is fast-forwarded to 100.
+    let before = written.load(Ordering::SeqCst);
+    let done = fast_forward(&store, &source.repository, PartitionId(1), Lsn(90), &opts)
+        .await
+        .unwrap();
+    assert_eq!(done.applied_lsn, Some(Lsn(100)));
+    assert_eq!(
+        done.restored.as_ref().unwrap().snapshot_id,
+        published.snapshot_id
+    );
+    assert!(
+        store.entries("data-1").unwrap() == expected,
+        "the partition differs from the snapshot"
+    );
+    common::wait_until("partition 2 took writes after the swap", || {
+        written.load(Ordering::SeqCst) > before + 10
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    // Writes to the fast-forwarded partition go on, through the same store.
+    store
+        .apply(
+            PartitionId(1),
+            Lsn(101),
+            [(b"after".to_vec(), b"y".to_vec())],
+        )
+        .unwrap();
+    assert_eq!(store.applied_lsn("data-1").unwrap(), Some(Lsn(101)));
+    // And it snapshots like any other.
+    let repo_dir = dir.path().join("repo");
+    let repo = rocksnap::Repository::new(
+        rocksnap::Destination::open(
+            repo_dir.to_str().unwrap(),
+            rocksnap::OpenMode::CreateMissing,
+        )
+        .unwrap(),
+    );
+    let (supervisor, _) = rocksnap::Supervisor::start(rocksnap::SupervisorArgs::new(
+        PipelineConfig {
+            staging_dir: Some(dir.path().join("staging")),
+            ..PipelineConfig::default()
+        },
+        store.clone(),
+        repo,
+    ))
+    .await
+    .unwrap();
+    let after = snapshot(&supervisor, 1, None).await.unwrap();
+    assert_eq!(after.min_applied_lsn, Lsn(101));
+    supervisor.stop(None);
+}
