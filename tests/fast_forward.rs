@@ -126,3 +126,95 @@ async fn a_trim_gap_is_fast_forwarded_in_place() {
     assert_eq!(after.min_applied_lsn, Lsn(101));
     supervisor.stop(None);
 }
+
+/// How long a fast-forward of a 1 GiB partition takes on this machine
+/// (printed, never asserted): `ROCKSNAP_FF_BYTES` sets the size. Run with
+/// `cargo test --release --test fast_forward -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: builds a 1 GiB partition"]
+async fn fast_forward_duration_of_a_large_partition() {
+    let bytes: u64 = std::env::var("ROCKSNAP_FF_BYTES")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(1 << 30);
+    let source = Fixture::new(&[1]);
+    let batches = bytes / (1000 * 4096);
+    for lsn in 1..=batches {
+        source.write(1, lsn, 1000, 4096);
+    }
+    let supervisor = source.supervisor(source.config()).await;
+    let published = snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let dir = tempfile::tempdir().unwrap();
+    let store = PartitionStore::open(&dir.path().join("db"), &[PartitionId(1)]).unwrap();
+    let started = std::time::Instant::now();
+    let done = fast_forward(
+        &store,
+        &source.repository,
+        PartitionId(1),
+        Lsn(batches),
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(done.applied_lsn, Some(Lsn(batches)));
+    println!(
+        "fast-forward of a {} MiB partition ({} files): {secs:.2} s, {:.0} MiB/s",
+        published.bytes >> 20,
+        published.files,
+        published.bytes as f64 / (1 << 20) as f64 / secs
+    );
+}
+
+/// The newest snapshot is corrupt: the fast-forward falls back to an older
+/// retained one that still covers the gap, or refuses when none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_newest_snapshot_falls_back_within_the_gap() {
+    let source = Fixture::new(&[1]);
+    let supervisor = source.supervisor(source.config()).await;
+    source.write(1, 100, 300, 1000);
+    let older = snapshot(&supervisor, 1, None).await.unwrap();
+    source.write(1, 120, 300, 1000);
+    let newest = snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    // Damage the newest snapshot's files.
+    let folder = format!(
+        "lsn_{:020}-{}",
+        newest.min_applied_lsn.0, newest.snapshot_id
+    );
+    for f in common::files_below(&source.repo_dir.join("1").join(&folder)) {
+        if f.ends_with(".sst") {
+            let path = source.repo_dir.join("1").join(&folder).join(f);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[100] ^= 0x40;
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = PartitionStore::open(&dir.path().join("db"), &[PartitionId(1)]).unwrap();
+    store
+        .apply(
+            PartitionId(1),
+            Lsn(10),
+            [(b"stale".to_vec(), b"x".to_vec())],
+        )
+        .unwrap();
+    let opts = RestoreOptions::default();
+
+    // Only the corrupt one covers a log that starts at 110: refused, untouched.
+    let err = fast_forward(&store, &source.repository, PartitionId(1), Lsn(110), &opts)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert_eq!(store.applied_lsn("data-1").unwrap(), Some(Lsn(10)));
+
+    // The older one covers a log that starts at 90.
+    let done = fast_forward(&store, &source.repository, PartitionId(1), Lsn(90), &opts)
+        .await
+        .unwrap();
+    let restored = done.restored.unwrap();
+    assert_eq!(restored.snapshot_id, older.snapshot_id);
+    assert_eq!(restored.skipped.len(), 1);
+    assert_eq!(store.applied_lsn("data-1").unwrap(), Some(Lsn(100)));
+}
