@@ -86,6 +86,21 @@ impl S3Uploads {
     /// not. `object_store` reports a listing's status only inside its error
     /// text, so the start-up check asks the bucket itself.
     pub(crate) async fn head_bucket(&self) -> Result<http::StatusCode, String> {
+        let response = self
+            .signed(http::Method::HEAD, &self.base_url)
+            .await?
+            .send()
+            .await
+            .map_err(|e| format!("HeadBucket: {e}"))?;
+        Ok(response.status())
+    }
+
+    /// A request signed with the store's own credentials, ready to send.
+    async fn signed(
+        &self,
+        method: http::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
         let credential = self
             .store
             .credentials()
@@ -93,29 +108,19 @@ impl S3Uploads {
             .await
             .map_err(|e| e.to_string())?;
         let mut request: HttpRequest = http::Request::builder()
-            .method(http::Method::HEAD)
-            .uri(&self.base_url)
+            .method(method.clone())
+            .uri(url)
             .body(HttpRequestBody::empty())
             .map_err(|e| e.to_string())?;
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
             .map_err(|e| e.to_string())?;
-        let response = http_client()
-            .head(&self.base_url)
-            .headers(request.headers().clone())
-            .send()
-            .await
-            .map_err(|e| format!("HeadBucket: {e}"))?;
-        Ok(response.status())
+        Ok(http_client()
+            .request(method, url)
+            .headers(request.headers().clone()))
     }
 
     async fn list(&self, prefix: &Path) -> Result<Vec<OpenUpload>, String> {
-        let credential = self
-            .store
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| e.to_string())?;
         let mut prefix = prefix.to_string();
         if !prefix.is_empty() {
             prefix.push('/');
@@ -134,17 +139,9 @@ impl S3Uploads {
                     encode(id)
                 ));
             }
-            let mut request: HttpRequest = http::Request::builder()
-                .method(http::Method::GET)
-                .uri(&url)
-                .body(HttpRequestBody::empty())
-                .map_err(|e| e.to_string())?;
-            AwsAuthorizer::new(&credential, "s3", &self.region)
-                .try_authorize(&mut request, None)
-                .map_err(|e| e.to_string())?;
-            let response = http_client()
-                .get(&url)
-                .headers(request.headers().clone())
+            let response = self
+                .signed(http::Method::GET, &url)
+                .await?
                 .send()
                 .await
                 .map_err(|e| format!("listing open uploads: {e}"))?;

@@ -15,20 +15,7 @@ use rocksnap::partition::{Entry, RestoreIntent};
 use rocksnap::{ExportedColumnFamily, ImportFile, Lsn, PartitionId, PartitionStore};
 
 fn import_files(exported: &ExportedColumnFamily) -> Vec<ImportFile> {
-    exported
-        .files
-        .iter()
-        .map(|f| ImportFile {
-            directory: f.directory.clone(),
-            name: f.name.clone(),
-            level: f.level,
-            size: f.size,
-            smallest_key: f.smallest_key.clone(),
-            largest_key: f.largest_key.clone(),
-            smallest_seqno: f.smallest_seqno,
-            largest_seqno: f.largest_seqno,
-        })
-        .collect()
+    exported.files.iter().map(ImportFile::from).collect()
 }
 
 struct Crash {

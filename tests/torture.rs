@@ -419,36 +419,11 @@ async fn torture() {
     // leaves the pointer and what it retains, and nothing else.
     let later = Some(chrono::Utc::now() + chrono::Duration::hours(1));
     collect(&repo, PARTITION, &gc(later)).await.unwrap();
-    let mut needed: Vec<String> = vec![repo.layout().latest(PARTITION).to_string()];
-    if let Some(pointer) = repo.read_pointer(PARTITION).await.unwrap() {
-        for kept in pointer.pointer.kept() {
-            needed.push(repo.layout().metadata(PARTITION, &kept.path).to_string());
-            for f in repo
-                .read_metadata(PARTITION, &kept.path)
-                .await
-                .unwrap()
-                .files
-            {
-                needed.push(
-                    repo.layout()
-                        .object(PARTITION, &kept.path, &f)
-                        .unwrap()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    needed.sort();
-    needed.dedup();
-    let mut left: Vec<String> = repo
-        .store()
-        .list(Some(&repo.layout().partition_dir(PARTITION)))
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    left.sort();
-    assert_eq!(left, needed, "collection left objects nothing needs");
+    assert_eq!(
+        listed(&repo).await,
+        needed(&repo).await,
+        "collection left objects nothing needs"
+    );
     let staging_files = common::files_below(&repo_dir)
         .into_iter()
         .filter(|f| f.contains('#'))

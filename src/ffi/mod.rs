@@ -124,6 +124,22 @@ pub fn export_column_family(
     })
 }
 
+impl From<&ExportedFile> for ImportFile {
+    /// An exported file, imported where it lies.
+    fn from(f: &ExportedFile) -> Self {
+        ImportFile {
+            directory: f.directory.clone(),
+            name: f.name.clone(),
+            level: f.level,
+            size: f.size,
+            smallest_key: f.smallest_key.clone(),
+            largest_key: f.largest_key.clone(),
+            smallest_seqno: f.smallest_seqno,
+            largest_seqno: f.largest_seqno,
+        }
+    }
+}
+
 /// A file to import: where it is and what the snapshot's metadata says of it.
 #[derive(Debug, Clone)]
 pub struct ImportFile {

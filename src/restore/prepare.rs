@@ -248,19 +248,7 @@ fn scratch_import(
 }
 
 pub(super) fn import_files(exported: &[ffi::ExportedFile]) -> Vec<ImportFile> {
-    exported
-        .iter()
-        .map(|f| ImportFile {
-            directory: f.directory.clone(),
-            name: f.name.clone(),
-            level: f.level,
-            size: f.size,
-            smallest_key: f.smallest_key.clone(),
-            largest_key: f.largest_key.clone(),
-            smallest_seqno: f.smallest_seqno,
-            largest_seqno: f.largest_seqno,
-        })
-        .collect()
+    exported.iter().map(ImportFile::from).collect()
 }
 
 /// Checks that each file's sequence numbers lie within the range the
