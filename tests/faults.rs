@@ -314,12 +314,7 @@ async fn s3_failed_aborts_and_deletes_are_left_to_collection() {
 async fn metadata_answered_exists_after_landing_is_published() {
     let fx = Fixture::new(&[1]);
     fx.write(1, 10, 1024, 4096); // one multipart file: the first single put is metadata.json
-    let store = FaultyStore::new(fx.repository.store().clone());
-    let repo = Repository::new(
-        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
-            .unwrap()
-            .wrap_store(|_| Arc::new(store.clone())),
-    );
+    let (store, repo) = fx.faulty_repository();
     store.inject(Op::Put, When::Nth(1), Fault::LandedThenExists);
     let config = PipelineConfig {
         part_size: 1024 * 1024,
@@ -353,12 +348,7 @@ async fn interrupted_collection_leaves_no_metadata_without_its_files() {
         .unwrap()
         .name;
 
-    let store = FaultyStore::new(fx.repository.store().clone());
-    let repo = Repository::new(
-        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
-            .unwrap()
-            .wrap_store(|_| Arc::new(store.clone())),
-    );
+    let (store, repo) = fx.faulty_repository();
     // The first delete goes through; every one after it fails.
     store.inject(Op::Delete, When::FromNth(2), Fault::Fail);
     let opts = GcOptions {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Fault, FaultyStore, Gate, Op, When};
+use common::faulty::{Fault, Gate, Op, When};
 use common::{files_below, snapshot, wait_until, Fixture};
 use rocksnap::format::{FormatVersion, PartitionId};
 use rocksnap::gc::{collect, GcOptions};
@@ -151,12 +151,7 @@ async fn gc_keeps_what_is_referenced_even_during_an_upload() {
     // unreferenced, while the collector runs.
     fx.write(1, 4, 300, 4096);
     flush(&fx, 1);
-    let faulty = FaultyStore::new(fx.repository.store().clone());
-    let slow_repo = Repository::new(
-        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
-            .unwrap()
-            .wrap_store(|_| Arc::new(faulty.clone())),
-    );
+    let (faulty, slow_repo) = fx.faulty_repository();
     // The files are multipart uploads, so the first single put is metadata.json.
     let gate = Gate::closed();
     faulty.inject(Op::Put, When::Nth(1), Fault::Hold(gate.clone()));

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Fault, FaultyStore, Gate, Op, When};
+use common::faulty::{Fault, Gate, Op, When};
 use common::{files_below, snapshot, wait_until, Fixture};
 use rocksnap::format::{FormatVersion, PartitionId};
 use rocksnap::gc::{collect, GcOptions};
@@ -19,14 +19,9 @@ use rocksnap::{PipelineConfig, Repository};
 /// metadata.json write (the first single put) waits at a gate: the
 /// snapshot's files are all stored, and it sits there as a long upload would.
 fn held_at_metadata(fx: &Fixture) -> (Repository, Gate) {
-    let store = FaultyStore::new(fx.repository.store().clone());
+    let (store, repo) = fx.faulty_repository();
     let gate = Gate::closed();
     store.inject(Op::Put, When::Nth(1), Fault::Hold(gate.clone()));
-    let repo = Repository::new(
-        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
-            .unwrap()
-            .wrap_store(|_| Arc::new(store.clone())),
-    );
     (repo, gate)
 }
 
@@ -188,14 +183,9 @@ async fn shared_files_are_stored_under_keys_of_their_own() {
 async fn a_lease_that_cannot_be_renewed_stops_the_snapshot() {
     let fx = Fixture::new(&[1]);
     fx.write(1, 10, 1024, 4096);
-    let store = FaultyStore::new(fx.repository.store().clone());
+    let (store, repo) = fx.faulty_repository();
     // The lease is taken; every renewal fails.
     store.inject(Op::Lease, When::FromNth(2), Fault::Fail);
-    let repo = Repository::new(
-        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
-            .unwrap()
-            .wrap_store(|_| Arc::new(store.clone())),
-    );
     // ~4 MiB at 1 MiB/s: the upload lasts well past the one-second lease.
     let config = PipelineConfig {
         lease_ttl: Duration::from_secs(1),

@@ -19,12 +19,8 @@ use rocksnap::{PartitionId, PipelineConfig, PipelineStats, Repository, Superviso
 fn setup() -> (Fixture, FaultyStore, Repository) {
     let fx = Fixture::new(&[1]);
     fx.write(1, 10, 1024, 4096); // ~4 MiB: multipart at 1 MiB parts
-    let store = FaultyStore::new(fx.repository.store().clone());
-    let dest =
-        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
-            .unwrap()
-            .wrap_store(|_| Arc::new(store.clone()));
-    (fx, store, Repository::new(dest))
+    let (store, dest_repo) = fx.faulty_repository();
+    (fx, store, dest_repo)
 }
 
 fn config(fx: &Fixture) -> PipelineConfig {
@@ -151,15 +147,11 @@ async fn a_slow_multipart_start_holds_up_no_other_file() {
     let fx = Fixture::new(&[1, 2]);
     fx.write(1, 10, 700, 4096); // ~3 MiB: 3 parts of 1 MiB, fewer than the credits
     fx.write(2, 20, 10, 100);
-    let store = FaultyStore::new(fx.repository.store().clone());
-    let dest =
-        rocksnap::Destination::open(fx.repo_dir.to_str().unwrap(), rocksnap::OpenMode::MustExist)
-            .unwrap()
-            .wrap_store(|_| Arc::new(store.clone()));
+    let (store, dest_repo) = fx.faulty_repository();
     let gate = Gate::closed();
     store.inject(Op::Create, When::Nth(1), Fault::Hold(gate.clone()));
     let supervisor = fx
-        .supervisor_on(config(&fx), Repository::new(dest), Arc::default())
+        .supervisor_on(config(&fx), dest_repo, Arc::default())
         .await;
     let first = {
         let supervisor = supervisor.clone();

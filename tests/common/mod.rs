@@ -43,6 +43,20 @@ impl Fixture {
         }
     }
 
+    /// The fixture's repository behind a fault wrapper: the wrapper, to
+    /// inject faults with, and a repository whose every request goes
+    /// through it.
+    pub fn faulty_repository(&self) -> (faulty::FaultyStore, Repository) {
+        let store = faulty::FaultyStore::new(self.repository.store().clone());
+        let wrapped = store.clone();
+        let repo = Repository::new(
+            Destination::open(self.repo_dir.to_str().unwrap(), OpenMode::MustExist)
+                .unwrap()
+                .wrap_store(|_| Arc::new(wrapped)),
+        );
+        (store, repo)
+    }
+
     pub fn config(&self) -> PipelineConfig {
         PipelineConfig {
             staging_dir: Some(self.staging_dir()),
