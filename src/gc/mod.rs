@@ -26,20 +26,22 @@
 //! asked). A pointer that cannot be read, or a kept snapshot whose metadata
 //! cannot be read, stops the collection before anything is deleted.
 
+mod confirm;
 mod kept;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
+use object_store::ObjectMeta;
 use serde::Serialize;
 
 use crate::format::{owner, PartitionId, SnapshotId, LEASES, METADATA};
-use crate::repository::{RepoError, Repository, VersionedPointer};
+use crate::repository::{RepoError, Repository};
 use crate::retention::Retention;
+use confirm::{delete, fence_pointer, lease_states, pointer_unchanged, Fenced};
 use kept::{kept_snapshots, Kept};
 
 /// How often a collection starts over when the pointer keeps moving.
@@ -315,117 +317,6 @@ async fn mark(
         }
     }
     Ok(marked)
-}
-
-/// Each lease of the partition, live or not at `now`.
-async fn lease_states(
-    repo: &Repository,
-    partition: PartitionId,
-    now: DateTime<Utc>,
-    grace: Duration,
-) -> Result<HashMap<SnapshotId, LeaseState>, GcError> {
-    let mut states = HashMap::new();
-    for (id, lease) in repo.read_leases(partition).await? {
-        let state = match lease {
-            Ok(lease) if lease.is_live(now, grace) => LeaseState::Live,
-            Ok(lease) => LeaseState::Expired {
-                started_at: lease.started_at,
-            },
-            Err(e) => {
-                tracing::warn!(%partition, snapshot = %id, error = %e, "unreadable lease: its snapshot's objects are kept");
-                LeaseState::Unreadable
-            }
-        };
-        states.insert(id, state);
-    }
-    Ok(states)
-}
-
-enum Fenced {
-    /// The pointer moved since it was read: decide again.
-    Moved,
-    /// The fence is in place (`None` in a dry run, which writes nothing).
-    Set(Option<DateTime<Utc>>),
-    /// No fence can be written; the reason says why.
-    Impossible(&'static str),
-}
-
-/// Raises the pointer's fence to at least `fence`, by compare-and-swap
-/// against the version the collection decided on.
-async fn fence_pointer(
-    repo: &Repository,
-    current: Option<&VersionedPointer>,
-    fence: DateTime<Utc>,
-    opts: &GcOptions,
-) -> Result<Fenced, GcError> {
-    let Some(current) = current else {
-        return Ok(Fenced::Impossible(
-            "the partition has no latest.json to hold a fence",
-        ));
-    };
-    if opts.cluster.as_deref() != Some(current.pointer.cluster_name.as_str()) {
-        return Ok(Fenced::Impossible(
-            "latest.json belongs to another cluster than the one named",
-        ));
-    }
-    if opts.dry_run {
-        return Ok(Fenced::Set(None));
-    }
-    let mut pointer = current.pointer.clone();
-    let fence = pointer.gc_fence.map_or(fence, |f| f.max(fence));
-    pointer.gc_fence = Some(fence);
-    match repo.swap_pointer(Some(&current.version), &pointer).await {
-        Ok(_) => Ok(Fenced::Set(Some(fence))),
-        Err(RepoError::Conflict { .. }) => Ok(Fenced::Moved),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Whether the pointer is still the one the collection decided on.
-async fn pointer_unchanged(
-    repo: &Repository,
-    partition: PartitionId,
-    decided_on: Option<&VersionedPointer>,
-) -> Result<bool, GcError> {
-    let now = repo.read_pointer(partition).await?;
-    Ok(match (decided_on, now) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            a.version.e_tag.is_some()
-                && a.version.e_tag == b.version.e_tag
-                && a.pointer == b.pointer
-        }
-        _ => false,
-    })
-}
-
-/// Deletes one object. An object of no snapshot is looked at again first:
-/// written since the listing, it is young, and stays (`false`).
-async fn delete(
-    repo: &Repository,
-    key: &Path,
-    leased: bool,
-    cutoff: DateTime<Utc>,
-) -> Result<bool, GcError> {
-    let store_err = |source| GcError::Store {
-        key: key.to_string(),
-        source,
-    };
-    if !leased {
-        match repo.store().head(key).await {
-            Ok(now) if now.last_modified > cutoff => return Ok(false),
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(store_err(e)),
-        }
-    }
-    match repo
-        .retry()
-        .run("delete", || repo.store().delete(key))
-        .await
-    {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
-        Err(e) => Err(store_err(e)),
-    }
 }
 
 /// Why a garbage collection stopped.

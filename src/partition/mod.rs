@@ -6,9 +6,13 @@
 //! covers, so an export of the column family always carries the LSN that
 //! matches its contents.
 
+mod error;
 pub(crate) mod intent;
+mod recovery;
 
+pub use error::PartitionError;
 pub use intent::RestoreIntent;
+pub use recovery::Recovery;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -77,86 +81,7 @@ impl PartitionStore {
         Self::open_existing_or_new(path)?.recovered()
     }
 
-    /// This store after recovery, opened again if recovery imported a
-    /// column family (the `rocksdb` crate sees one only after a reopen).
-    fn recovered(self) -> Result<Self, PartitionError> {
-        let report = self.recover()?;
-        if report.finished.is_empty() && report.rolled_back.is_empty() {
-            return Ok(self);
-        }
-        let path = self.path.clone();
-        drop(self);
-        Self::open_existing_or_new(&path)
-    }
-
-    /// Finishes the restores that were interrupted and removes the staging
-    /// directories killed processes left (`export-*`, and `restore-*` that
-    /// no live restore holds) under `<database>.rocksnap-staging`.
-    ///
-    /// [`Self::open`] does this by itself. A host that opened the database
-    /// itself ([`Self::from_db`]) calls it once, before anything reads or
-    /// writes the partitions; if the report's `finished` or `rolled_back`
-    /// is not empty, it opens the database again to see the column families
-    /// recovery imported.
-    pub fn recover(&self) -> Result<Recovery, PartitionError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| PartitionError::Io { path, source }
-        };
-        let mut report = Recovery::default();
-        for (path, intent) in intent::pending(&self.path).map_err(io(&self.path))? {
-            let intent = intent.map_err(|reason| PartitionError::Intent {
-                path: path.clone(),
-                reason,
-            })?;
-            let cf = intent.cf.clone();
-            if self.has_column_family(&cf) {
-                // Never dropped, or already imported: either way whole.
-                report.settled.push(cf);
-            } else {
-                let unrecoverable = |reason: String| PartitionError::Unrecoverable {
-                    cf: cf.clone(),
-                    reason,
-                    kept: intent.staging.clone(),
-                };
-                let (comparator, files) = intent.new_files().map_err(&unrecoverable)?;
-                match self.import_column_family(&cf, &comparator, &files) {
-                    Ok(()) => {
-                        tracing::warn!(%cf, "finished a restore that was interrupted");
-                        report.finished.push(cf);
-                    }
-                    Err(e) => match intent.previous_files().map_err(&unrecoverable)? {
-                        Some((comparator, files)) => {
-                            self.import_column_family(&cf, &comparator, &files)
-                                .map_err(|back| {
-                                    unrecoverable(format!(
-                                        "importing the restored files failed ({e}) and so did putting the previous ones back ({back})"
-                                    ))
-                                })?;
-                            tracing::warn!(%cf, error = %e, "rolled back a restore that was interrupted");
-                            report.rolled_back.push(cf);
-                        }
-                        None => {
-                            return Err(unrecoverable(format!(
-                                "importing the restored files failed ({e}), and there was no column family before"
-                            )))
-                        }
-                    },
-                }
-            }
-            intent::remove(&path).map_err(io(&path))?;
-            match std::fs::remove_dir_all(&intent.staging) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&intent.staging)(e)),
-            }
-        }
-        let root = crate::staging::default_staging_dir(&self.path);
-        report.swept = crate::staging::sweep(&root, &[]).map_err(io(&root))?;
-        Ok(report)
-    }
-
-    fn open_existing_or_new(path: &Path) -> Result<Self, PartitionError> {
+    pub(super) fn open_existing_or_new(path: &Path) -> Result<Self, PartitionError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -436,115 +361,6 @@ impl AsColumnFamilyRef for Cf<'_> {
         match self {
             Cf::Crate(cf) => cf.inner(),
             Cf::Imported(cf) => cf.inner(),
-        }
-    }
-}
-
-/// What [`PartitionStore::recover`] did.
-#[derive(Debug, Clone, Default)]
-pub struct Recovery {
-    /// Column families whose interrupted restore was finished.
-    pub finished: Vec<String>,
-    /// Column families whose interrupted restore was rolled back to the
-    /// column family it was replacing.
-    pub rolled_back: Vec<String>,
-    /// Column families whose restore had not touched them yet, or had
-    /// already completed: only the intent was left.
-    pub settled: Vec<String>,
-    /// Staging directories removed.
-    pub swept: Vec<PathBuf>,
-}
-
-/// Why an operation on the partition store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PartitionError {
-    /// A write's LSN is below the partition's: the partition was moved
-    /// ahead (fast-forwarded) and the host's log resumes after its LSN.
-    #[error("partition {partition} is at LSN {applied}; a write at LSN {lsn} is behind it (the log resumes after {applied})")]
-    Behind {
-        /// The partition.
-        partition: PartitionId,
-        /// Its LSN.
-        applied: Lsn,
-        /// The write's LSN.
-        lsn: Lsn,
-    },
-    /// A restore intent cannot be read; nothing is changed.
-    #[error("restore intent {} cannot be read ({reason}); the database is left as it is", path.display())]
-    Intent {
-        /// The intent file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// An interrupted restore could be neither finished nor rolled back.
-    #[error("an interrupted restore of column family {cf:?} cannot be finished: {reason}; its files are kept in {}", kept.display())]
-    Unrecoverable {
-        /// The column family.
-        cf: String,
-        /// What failed.
-        reason: String,
-        /// Where the restore's files are.
-        kept: PathBuf,
-    },
-    /// A local file or directory could not be used.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// What the filesystem said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// RocksDB returned an error.
-    #[error("RocksDB at {}: {source}", path.display())]
-    Rocks {
-        /// Directory of the database.
-        path: PathBuf,
-        /// What RocksDB said.
-        #[source]
-        source: rocksdb::Error,
-    },
-    /// There is no database at the path (no `CURRENT` file).
-    #[error("no RocksDB database at {}", .0.display())]
-    NoDatabase(PathBuf),
-    /// The partition has no column family in this database.
-    #[error("unknown partition {0}")]
-    UnknownPartition(PartitionId),
-    /// No column family of that name in this database.
-    #[error("no column family named {0:?}")]
-    UnknownColumnFamily(String),
-    /// RocksDB refused to import SST files as a column family.
-    #[error("cannot import column family {cf:?}: {reason}")]
-    Import {
-        /// The column family being created.
-        cf: String,
-        /// What RocksDB said.
-        reason: String,
-    },
-    /// RocksDB failed to export a column family.
-    #[error("cannot export column family {cf:?}: {reason}")]
-    Export {
-        /// The column family being exported.
-        cf: String,
-        /// What RocksDB said.
-        reason: String,
-    },
-    /// The value under [`APPLIED_LSN_KEY`] is not 8 bytes long.
-    #[error("column family {cf:?}: the applied LSN is {len} bytes, expected 8")]
-    CorruptLsn {
-        /// The column family read.
-        cf: String,
-        /// Length in bytes of the stored value.
-        len: usize,
-    },
-}
-
-impl PartitionError {
-    fn rocks(path: &Path, source: rocksdb::Error) -> Self {
-        PartitionError::Rocks {
-            path: path.to_path_buf(),
-            source,
         }
     }
 }

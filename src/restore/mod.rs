@@ -20,14 +20,19 @@
 //! download, and the staging directory is removed whatever happens.
 
 mod candidates;
+mod fast_forward;
 mod prepare;
 mod swap;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+pub use fast_forward::{fast_forward, FastForward};
+pub use verify::{verify, VerifyReport};
 
 use candidates::candidates;
 use prepare::{prepare, staging_dir};
@@ -231,146 +236,6 @@ async fn restore_inner(
         });
     }
     unreachable!("candidates() returns at least one snapshot")
-}
-
-/// What a fast-forward did.
-#[derive(Debug, Clone, Serialize)]
-pub struct FastForward {
-    /// The partition.
-    pub partition_id: PartitionId,
-    /// Its applied LSN now: the host's log resumes after it.
-    pub applied_lsn: Option<Lsn>,
-    /// The restore, if one was needed; `None` if the partition already
-    /// reached the log's start.
-    pub restored: Option<RestoreOutcome>,
-}
-
-/// Brings a partition of an open, serving store past a trim gap: the
-/// host's log now starts at `log_start`, so the partition must be at
-/// `log_start − 1` or beyond. If it already is, nothing happens. Otherwise
-/// it is restored, in place, from the newest snapshot at `log_start − 1` or
-/// beyond that the pointer retains; the other partitions keep serving, and
-/// this one's writes through [`PartitionStore::apply`] and its exports wait
-/// for the swap (a host that writes by other means holds the partition's
-/// writes itself). No snapshot covering the gap: a refusal that names the
-/// newest snapshot's LSN, and nothing touched.
-pub async fn fast_forward(
-    store: &PartitionStore,
-    repo: &Repository,
-    partition: PartitionId,
-    log_start: Lsn,
-    opts: &RestoreOptions,
-) -> Result<FastForward, RestoreError> {
-    let cf = opts.cf.clone().unwrap_or_else(|| cf_name(partition));
-    let applied = if store.has_column_family(&cf) {
-        store.applied_lsn(&cf)?
-    } else {
-        None
-    };
-    let needed = Lsn(log_start.0.saturating_sub(1));
-    if applied.is_some_and(|a| a >= needed) || (needed.0 == 0 && applied.is_none()) {
-        return Ok(FastForward {
-            partition_id: partition,
-            applied_lsn: applied,
-            restored: None,
-        });
-    }
-    let started = Instant::now();
-    let result = restore_inner(
-        repo,
-        Live::Open(store),
-        partition,
-        RestoreTarget::MinLsn(needed),
-        opts,
-    )
-    .await;
-    m::restore_duration().record(started.elapsed().as_secs_f64());
-    let outcome = match result {
-        Ok(o) => {
-            m::restores(partition.0, "fast_forwarded").increment(1);
-            m::restore_fallbacks(partition.0).increment(o.skipped.len() as u64);
-            o
-        }
-        Err(RestoreError::NoneAtLeast { .. } | RestoreError::NoSnapshot { .. }) => {
-            m::restores(partition.0, "not_covered").increment(1);
-            let newest = repo
-                .read_pointer(partition)
-                .await?
-                .map(|p| p.pointer.min_applied_lsn);
-            return Err(RestoreError::NotCovered {
-                partition,
-                log_start,
-                applied,
-                newest,
-            });
-        }
-        Err(e) => {
-            m::restores(partition.0, "failed").increment(1);
-            return Err(e);
-        }
-    };
-    tracing::info!(%partition, snapshot_id = %outcome.snapshot_id, restored_lsn = ?outcome.restored_lsn,
-        ms = outcome.duration.as_millis() as u64, "partition fast-forwarded past a trim gap");
-    Ok(FastForward {
-        partition_id: partition,
-        applied_lsn: outcome.restored_lsn,
-        restored: Some(outcome),
-    })
-}
-
-/// What `verify` found.
-#[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    /// The partition checked.
-    pub partition_id: PartitionId,
-    /// The snapshot checked.
-    pub snapshot_id: SnapshotId,
-    /// The snapshot's LSN, from its metadata.
-    pub min_applied_lsn: Lsn,
-    /// Number of files checked.
-    pub files: usize,
-    /// Total size of the checked files, in bytes.
-    pub bytes: u64,
-    /// Whether every entry of every SST was read and checked.
-    pub deep: bool,
-    /// The LSN stored in the snapshot's data.
-    pub restored_lsn: Option<Lsn>,
-}
-
-/// Downloads and checks a snapshot without touching any database: sizes and
-/// checksums, RocksDB's own import checks in a scratch database, and with
-/// `deep`, every entry of every SST against the metadata's key and sequence
-/// number ranges.
-pub async fn verify(
-    repo: &Repository,
-    partition: PartitionId,
-    snapshot: Option<SnapshotId>,
-    deep: bool,
-    opts: &RestoreOptions,
-) -> Result<VerifyReport, RestoreError> {
-    let target = snapshot.map_or(RestoreTarget::Latest, RestoreTarget::Snapshot);
-    let folder = candidates(repo, partition, target).await?.remove(0);
-    let root = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let staging = staging_dir(&root, partition)?;
-    let prepared = prepare(
-        repo,
-        partition,
-        &folder,
-        &cf_name(partition),
-        staging,
-        opts,
-        deep,
-    )
-    .await?;
-    Ok(VerifyReport {
-        partition_id: partition,
-        snapshot_id: prepared.meta.snapshot_id,
-        min_applied_lsn: prepared.meta.min_applied_lsn,
-        files: prepared.meta.files.len(),
-        bytes: prepared.meta.total_bytes(),
-        deep,
-        restored_lsn: prepared.restored_lsn,
-    })
 }
 
 /// Why a snapshot cannot be used. Each names the object at fault.

@@ -14,7 +14,6 @@
 //! shutdown) is observed at every wait, so a cancelled snapshot ends within
 //! one store request, with its uploads aborted and nothing published.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 mod lease;
 mod outcome;
+mod plan;
 mod upload;
 
 pub use outcome::{SnapshotError, SnapshotOutcome, SnapshotRequest};
@@ -37,8 +37,7 @@ use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
 use crate::flow::BoundedMailbox;
 use crate::format::{
-    shared_key, shared_name, snapshot_folder, FileEntry, FormatVersion, PartitionId, SnapshotId,
-    SnapshotMetadata, CHECKSUM_ALGORITHM,
+    FileEntry, FormatVersion, PartitionId, SnapshotId, SnapshotMetadata, CHECKSUM_ALGORITHM,
 };
 use crate::metrics as m;
 use crate::repository::Repository;
@@ -267,87 +266,6 @@ impl Job {
             _ => Err(SnapshotError::Stopped(
                 "the exporter stopped while exporting; it is restarted".into(),
             )),
-        }
-    }
-
-    /// Step 2: each file's key, and which files need not be sent again.
-    async fn plan(&self, export: &Export) -> Result<Plan, SnapshotError> {
-        let partition = self.partition();
-        let folder = snapshot_folder(export.min_applied_lsn, self.snapshot_id);
-        let layout = self.repository.layout();
-        // V2: files the previous snapshot already references are not sent again.
-        let (base, previous) = match self.config.format {
-            FormatVersion::V2 => self.previous_files().await,
-            FormatVersion::V1 => (None, HashMap::new()),
-        };
-        let mut files = Vec::with_capacity(export.files.len());
-        for (file, identity) in export.files.iter().zip(&export.identities) {
-            let name =
-                crate::format::plain_file_name(&file.name).map_err(|e| SnapshotError::Export {
-                    partition,
-                    reason: e.to_string(),
-                })?;
-            // A reused file keeps the key its snapshot stored it under; a
-            // new shared file gets a key of its own, named after this
-            // snapshot, so that no upload ever lands on a key a collector
-            // may be deleting.
-            let reused = identity.as_ref().and_then(|id| previous.get(id));
-            let (key, entry_key) = match (identity, reused) {
-                (Some(_), Some(prev)) => (prev.key.clone(), Some(prev.entry_key.clone())),
-                (Some(id), None) => (
-                    layout.shared(partition, &shared_name(id, self.snapshot_id)),
-                    Some(shared_key(id, self.snapshot_id)),
-                ),
-                (None, _) => (layout.file(partition, &folder, name), None),
-            };
-            files.push(PlannedFile {
-                path: export.file_path(file),
-                key,
-                entry_key,
-                size: file.size,
-                reused: reused.map(|prev| prev.crc32c),
-            });
-        }
-        Ok(Plan { base, files })
-    }
-
-    /// The partition's latest snapshot, and identity → where each file it
-    /// references is, if it is a V2 snapshot. Any trouble reading it only
-    /// means that nothing is shared.
-    async fn previous_files(&self) -> (Option<SnapshotId>, HashMap<String, SharedFile>) {
-        let partition = self.partition();
-        let pointer = match self.repository.read_pointer(partition).await {
-            Ok(Some(p)) => p.pointer,
-            _ => return (None, HashMap::new()),
-        };
-        match self
-            .repository
-            .read_metadata(partition, &pointer.path)
-            .await
-        {
-            Ok(meta) => {
-                let layout = self.repository.layout();
-                let files = meta
-                    .files
-                    .iter()
-                    .filter_map(|f| {
-                        let crc32c = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
-                        let entry_key = f.key.clone()?;
-                        let key = layout.object(partition, &pointer.path, f).ok()?;
-                        let shared = SharedFile {
-                            key,
-                            entry_key,
-                            crc32c,
-                        };
-                        Some((f.identity.clone()?, shared))
-                    })
-                    .collect();
-                (Some(meta.snapshot_id), files)
-            }
-            Err(e) => {
-                tracing::warn!(%partition, error = %e, "cannot read the previous snapshot; sending every file");
-                (None, HashMap::new())
-            }
         }
     }
 
