@@ -77,6 +77,10 @@ pub enum PublishError {
         /// When this snapshot's lease started.
         started: DateTime<Utc>,
     },
+    /// The pointer was written by Restate, whose fields rocksnap would
+    /// replace with its own.
+    #[error("latest.json was written by Restate and is left as it is: rocksnap reads Restate's repositories but does not yet publish into them")]
+    RestatePointer,
     /// Files were reused from a snapshot that is no longer retained.
     #[error("files were shared with snapshot {0}, which is no longer retained; not published")]
     BaseGone(SnapshotId),
@@ -100,6 +104,7 @@ impl PublishError {
             PublishError::TooManyConflicts(_) => "conflicts",
             PublishError::BaseGone(_) => "base_gone",
             PublishError::Fenced { .. } => "fenced",
+            PublishError::RestatePointer => "restate_pointer",
             PublishError::Uncertain(_) => "uncertain",
             PublishError::Repository(RepoError::Malformed { .. }) => "malformed_pointer",
             PublishError::Repository(_) => "repository",
@@ -203,6 +208,9 @@ async fn try_publish(
             if cur.pointer.snapshot_id == meta.snapshot_id {
                 // An earlier swap landed although its answer was lost.
                 return Ok(Published { conflicts });
+            }
+            if cur.pointer.is_restate() {
+                return Err(PublishError::RestatePointer);
             }
             if cur.pointer.cluster_name != meta.cluster_name {
                 return Err(PublishError::ForeignCluster {

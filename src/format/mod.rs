@@ -29,8 +29,10 @@
 //! one module, which every other module calls, so that keys are built and
 //! untrusted documents checked in one place.
 
+mod id;
 mod lease;
 
+pub use id::{IdEncoding, SnapshotId};
 pub use lease::{lease_name, owner, shared_key, shared_name, Lease, LEASES};
 
 use std::fmt;
@@ -39,7 +41,6 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use ulid::Ulid;
 
 /// Name of the pointer object in a partition's folder.
 pub const LATEST: &str = "latest.json";
@@ -76,54 +77,6 @@ pub struct Lsn(pub u64);
 impl fmt::Display for Lsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
-    }
-}
-
-/// `snap_` followed by a ULID: two nodes that snapshot the same partition at
-/// the same LSN never pick the same folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SnapshotId(Ulid);
-
-impl SnapshotId {
-    /// A fresh id from a new ULID (current time plus randomness).
-    pub fn new() -> Self {
-        SnapshotId(Ulid::new())
-    }
-}
-
-impl Default for SnapshotId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for SnapshotId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "snap_{}", self.0)
-    }
-}
-
-impl FromStr for SnapshotId {
-    type Err = FormatError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ulid = s
-            .strip_prefix("snap_")
-            .and_then(|u| Ulid::from_string(u).ok())
-            .ok_or_else(|| FormatError::BadSnapshotId(s.to_string()))?;
-        Ok(SnapshotId(ulid))
-    }
-}
-
-impl Serialize for SnapshotId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for SnapshotId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -360,7 +313,12 @@ pub struct LatestPointer {
     /// V2: the snapshots kept, newest first (the latest included). Whatever
     /// they reference is never deleted; the oldest one's LSN is the safe
     /// log-trim point.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Restate's pointers call it `retained_snapshots`.
+    #[serde(
+        default,
+        alias = "retained_snapshots",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub retained: Vec<RetainedSnapshot>,
     /// Set by garbage collection before it collects the objects of a
     /// snapshot whose lease expired: no snapshot whose lease started at or
@@ -390,6 +348,13 @@ impl RetainedSnapshot {
 }
 
 impl LatestPointer {
+    /// Whether Restate wrote this pointer (its ids are Restate's): rocksnap
+    /// reads it, and honours what it retains, but never rewrites it, which
+    /// would replace Restate's fields with its own.
+    pub fn is_restate(&self) -> bool {
+        self.snapshot_id.encoding() == IdEncoding::Restate
+    }
+
     /// The snapshots this pointer keeps, newest first: the retained list of
     /// a V2 pointer, or the one snapshot a V1 pointer names.
     pub fn kept(&self) -> Vec<RetainedSnapshot> {
@@ -557,8 +522,11 @@ pub enum FormatError {
     /// A file entry of a V2 snapshot without its shared object key.
     #[error("file {0:?} of a V2 snapshot has no object key")]
     MissingKey(String),
-    /// A string that is not `snap_` followed by a ULID.
-    #[error("{0:?} is not a snapshot id (expected snap_<ULID>)")]
+    /// A string that is not `snap_` followed by a ULID, or Restate's
+    /// `snap_1` followed by 22 base62 digits.
+    #[error(
+        "{0:?} is not a snapshot id (expected snap_<ULID> or Restate's snap_1<22 base62 digits>)"
+    )]
     BadSnapshotId(String),
     /// A pointer's (or retained entry's) `path` is not the folder its LSN
     /// and snapshot id name.

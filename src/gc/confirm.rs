@@ -58,6 +58,11 @@ pub(super) async fn fence_pointer(
             "the partition has no latest.json to hold a fence",
         ));
     };
+    if current.pointer.is_restate() {
+        return Ok(Fenced::Impossible(
+            "latest.json was written by Restate, and rocksnap never rewrites it",
+        ));
+    }
     if opts.cluster.as_deref() != Some(current.pointer.cluster_name.as_str()) {
         return Ok(Fenced::Impossible(
             "latest.json belongs to another cluster than the one named",

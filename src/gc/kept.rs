@@ -53,6 +53,9 @@ pub(super) async fn kept_snapshots(
                 pointer: Some(current),
             });
         }
+        if current.pointer.is_restate() {
+            return Err(GcError::RestatePointer);
+        }
         match &opts.cluster {
             Some(ours) if *ours == current.pointer.cluster_name => {}
             _ => {

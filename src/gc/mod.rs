@@ -348,6 +348,9 @@ pub enum GcError {
     /// `latest.json` changed under every attempt to apply retention to it.
     #[error("latest.json kept changing; try again")]
     Contended,
+    /// Retention would rewrite a pointer Restate wrote.
+    #[error("latest.json was written by Restate: rocksnap collects what its retained_snapshots leave, but never rewrites it; prune without --keep/--older-than")]
+    RestatePointer,
     /// Listing or aborting open multipart uploads failed.
     #[error("open multipart uploads: {0}")]
     Uploads(String),
