@@ -215,3 +215,111 @@ async fn a_restate_repository_is_read_collected_and_left_as_restate_wrote_it() {
         pointer_bytes
     );
 }
+
+/// The layout of Restate's first snapshots, from the documents its change
+/// printed (`tests/fixtures/restate-seed/`, unchanged but for the files,
+/// which are real SSTs made here): `lsn_<n>` folders without an id, a
+/// pointer with `lsn` and no cluster, file names starting with `/`, a
+/// writer's absolute `directory` that means nothing to a reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_layout_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let source = PartitionStore::open(&dir.path().join("source"), &[PartitionId(1)]).unwrap();
+    write(&source, 96);
+    let expected = source.entries("data-1").unwrap();
+    let exported = source
+        .export_column_family("data-1", &dir.path().join("export"))
+        .unwrap();
+    let folder = repo_dir.join("1").join("lsn_96");
+    std::fs::create_dir_all(&folder).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/restate-seed");
+    let mut metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("metadata.json")).unwrap()).unwrap();
+    let template = metadata["files"][0].clone();
+    let mut files = Vec::new();
+    for f in &exported.files {
+        let name = f.name.trim_start_matches('/');
+        std::fs::copy(Path::new(&f.directory).join(name), folder.join(name)).unwrap();
+        let mut entry = template.clone();
+        entry["name"] = json!(f.name);
+        entry["size"] = json!(f.size);
+        entry["level"] = json!(f.level);
+        entry["start_key"] = json!(hex::encode(&f.smallest_key));
+        entry["end_key"] = json!(hex::encode(&f.largest_key));
+        entry["smallest_seqno"] = json!(f.smallest_seqno);
+        entry["largest_seqno"] = json!(f.largest_seqno);
+        files.push(entry);
+    }
+    metadata["files"] = json!(files);
+    std::fs::write(
+        folder.join("metadata.json"),
+        serde_json::to_vec_pretty(&metadata).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures.join("latest.json"),
+        repo_dir.join("1").join("latest.json"),
+    )
+    .unwrap();
+    let repo = Repository::new(
+        Destination::open(repo_dir.to_str().unwrap(), OpenMode::MustExist).unwrap(),
+    );
+
+    let listed = repo.list_snapshots(PartitionId(1)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "lsn_96");
+    assert_eq!(
+        listed[0].snapshot_id.to_string(),
+        "snap_17IyaexCTaiY7ZvMJcsPdg5"
+    );
+    let shown = common::bin::ok_json(&mut common::bin::command(&[
+        "show",
+        "--from",
+        repo_dir.to_str().unwrap(),
+        "--partition",
+        "1",
+        "--json",
+    ]));
+    assert!(
+        shown.to_string().contains("snap_17IyaexCTaiY7ZvMJcsPdg5"),
+        "{shown}"
+    );
+    let opts = RestoreOptions {
+        staging_dir: Some(dir.path().join("staging")),
+        ..RestoreOptions::default()
+    };
+    verify(&repo, PartitionId(1), None, false, &opts)
+        .await
+        .unwrap();
+    let target = dir.path().join("restored");
+    let outcome = restore(&repo, &target, PartitionId(1), RestoreTarget::Latest, &opts)
+        .await
+        .unwrap();
+    assert_eq!(outcome.min_applied_lsn, Lsn(96));
+    let restored = PartitionStore::open_existing(&target)
+        .unwrap()
+        .entries("data-1")
+        .unwrap();
+    assert!(
+        restored == expected,
+        "the restored partition differs from the source"
+    );
+    // Collection keeps it and leaves the pointer as it is.
+    let before = std::fs::read(repo_dir.join("1").join("latest.json")).unwrap();
+    let report = collect(
+        &repo,
+        PartitionId(1),
+        &GcOptions {
+            grace: Duration::ZERO,
+            ..GcOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert_eq!(
+        std::fs::read(repo_dir.join("1").join("latest.json")).unwrap(),
+        before
+    );
+}

@@ -298,7 +298,8 @@ pub struct LatestPointer {
     /// Partition the pointer belongs to.
     pub partition_id: PartitionId,
     /// Name of the cluster that owns the partition; a pointer of another
-    /// cluster is never overwritten.
+    /// cluster is never overwritten. (The seed's pointers have none.)
+    #[serde(default)]
     pub cluster_name: String,
     /// Name of the node that took the latest snapshot.
     pub node_name: String,
@@ -376,15 +377,14 @@ impl LatestPointer {
         check_version(bytes)?;
         let pointer: LatestPointer =
             serde_json::from_slice(bytes).map_err(|e| FormatError::Json(LATEST, e))?;
-        let expected = snapshot_folder(pointer.min_applied_lsn, pointer.snapshot_id);
-        if pointer.path != expected {
+        if !names_snapshot(&pointer.path, pointer.min_applied_lsn, pointer.snapshot_id) {
             return Err(FormatError::PointerPathMismatch {
+                expected: snapshot_folder(pointer.min_applied_lsn, pointer.snapshot_id),
                 path: pointer.path,
-                expected,
             });
         }
         for r in &pointer.retained {
-            if r.path != r.folder() {
+            if !names_snapshot(&r.path, r.min_applied_lsn, r.snapshot_id) {
                 return Err(FormatError::PointerPathMismatch {
                     path: r.path.clone(),
                     expected: r.folder(),
@@ -418,6 +418,28 @@ pub(crate) fn check_version(bytes: &[u8]) -> Result<(), FormatError> {
 /// `lsn_<lsn:020>-<snapshot_id>`: zero-padded so a plain listing sorts oldest first.
 pub fn snapshot_folder(lsn: Lsn, id: SnapshotId) -> String {
     format!("lsn_{:020}-{}", lsn.0, id)
+}
+
+/// The folder Restate's first snapshots used: `lsn_<lsn>`, unpadded and
+/// without an id (read, never written).
+pub fn seed_folder(lsn: Lsn) -> String {
+    format!("lsn_{}", lsn.0)
+}
+
+/// The LSN of a folder named the seed's way.
+pub fn parse_seed_folder(name: &str) -> Option<Lsn> {
+    let digits = name.strip_prefix("lsn_")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Lsn)
+}
+
+/// Whether `folder` is the folder of the snapshot with this LSN and id: its
+/// own name, or, for an id in Restate's encoding, the seed's `lsn_<lsn>`.
+pub fn names_snapshot(folder: &str, lsn: Lsn, id: SnapshotId) -> bool {
+    folder == snapshot_folder(lsn, id)
+        || (id.encoding() == IdEncoding::Restate && folder == seed_folder(lsn))
 }
 
 /// Parses a snapshot folder name back into its LSN and snapshot id.

@@ -380,7 +380,9 @@ impl Repository {
             key: key.to_string(),
             source,
         })?;
-        if meta.partition_id != partition || meta.path() != folder {
+        if meta.partition_id != partition
+            || !crate::format::names_snapshot(folder, meta.min_applied_lsn, meta.snapshot_id)
+        {
             return Err(RepoError::Foreign {
                 key: key.to_string(),
                 reason: format!(
@@ -436,19 +438,32 @@ impl Repository {
             .run("list", || self.store.list_with_delimiter(Some(&dir)))
             .await
             .map_err(|e| RepoError::store("list", &dir, e))?;
-        let mut folders: Vec<SnapshotFolder> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| {
-                let name = p.filename()?;
-                let (lsn, snapshot_id) = parse_snapshot_folder(name)?;
-                Some(SnapshotFolder {
+        let mut folders: Vec<SnapshotFolder> = Vec::new();
+        for p in &listing.common_prefixes {
+            let Some(name) = p.filename() else { continue };
+            if let Some((lsn, snapshot_id)) = parse_snapshot_folder(name) {
+                folders.push(SnapshotFolder {
                     name: name.to_string(),
                     lsn,
                     snapshot_id,
-                })
-            })
-            .collect();
+                });
+            } else if let Some(lsn) = crate::format::parse_seed_folder(name) {
+                // The seed's folders carry no id: their metadata has it.
+                match self.read_metadata(partition, name).await {
+                    Ok(meta) if meta.min_applied_lsn == lsn => folders.push(SnapshotFolder {
+                        name: name.to_string(),
+                        lsn,
+                        snapshot_id: meta.snapshot_id,
+                    }),
+                    Ok(_) => {
+                        tracing::warn!(folder = name, "its metadata names another LSN; left out")
+                    }
+                    Err(e) => {
+                        tracing::warn!(folder = name, error = %e, "cannot read its metadata; left out")
+                    }
+                }
+            }
+        }
         folders.sort_by_key(|f| (f.lsn, f.snapshot_id));
         Ok(folders)
     }
