@@ -82,8 +82,8 @@ impl PipelineConfig {
         {
             return Err("part size, parts in flight, chunker queue and concurrent exports must be above zero".into());
         }
-        if self.lease_ttl < Duration::from_secs(1) {
-            return Err("the lease's time to live must be at least a second".into());
+        if self.lease_ttl < Duration::from_secs(1) || self.lease_ttl > Duration::from_secs(86_400) {
+            return Err("the lease's time to live must be between a second and a day".into());
         }
         if self.part_size < repository.min_part_size() {
             return Err(format!(

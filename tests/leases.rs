@@ -209,3 +209,48 @@ async fn a_lease_that_cannot_be_renewed_stops_the_snapshot() {
     );
     supervisor.stop(None);
 }
+
+/// A folder whose metadata.json is younger than the grace period (written
+/// at the end of a long upload) keeps its older files too: deleting them
+/// would leave a folder that looks complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_young_metadata_keeps_its_folder_whole() {
+    let fx = Fixture::new(&[1]);
+    let supervisor = fx.supervisor(fx.config()).await;
+    fx.write(1, 1, 200, 1000);
+    let first = snapshot(&supervisor, 1, None).await.unwrap();
+    fx.write(1, 2, 200, 1000);
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    // The first snapshot's files are a day old; its metadata.json is new.
+    let folder = fx
+        .repo_dir
+        .join("1")
+        .join(format!("lsn_{:020}-{}", 1, first.snapshot_id));
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    for f in files_below(&folder) {
+        if f.ends_with(".sst") {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(folder.join(&f))
+                .unwrap();
+            file.set_modified(day_ago).unwrap();
+        }
+    }
+    let opts = GcOptions {
+        retention: Some(rocksnap::Retention {
+            keep_last: 1,
+            max_age: None,
+        }),
+        ..gc(Duration::from_secs(3600))
+    };
+    let report = collect(&fx.repository, PartitionId(1), &opts)
+        .await
+        .unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert!(folder.join("metadata.json").exists());
+    assert!(
+        files_below(&folder).iter().any(|f| f.ends_with(".sst")),
+        "its files went"
+    );
+}

@@ -124,7 +124,13 @@ impl ChunkerState {
             return;
         }
         // From here on the uploader reports the outcome; the file ends with
-        // `End` or `Abandon`.
+        // `End` or `Abandon`, even if the chunker fails half-way (the guard
+        // abandons it as it unwinds), so the uploader never waits for ever.
+        let mut closing = Closing {
+            uploader: uploader.actor().clone(),
+            file: id,
+            open: true,
+        };
         let close = match self
             .send_parts(file, &path, id, size, parts, part_size, &cancel, &uploader)
             .await
@@ -132,6 +138,7 @@ impl ChunkerState {
             Ok(crc32c) => UploaderMsg::End { file: id, crc32c },
             Err(error) => UploaderMsg::Abandon { file: id, error },
         };
+        closing.open = false;
         let _ = uploader.actor().cast(close);
     }
 
@@ -200,6 +207,24 @@ impl ChunkerState {
                 .map_err(|_| UploadError::Stopped("uploader"))?;
         }
         Ok(crc)
+    }
+}
+
+/// Abandons a file whose parts stopped coming, if it is dropped still open.
+struct Closing {
+    uploader: ractor::ActorRef<UploaderMsg>,
+    file: FileId,
+    open: bool,
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.uploader.cast(UploaderMsg::Abandon {
+                file: self.file,
+                error: UploadError::Stopped("chunker"),
+            });
+        }
     }
 }
 

@@ -171,6 +171,10 @@ fn export(
     staging_root: &std::path::Path,
     req: ExportRequest,
 ) -> Result<Export, ExportError> {
+    // One shared pass of the partition's gate for the checks and the export:
+    // a fast-forward swaps the column family either before or after all of it.
+    let gate = partitions.gate(&req.cf);
+    let _shared = gate.read().expect("not poisoned");
     if !partitions.has_column_family(&req.cf) {
         return Err(ExportError::UnknownColumnFamily { cf: req.cf });
     }
@@ -197,7 +201,7 @@ fn export(
     // RocksDB insists on creating the export directory itself.
     let dir = staging.path().join("export");
     let exported = partitions
-        .export_column_family(&req.cf, &dir)
+        .export_ungated(&req.cf, &dir)
         .map_err(|e| ExportError::Failed(e.to_string()))?;
     let mut identities = Vec::with_capacity(exported.files.len());
     for f in &exported.files {

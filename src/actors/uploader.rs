@@ -285,6 +285,29 @@ impl Actor for Uploader {
     }
 }
 
+/// ractor skips `post_stop` when the uploader fails or is killed (its
+/// supervisor stopping): the multipart uploads it holds open are aborted
+/// here instead, each in a task of its own on the runtime, as nothing is
+/// left to own them; the reply ports dropped with the state tell the
+/// snapshots the stage stopped.
+impl Drop for UploaderState {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for (_, u) in self.uploads.drain() {
+            if let Target::Open(mut multipart) = u.target {
+                let key = u.key;
+                runtime.spawn(async move {
+                    if let Err(e) = multipart.abort().await {
+                        tracing::warn!(%key, error = %e, "cannot abort multipart upload; garbage collection will");
+                    }
+                });
+            }
+        }
+    }
+}
+
 impl UploaderState {
     fn begin(&mut self, myself: &ActorRef<UploaderMsg>, upload: FileUpload) -> FileId {
         let target = if upload.parts == 1 {

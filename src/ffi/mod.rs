@@ -28,8 +28,10 @@
 //!   (a `std::vector<LiveFileMetaData>`), compiled with the same headers and
 //!   standard library, and the list it fills is handed to
 //!   `rocksdb_export_import_files_metadata_set_files`, which takes ownership.
-//! * An imported column family's handle is destroyed right after the import;
-//!   that releases the handle, not the column family.
+//! * An imported column family's handle is kept in an [`OwnedColumnFamily`],
+//!   which holds the database (so it outlives the handle) and destroys the
+//!   handle once, when dropped; that releases the handle, not the column
+//!   family.
 //!
 //! Longer than most files here on purpose: every `unsafe` block of the
 //! crate is in this module, next to the safety argument that covers it.

@@ -167,7 +167,10 @@ async fn collect_once(
     let leases = lease_states(repo, partition, now, opts.grace).await?;
     let open_uploads = repo.uploads().list(&dir).await.map_err(GcError::Uploads)?;
 
-    let cutoff = now - chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
+    let cutoff = chrono::Duration::from_std(opts.grace)
+        .ok()
+        .and_then(|grace| now.checked_sub_signed(grace))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let owner_of = |key: &str| {
         key.strip_prefix(dir.as_ref())
             .and_then(|k| k.strip_prefix('/'))
@@ -197,6 +200,7 @@ async fn collect_once(
         fence_needed = Some(fence_needed.map_or(started_at, |f| f.max(started_at)));
     };
     let mut candidates = Vec::new();
+    let mut young_metadata: Vec<String> = Vec::new();
     for object in objects {
         if marked.contains(&object.location) {
             continue;
@@ -207,10 +211,24 @@ async fn collect_once(
                 fence_for(*started_at);
                 candidates.push((object, true));
             }
-            None if object.last_modified > cutoff => report.spared += 1,
+            None if object.last_modified > cutoff => {
+                report.spared += 1;
+                if object.location.filename() == Some(METADATA) {
+                    young_metadata.push(folder_of(&object.location));
+                }
+            }
             None => candidates.push((object, false)),
         }
     }
+    // A folder whose metadata.json is spared keeps its files too, this
+    // time: deleting them would leave a folder that looks complete.
+    candidates.retain(|(o, _)| {
+        let keep = young_metadata.contains(&folder_of(&o.location));
+        if keep {
+            report.spared += 1;
+        }
+        !keep
+    });
     let mut uploads_to_abort = Vec::new();
     for upload in open_uploads {
         match owner_of(&upload.key).and_then(|id| leases.get(&id)) {
@@ -285,6 +303,13 @@ async fn collect_once(
         fence = ?report.fence, "garbage collected"
     );
     Ok(Some(report))
+}
+
+/// The folder an object is in (its key without the last part).
+fn folder_of(key: &Path) -> String {
+    key.as_ref()
+        .rsplit_once('/')
+        .map_or_else(String::new, |(folder, _)| folder.to_string())
 }
 
 /// Every object the kept snapshots reference, and the pointer.

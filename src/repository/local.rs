@@ -121,5 +121,11 @@ fn write_durably(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Resu
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(&dir)?.sync_all()
+    // The pointer is replaced from here on: a directory fsync that fails
+    // (some network filesystems refuse it) must not report the swap as
+    // failed, or the publisher would undo what the pointer now names.
+    if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the pointer's directory; the pointer is replaced");
+    }
+    Ok(())
 }

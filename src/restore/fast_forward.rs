@@ -69,6 +69,13 @@ pub async fn fast_forward(
             m::restore_fallbacks(partition.0).increment(o.skipped.len() as u64);
             o
         }
+        Err(RestoreError::Overtaken { live, .. }) => {
+            return Ok(FastForward {
+                partition_id: partition,
+                applied_lsn: Some(live),
+                restored: None,
+            })
+        }
         Err(RestoreError::NoneAtLeast { .. } | RestoreError::NoSnapshot { .. }) => {
             m::restores(partition.0, "not_covered").increment(1);
             let newest = repo

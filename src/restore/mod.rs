@@ -214,6 +214,18 @@ async fn restore_inner(
                 tokio::task::spawn_blocking(move || {
                     let gate = store.gate(&cf);
                     let _alone = gate.write().expect("not poisoned");
+                    // Checked again alone: another fast-forward (a retry)
+                    // may have swapped already, and writes gone on since.
+                    let live = if store.has_column_family(&cf) {
+                        store.applied_lsn(&cf)?
+                    } else {
+                        None
+                    };
+                    if let (Some(live), Some(new)) = (live, prepared.restored_lsn) {
+                        if live >= new {
+                            return Err(RestoreError::Overtaken { partition, live });
+                        }
+                    }
                     swap_in(&store, &cf, prepared)
                 })
                 .await
@@ -323,6 +335,15 @@ pub enum RestoreError {
         applied: Option<Lsn>,
         /// The newest snapshot's LSN, if there is one.
         newest: Option<Lsn>,
+    },
+    /// The partition reached the snapshot's LSN by itself while the
+    /// snapshot was prepared; nothing was swapped.
+    #[error("partition {partition} is already at LSN {live}; nothing was swapped")]
+    Overtaken {
+        /// The partition.
+        partition: PartitionId,
+        /// Its LSN.
+        live: Lsn,
     },
     /// A snapshot cannot be used, and no older one may be tried instead.
     #[error("snapshot {snapshot} is unusable: {reason}")]

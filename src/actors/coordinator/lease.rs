@@ -3,6 +3,7 @@
 //! however long its upload lasts (see [`crate::format::Lease`]).
 
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 
 use super::{Job, SnapshotError};
 use crate::format::{FormatVersion, Lease};
@@ -30,14 +31,21 @@ impl Job {
         Ok(lease)
     }
 
-    /// Renews the lease every third of its time to live, for as long as the
-    /// snapshot runs. Returns only if the lease is lost: it expired before a
-    /// renewal got through, and a collector may now take the snapshot's
-    /// objects.
-    pub(super) async fn keep_lease(&self, mut lease: Lease) -> SnapshotError {
+    /// Renews the lease every third of its time to live until `done`.
+    /// Returns the error if the lease is lost (it expired before a renewal
+    /// got through, and a collector may now take the snapshot's objects),
+    /// `None` once `done` fires between renewals.
+    pub(super) async fn keep_lease(
+        &self,
+        mut lease: Lease,
+        done: &CancellationToken,
+    ) -> Option<SnapshotError> {
         let every = self.config.lease_ttl / 3;
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                _ = done.cancelled() => return None,
+                _ = tokio::time::sleep(every) => {}
+            }
             let now = Utc::now();
             let renewed = Lease {
                 renewed_at: now,
@@ -51,19 +59,20 @@ impl Job {
                         expires_at = %lease.expires_at, "cannot renew the snapshot's lease; trying again");
                 }
                 Err(e) => {
-                    return SnapshotError::Lease {
+                    return Some(SnapshotError::Lease {
                         partition: self.partition(),
                         reason: format!(
                             "its lease expired at {} before it could be renewed ({e}); not published, as garbage collection may take its objects",
                             lease.expires_at
                         ),
-                    }
+                    })
                 }
             }
         }
     }
 
     fn ttl(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.config.lease_ttl).unwrap_or(chrono::Duration::MAX)
+        // `PipelineConfig::check` bounds it to a day.
+        chrono::Duration::from_std(self.config.lease_ttl).unwrap_or(chrono::Duration::days(1))
     }
 }

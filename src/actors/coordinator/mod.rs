@@ -175,11 +175,19 @@ impl Job {
         let export = self.export().await?;
         let lease = self.take_lease().await?;
         let steps = self.steps(export, lease.started_at, started);
-        let renew = self.keep_lease(lease);
+        let done = CancellationToken::new();
+        let renew = self.keep_lease(lease, &done);
         tokio::pin!(steps, renew);
         let result = tokio::select! {
-            result = &mut steps => result,
+            result = &mut steps => {
+                // A renewal on its way finishes before the lease is deleted,
+                // so that it cannot bring the lease back afterwards.
+                done.cancel();
+                let _ = (&mut renew).await;
+                result
+            }
             lost = &mut renew => {
+                let lost = lost.expect("renewal ends by itself only when the lease is lost");
                 // Stop, and let the uploads abort what they started. A
                 // publish already under way stands or falls by the fence:
                 // a collector that takes this snapshot's objects fences it

@@ -321,6 +321,14 @@ impl Actor for Supervisor {
     }
 }
 
+/// However the supervisor ends (ractor skips `post_stop` when it fails),
+/// every snapshot it started is cancelled.
+impl Drop for SupervisorState {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 impl SupervisorState {
     async fn start(
         &mut self,
@@ -384,6 +392,9 @@ impl SupervisorState {
         let Some(running) = self.running.remove(&partition) else {
             return;
         };
+        // Whatever of the snapshot is still queued or in flight (its
+        // coordinator failed, say) stops now.
+        running.cancel.cancel();
         match &result {
             Ok(o) => {
                 m::snapshots_succeeded(partition.0).increment(1);
