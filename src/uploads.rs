@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use object_store::aws::{AmazonS3, AwsAuthorizer};
-use object_store::client::{HttpRequest, HttpRequestBody};
+use object_store::client::{HttpClient, HttpRequest, HttpRequestBody};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 
@@ -41,6 +41,8 @@ pub(crate) struct S3Uploads {
     /// `https://bucket.s3.region.amazonaws.com` or `endpoint/bucket`.
     pub base_url: String,
     pub region: String,
+    /// A client with the store's own client settings.
+    pub http: HttpClient,
 }
 
 impl UploadLister {
@@ -86,21 +88,17 @@ impl S3Uploads {
     /// not. `object_store` reports a listing's status only inside its error
     /// text, so the start-up check asks the bucket itself.
     pub(crate) async fn head_bucket(&self) -> Result<http::StatusCode, String> {
+        let request = self.signed(http::Method::HEAD, &self.base_url).await?;
         let response = self
-            .signed(http::Method::HEAD, &self.base_url)
-            .await?
-            .send()
+            .http
+            .execute(request)
             .await
             .map_err(|e| format!("HeadBucket: {e}"))?;
         Ok(response.status())
     }
 
     /// A request signed with the store's own credentials, ready to send.
-    async fn signed(
-        &self,
-        method: http::Method,
-        url: &str,
-    ) -> Result<reqwest::RequestBuilder, String> {
+    async fn signed(&self, method: http::Method, url: &str) -> Result<HttpRequest, String> {
         let credential = self
             .store
             .credentials()
@@ -115,9 +113,7 @@ impl S3Uploads {
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
             .map_err(|e| e.to_string())?;
-        Ok(http_client()
-            .request(method, url)
-            .headers(request.headers().clone()))
+        Ok(request)
     }
 
     async fn list(&self, prefix: &Path) -> Result<Vec<OpenUpload>, String> {
@@ -139,14 +135,19 @@ impl S3Uploads {
                     encode(id)
                 ));
             }
+            let request = self.signed(http::Method::GET, &url).await?;
             let response = self
-                .signed(http::Method::GET, &url)
-                .await?
-                .send()
+                .http
+                .execute(request)
                 .await
                 .map_err(|e| format!("listing open uploads: {e}"))?;
             let status = response.status();
-            let body = response.text().await.map_err(|e| e.to_string())?;
+            let body = response
+                .into_body()
+                .bytes()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body = String::from_utf8_lossy(&body).into_owned();
             if !status.is_success() {
                 return Err(format!("listing open uploads: {status}: {body}"));
             }
@@ -164,16 +165,6 @@ impl S3Uploads {
 /// is (`Path::from` would percent-encode it again, and name another key).
 fn listed_key(key: &str) -> Result<Path, String> {
     Path::parse(key).map_err(|e| format!("{key:?}: {e}"))
-}
-
-/// The client for the few requests `object_store` has no call for: with
-/// timeouts, so that a store that stops answering fails them.
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .unwrap_or_default()
 }
 
 /// One page of a `ListMultipartUploadsResult`.

@@ -5,7 +5,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
-use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
+use object_store::client::{HttpConnector, ReqwestConnector};
+use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
+
+/// Every client setting the S3 builder may hold.
+const CLIENT_KEYS: [ClientConfigKey; 20] = [
+    ClientConfigKey::AllowHttp,
+    ClientConfigKey::AllowInvalidCertificates,
+    ClientConfigKey::NoSystemCertificates,
+    ClientConfigKey::ConnectTimeout,
+    ClientConfigKey::DefaultContentType,
+    ClientConfigKey::Http1Only,
+    ClientConfigKey::Http2KeepAliveInterval,
+    ClientConfigKey::Http2KeepAliveTimeout,
+    ClientConfigKey::Http2KeepAliveWhileIdle,
+    ClientConfigKey::Http2MaxFrameSize,
+    ClientConfigKey::Http2Only,
+    ClientConfigKey::PoolIdleTimeout,
+    ClientConfigKey::PoolMaxIdlePerHost,
+    ClientConfigKey::ProxyUrl,
+    ClientConfigKey::ProxyCaCertificate,
+    ClientConfigKey::ProxyExcludes,
+    ClientConfigKey::RandomizeAddresses,
+    ClientConfigKey::ReadTimeout,
+    ClientConfigKey::Timeout,
+    ClientConfigKey::UserAgent,
+];
 use url::Url;
 
 use super::StoreError;
@@ -129,6 +154,20 @@ pub(super) fn open_s3(
         Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
         None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
     };
+    // The few requests object_store has no call for go through a client
+    // built from the same client settings (proxy, certificates, timeouts).
+    let mut options = ClientOptions::new();
+    for key in CLIENT_KEYS {
+        if let Some(value) = b.get_config_value(&AmazonS3ConfigKey::Client(key)) {
+            options = options.with_config(key, value);
+        }
+    }
+    let http = ReqwestConnector::default()
+        .connect(&options)
+        .map_err(|e| StoreError::Open {
+            url: display.to_string(),
+            source: e,
+        })?;
     let store = Arc::new(b.build().map_err(|e| StoreError::Open {
         url: display.to_string(),
         source: e,
@@ -137,6 +176,7 @@ pub(super) fn open_s3(
         store: store.clone(),
         base_url,
         region,
+        http,
     };
     Ok((store, uploads))
 }
