@@ -20,23 +20,12 @@ pub fn default_staging_dir(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-/// Creates `root` if needed and removes the exports a killed process left
-/// in it. Only the process that has the database open exports into its
-/// staging root, so nothing else can be using them.
+/// Creates `root` if needed and sweeps what killed processes left in it
+/// (see [`sweep`]). Only the process that has the database open exports
+/// into its staging root, so no export there can be in use.
 pub(crate) fn prepare_export_root(root: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(root)?;
-    for entry in std::fs::read_dir(root)? {
-        let entry = entry?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(EXPORT_PREFIX)
-        {
-            tracing::info!(path = %entry.path().display(), "removing a stale export");
-            std::fs::remove_dir_all(entry.path())?;
-        }
-    }
-    Ok(())
+    sweep(root, &[]).map(drop)
 }
 
 /// A fresh directory for one export, named after what it holds.

@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::backend::Backend;
 use common::faulty::{Fault, FaultyStore, Op, When};
 use common::{snapshot, Fixture};
-use rocksnap::gc::{collect, GcOptions};
+use rocksnap::gc::collect;
 use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
-use rocksnap::{PartitionId, PipelineConfig, Repository, Retention};
+use rocksnap::{PartitionId, PipelineConfig, Repository};
 
 /// A partition with one multi-part SST, and a first snapshot published
 /// without faults.
@@ -249,15 +249,7 @@ async fn failed_aborts_and_deletes_are_left_to_collection(kind: Kind) {
     snapshot(&supervisor, 1, None).await.unwrap();
     supervisor.stop(None);
     store.inject(Op::Delete, When::FromNth(1), Fault::Fail);
-    let opts = GcOptions {
-        grace: Duration::ZERO,
-        retention: Some(Retention {
-            keep_last: 1,
-            max_age: None,
-        }),
-        cluster: Some("localcluster".into()),
-        ..GcOptions::default()
-    };
+    let opts = common::collection(Duration::ZERO, Some(1));
     let err = collect(&repo, PartitionId(1), &opts).await.unwrap_err();
     assert!(err.to_string().contains("injected fault"), "{err}");
     assert!(
@@ -351,15 +343,7 @@ async fn interrupted_collection_leaves_no_metadata_without_its_files() {
     let (store, repo) = fx.faulty_repository();
     // The first delete goes through; every one after it fails.
     store.inject(Op::Delete, When::FromNth(2), Fault::Fail);
-    let opts = GcOptions {
-        grace: Duration::ZERO,
-        retention: Some(Retention {
-            keep_last: 1,
-            max_age: None,
-        }),
-        cluster: Some("localcluster".into()),
-        ..GcOptions::default()
-    };
+    let opts = common::collection(Duration::ZERO, Some(1));
     collect(&repo, PartitionId(1), &opts).await.unwrap_err();
     let left = common::files_below(&fx.repo_dir.join("1").join(&first_folder));
     assert!(!left.is_empty(), "the collection was not interrupted");

@@ -33,11 +33,7 @@ fn config(fx: &Fixture) -> PipelineConfig {
 }
 
 fn gc(grace: Duration) -> GcOptions {
-    GcOptions {
-        grace,
-        cluster: Some("localcluster".into()),
-        ..GcOptions::default()
-    }
+    common::collection(grace, None)
 }
 
 async fn verify_latest(fx: &Fixture) {
@@ -237,13 +233,7 @@ async fn a_young_metadata_keeps_its_folder_whole() {
             file.set_modified(day_ago).unwrap();
         }
     }
-    let opts = GcOptions {
-        retention: Some(rocksnap::Retention {
-            keep_last: 1,
-            max_age: None,
-        }),
-        ..gc(Duration::from_secs(3600))
-    };
+    let opts = common::collection(Duration::from_secs(3600), Some(1));
     let report = collect(&fx.repository, PartitionId(1), &opts)
         .await
         .unwrap();

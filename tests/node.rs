@@ -510,17 +510,7 @@ async fn bootstrap_at_start(backend: Backend) {
 
     std::fs::remove_dir_all(&db).unwrap();
     let node = Node::start(&backend, &path);
-    let parts: serde_json::Value = serde_json::from_str(
-        &client
-            .get(node.url("/partitions"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let parts = json(client.get(node.url("/partitions")).send().await.unwrap()).await;
     for (i, lsn) in [(0usize, 7u64), (1, 9)] {
         assert_eq!(parts[i]["origin"]["source"], "snapshot", "{parts}");
         assert_eq!(parts[i]["resume_after"], lsn, "{parts}");
@@ -543,17 +533,7 @@ async fn bootstrap_at_start(backend: Backend) {
     let text = std::fs::read_to_string(&path).unwrap() + "\n[bootstrap]\nmode = \"never\"\n";
     std::fs::write(&path, text).unwrap();
     let node = Node::start(&backend, &path);
-    let parts: serde_json::Value = serde_json::from_str(
-        &client
-            .get(node.url("/partitions"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let parts = json(client.get(node.url("/partitions")).send().await.unwrap()).await;
     for i in [0, 1] {
         assert_eq!(parts[i]["origin"]["source"], "not_bootstrapped", "{parts}");
         assert!(parts[i]["applied_lsn"].is_null(), "{parts}");
@@ -585,17 +565,7 @@ async fn fast_forward_on_a_running_node(backend: Backend) {
     );
     let node = Node::start(&backend, &path);
     let client = reqwest::Client::new();
-    let status = || async {
-        let text = client
-            .get(node.url("/partitions"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()
-    };
+    let status = || async { json(client.get(node.url("/partitions")).send().await.unwrap()).await };
 
     // Another node publishes partition 1 far ahead, at LSN 10 000.
     let source = common::Fixture::new(&[1]);
@@ -619,8 +589,9 @@ async fn fast_forward_on_a_running_node(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert!(ff.status().is_success(), "{}", ff.text().await.unwrap());
-    let done: serde_json::Value = serde_json::from_str(&ff.text().await.unwrap()).unwrap();
+    let ok = ff.status().is_success();
+    let done = json(ff).await;
+    assert!(ok, "{done}");
     assert_eq!(done["applied_lsn"], 10_000, "{done}");
     // Partition 2 kept (and keeps) taking writes; partition 1 resumes after 10 000.
     let before = status().await[1]["applied_records"].as_u64().unwrap();
@@ -639,8 +610,7 @@ async fn fast_forward_on_a_running_node(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let snap = client.post(node.url("/snapshots/1")).send().await.unwrap();
-    let text = snap.text().await.unwrap();
-    let snap: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let snap = json(snap).await;
     assert!(snap["min_applied_lsn"].as_u64().unwrap() > 10_000, "{snap}");
 
     // A gap no snapshot covers: refused, nothing changed.

@@ -49,7 +49,7 @@ fn crashed_restore(dropped: bool) -> Crash {
     let old_entries = live.entries("data-1").unwrap();
 
     // The restore's staging directory, as it holds it at the swap.
-    let staging = common::Fixture::staging_root(&db).join("restore-1-crashed");
+    let staging = rocksnap::default_staging_dir(&db).join("restore-1-crashed");
     std::fs::create_dir_all(&staging).unwrap();
     let new = source
         .export_column_family("data-1", &staging.join("new"))
@@ -81,7 +81,7 @@ fn crashed_restore(dropped: bool) -> Crash {
 }
 
 fn intents(db: &Path) -> Vec<String> {
-    common::files_below(&common::Fixture::staging_root(db).join("intents"))
+    common::files_below(&rocksnap::default_staging_dir(db).join("intents"))
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn stale_staging_directories_are_swept_at_open_but_not_live_ones() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     drop(PartitionStore::open(&db, &[PartitionId(1)]).unwrap());
-    let root = common::Fixture::staging_root(&db);
+    let root = rocksnap::default_staging_dir(&db);
     let stale_restore = root.join("restore-1-stale");
     let stale_export = root.join("export-1-stale");
     let live_restore = root.join("restore-1-live");

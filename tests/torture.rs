@@ -36,7 +36,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rocksnap::format::FormatVersion;
 use rocksnap::gc::{collect, GcOptions};
-use rocksnap::partition::Entry;
+use rocksnap::partition::{Entry, APPLIED_LSN_KEY};
 use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
 use rocksnap::{
     Destination, Lsn, OpenMode, PartitionId, PartitionStore, PipelineConfig, Repository, Retention,
@@ -70,12 +70,17 @@ impl Log {
         }
     }
 
-    /// What a partition holds once the log is applied up to `lsn`.
+    /// What a partition holds once the log is applied up to `lsn`: every
+    /// record (no key is written twice), and the LSN under its reserved key,
+    /// in key order.
     fn expected(&self, lsn: u64) -> Vec<Entry> {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PartitionStore::open(dir.path(), &[PARTITION]).unwrap();
-        self.apply(&store, 0, lsn);
-        store.entries("data-1").unwrap()
+        let mut entries: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            (1..=lsn).flat_map(|l| self.records(l)).collect();
+        entries.insert(APPLIED_LSN_KEY.to_vec(), lsn.to_be_bytes().to_vec());
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_slice(), v.into_boxed_slice()))
+            .collect()
     }
 }
 
@@ -94,14 +99,8 @@ fn config(staging: &Path) -> PipelineConfig {
 
 fn gc(now: Option<chrono::DateTime<chrono::Utc>>) -> GcOptions {
     GcOptions {
-        grace: Duration::ZERO,
-        retention: Some(Retention {
-            keep_last: 2,
-            max_age: None,
-        }),
-        cluster: Some("localcluster".into()),
         now,
-        ..GcOptions::default()
+        ..common::collection(Duration::ZERO, Some(2))
     }
 }
 
@@ -136,8 +135,7 @@ async fn writer_a(
 /// Writer B: `rocksnap snapshot` in a process of its own, SIGKILLed at its
 /// `kill_at`-th rename when asked (and when strace is there to do it).
 async fn writer_b(db: PathBuf, repo_dir: PathBuf, kill_at: Option<u32>) -> String {
-    let bin = env!("CARGO_BIN_EXE_rocksnap");
-    let args = [
+    let rocksnap = common::bin::command(&[
         "snapshot",
         "--db",
         db.to_str().unwrap(),
@@ -151,34 +149,37 @@ async fn writer_b(db: PathBuf, repo_dir: PathBuf, kill_at: Option<u32>) -> Strin
         "2",
         "--part-size",
         "64KiB",
-    ];
-    let mut cmd = match kill_at.filter(|_| strace_works()) {
+    ]);
+    let cmd = match kill_at {
+        // The same command, under strace, which kills it at its k-th rename.
         Some(k) => {
-            let mut c = tokio::process::Command::new("strace");
-            c.args([
-                "-f",
-                "-qq",
-                "-o",
-                "/dev/null",
-                "-e",
-                "trace=rename,renameat,renameat2",
-                "-e",
-            ])
-            .arg(format!(
-                "inject=rename,renameat,renameat2:signal=KILL:when={k}"
-            ))
-            .arg(bin)
-            .args(args);
-            c
+            let mut strace = std::process::Command::new("strace");
+            strace
+                .args([
+                    "-f",
+                    "-qq",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "trace=rename,renameat,renameat2",
+                    "-e",
+                ])
+                .arg(format!(
+                    "inject=rename,renameat,renameat2:signal=KILL:when={k}"
+                ))
+                .arg(rocksnap.get_program())
+                .args(rocksnap.get_args());
+            for (key, value) in rocksnap.get_envs() {
+                match value {
+                    Some(v) => strace.env(key, v),
+                    None => strace.env_remove(key),
+                };
+            }
+            strace
         }
-        None => {
-            let mut c = tokio::process::Command::new(bin);
-            c.args(args);
-            c
-        }
+        None => rocksnap,
     };
-    let out = cmd
-        .env("RUST_LOG", "off")
+    let out = tokio::process::Command::from(cmd)
         .stdin(Stdio::null())
         .output()
         .await
@@ -308,7 +309,8 @@ async fn torture() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     println!("torture seed {seed}, {rounds} rounds (replay: ROCKSNAP_TORTURE_SEED={seed})");
-    if !strace_works() {
+    let can_kill = strace_works();
+    if !can_kill {
         println!("strace cannot run here: writer B is never killed");
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -340,7 +342,10 @@ async fn torture() {
             2 => Some((Op::Get, rng.random_range(1..=3), Fault::Fail)),
             _ => None,
         };
+        // Drawn whether or not strace can act on it, so that a seed replays
+        // the same operations everywhere.
         let kill_at = rng.random_bool(0.6).then(|| rng.random_range(1..=8));
+        let kill_at = kill_at.filter(|_| can_kill);
         let collections = rng.random_range(1..=3);
         let a = writer_a(
             store_a.clone(),

@@ -81,7 +81,7 @@ impl PartitionStore {
         Self::open_existing_or_new(path)?.recovered()
     }
 
-    pub(super) fn open_existing_or_new(path: &Path) -> Result<Self, PartitionError> {
+    fn open_existing_or_new(path: &Path) -> Result<Self, PartitionError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);

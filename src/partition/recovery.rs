@@ -21,16 +21,11 @@ pub struct Recovery {
 }
 
 impl PartitionStore {
-    /// This store after recovery, opened again if recovery imported a
-    /// column family (the `rocksdb` crate sees one only after a reopen).
+    /// This store after recovery; a column family recovery imported is
+    /// seen at once, through the store's own handle.
     pub(super) fn recovered(self) -> Result<Self, PartitionError> {
-        let report = self.recover()?;
-        if report.finished.is_empty() && report.rolled_back.is_empty() {
-            return Ok(self);
-        }
-        let path = self.path.clone();
-        drop(self);
-        Self::open_existing_or_new(&path)
+        self.recover()?;
+        Ok(self)
     }
 
     /// Finishes the restores that were interrupted and removes the staging
@@ -39,9 +34,9 @@ impl PartitionStore {
     ///
     /// [`Self::open`] does this by itself. A host that opened the database
     /// itself ([`Self::from_db`]) calls it once, before anything reads or
-    /// writes the partitions; if the report's `finished` or `rolled_back`
-    /// is not empty, it opens the database again to see the column families
-    /// recovery imported.
+    /// writes the partitions. A column family recovery imported is reached
+    /// through this store; the host's own `DB` handle sees it once the
+    /// database is opened again.
     pub fn recover(&self) -> Result<Recovery, PartitionError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();

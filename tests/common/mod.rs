@@ -64,11 +64,6 @@ impl Fixture {
         }
     }
 
-    /// `<db>.rocksnap-staging`, where restores stage and intents live.
-    pub fn staging_root(db: &Path) -> PathBuf {
-        rocksnap::default_staging_dir(db)
-    }
-
     pub fn staging_dir(&self) -> PathBuf {
         self.dir.path().join("staging")
     }
@@ -137,6 +132,20 @@ pub fn value(lsn: u64, i: usize, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A collection as the fixture's cluster runs it: this grace period and,
+/// when asked, a retention of the newest `keep` snapshots.
+pub fn collection(grace: std::time::Duration, keep: Option<usize>) -> rocksnap::gc::GcOptions {
+    rocksnap::gc::GcOptions {
+        grace,
+        retention: keep.map(|keep_last| rocksnap::Retention {
+            keep_last,
+            max_age: None,
+        }),
+        cluster: Some("localcluster".into()),
+        ..rocksnap::gc::GcOptions::default()
+    }
 }
 
 /// Waits until `condition` holds, checking it every few milliseconds, and
