@@ -162,13 +162,13 @@ async fn fast_forward_duration_of_a_large_partition() {
     assert_eq!(done.applied_lsn, Some(Lsn(batches)));
 
     // The baseline: the same snapshot files copied and synced.
-    let folder = source.repo_dir.join("1").join(
-        published
-            .key
-            .rsplit('/')
-            .nth(1)
-            .expect("the metadata's key names its folder"),
-    );
+    let folder = source
+        .repo_dir
+        .join("1")
+        .join(rocksnap::format::snapshot_folder(
+            published.min_applied_lsn,
+            published.snapshot_id,
+        ));
     let copy = dir.path().join("copy");
     std::fs::create_dir_all(&copy).unwrap();
     let started = std::time::Instant::now();
@@ -201,10 +201,7 @@ async fn a_corrupt_newest_snapshot_falls_back_within_the_gap() {
     let newest = snapshot(&supervisor, 1, None).await.unwrap();
     supervisor.stop(None);
     // Damage the newest snapshot's files.
-    let folder = format!(
-        "lsn_{:020}-{}",
-        newest.min_applied_lsn.0, newest.snapshot_id
-    );
+    let folder = rocksnap::format::snapshot_folder(newest.min_applied_lsn, newest.snapshot_id);
     for f in common::files_below(&source.repo_dir.join("1").join(&folder)) {
         if f.ends_with(".sst") {
             let path = source.repo_dir.join("1").join(&folder).join(f);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::backend::Backend;
 use common::faulty::{Fault, FaultyStore, Op, When};
 use common::{snapshot, Fixture};
+use rocksnap::format::snapshot_folder;
 use rocksnap::gc::collect;
 use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
 use rocksnap::{PartitionId, PipelineConfig, Repository};
@@ -330,15 +331,7 @@ async fn interrupted_collection_leaves_no_metadata_without_its_files() {
     fx.write(1, 2, 200, 1000);
     snapshot(&supervisor, 1, None).await.unwrap();
     supervisor.stop(None);
-    let first_folder = fx
-        .repository
-        .list_snapshots(PartitionId(1))
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|f| f.snapshot_id == first.snapshot_id)
-        .unwrap()
-        .name;
+    let first_folder = snapshot_folder(first.min_applied_lsn, first.snapshot_id);
 
     let (store, repo) = fx.faulty_repository();
     // The first delete goes through; every one after it fails.

@@ -222,7 +222,10 @@ async fn a_young_metadata_keeps_its_folder_whole() {
     let folder = fx
         .repo_dir
         .join("1")
-        .join(format!("lsn_{:020}-{}", 1, first.snapshot_id));
+        .join(rocksnap::format::snapshot_folder(
+            first.min_applied_lsn,
+            first.snapshot_id,
+        ));
     let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
     for f in files_below(&folder) {
         if f.ends_with(".sst") {

@@ -26,7 +26,7 @@ fn restate_snapshot(
     work: &Path,
 ) -> (SnapshotId, String) {
     let id = SnapshotId::new().encoded(IdEncoding::Restate);
-    let folder = format!("lsn_{lsn:020}-{id}");
+    let folder = rocksnap::format::snapshot_folder(Lsn(lsn), id);
     let export = work.join(format!("export-{lsn}"));
     let exported = source.export_column_family("data-1", &export).unwrap();
     let dir = repo.join("1").join(&folder);
