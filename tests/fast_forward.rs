@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::{snapshot, Fixture};
-use rocksnap::restore::{fast_forward, RestoreError, RestoreOptions};
+use rocksnap::restore::{fast_forward, restore, RestoreError, RestoreOptions, RestoreTarget};
 use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,4 +236,185 @@ async fn a_corrupt_newest_snapshot_falls_back_within_the_gap() {
     assert_eq!(restored.snapshot_id, older.snapshot_id);
     assert_eq!(restored.skipped.len(), 1);
     assert_eq!(store.applied_lsn("data-1").unwrap(), Some(Lsn(100)));
+}
+
+/// A tracing layer that stops the thread emitting a chosen event until the
+/// test lets it go: the swap announces that it holds the partition's gate,
+/// and is held right there, so the test knows a snapshot requested now is
+/// requested during the swap.
+mod hold {
+    use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::Layer;
+
+    #[derive(Default)]
+    struct State {
+        /// Events to stop at: the message the thread is held at while the
+        /// entry is present.
+        hold_at: Option<&'static str>,
+        held: bool,
+        /// Every message seen, with its `cf` field.
+        seen: Vec<(String, String)>,
+    }
+
+    #[derive(Default, Clone)]
+    pub struct Hold(Arc<(Mutex<State>, Condvar)>);
+
+    struct Fields {
+        message: String,
+        cf: String,
+    }
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "cf" => self.cf = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Hold {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut fields = Fields {
+                message: String::new(),
+                cf: String::new(),
+            };
+            event.record(&mut fields);
+            let (state, changed) = &*self.0;
+            let mut s = state.lock().unwrap();
+            s.seen.push((fields.message.clone(), fields.cf));
+            if s.hold_at == Some(fields.message.as_str()) {
+                s.held = true;
+                changed.notify_all();
+                while s.hold_at.is_some() {
+                    s = changed.wait(s).unwrap();
+                }
+                s.held = false;
+            }
+        }
+    }
+
+    impl Hold {
+        /// The process's one hold layer, installed as the global subscriber.
+        pub fn installed() -> Hold {
+            static HOLD: OnceLock<Hold> = OnceLock::new();
+            HOLD.get_or_init(|| {
+                let hold = Hold::default();
+                tracing::subscriber::set_global_default(
+                    tracing_subscriber::registry().with(hold.clone()),
+                )
+                .expect("no other global subscriber");
+                hold
+            })
+            .clone()
+        }
+
+        pub fn arm(&self, message: &'static str) {
+            self.0 .0.lock().unwrap().hold_at = Some(message);
+        }
+
+        pub fn release(&self) {
+            let (state, changed) = &*self.0;
+            state.lock().unwrap().hold_at = None;
+            changed.notify_all();
+        }
+
+        pub fn is_held(&self) -> bool {
+            self.0 .0.lock().unwrap().held
+        }
+
+        pub fn has_seen(&self, message: &str, cf: &str) -> bool {
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .seen
+                .iter()
+                .any(|(m, c)| m == message && c == cf)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_requested_during_the_swap_waits_for_it() {
+    let hold = hold::Hold::installed();
+    // Another node's partition 1 at LSN 100, snapshotted.
+    let source = Fixture::new(&[1]);
+    for lsn in [50, 100] {
+        source.write(1, lsn, 200, 500);
+    }
+    let supervisor = source.supervisor(source.config()).await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let expected = source.partitions.entries("data-1").unwrap();
+
+    // This node: partition 1 at LSN 10 with a key the snapshot lacks, and
+    // its own snapshotting pipeline.
+    let node = Fixture::new(&[1]);
+    node.partitions
+        .apply(
+            PartitionId(1),
+            Lsn(10),
+            [(b"stale".to_vec(), b"x".to_vec())],
+        )
+        .unwrap();
+    let pipeline = node.supervisor(node.config()).await;
+
+    // The fast-forward is stopped inside its swap, holding the gate.
+    hold.arm("swap holds the partition's gate");
+    let swapping = {
+        let (store, repo) = (node.partitions.clone(), source.repository.clone());
+        tokio::spawn(async move {
+            fast_forward(
+                &store,
+                &repo,
+                PartitionId(1),
+                Lsn(90),
+                &RestoreOptions::default(),
+            )
+            .await
+        })
+    };
+    common::wait_until("the swap holds the gate", || hold.is_held()).await;
+
+    // A snapshot requested now reaches the gate and waits there.
+    let requested = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move { snapshot(&pipeline, 1, None).await })
+    };
+    common::wait_until("the export is at the gate", || {
+        hold.has_seen("export waits for the partition's gate", "data-1")
+    })
+    .await;
+    assert!(hold.is_held());
+    assert!(!requested.is_finished(), "the export passed a held gate");
+    hold.release();
+
+    let done = swapping.await.unwrap().unwrap();
+    assert_eq!(done.applied_lsn, Some(Lsn(100)));
+    // The snapshot is of the swapped partition, whole: never LSN 10, never
+    // a mix of both.
+    let taken = requested.await.unwrap().unwrap();
+    assert_eq!(taken.min_applied_lsn, Lsn(100));
+    let restored = tempfile::tempdir().unwrap();
+    let db = restored.path().join("db");
+    restore(
+        &node.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::Snapshot(taken.snapshot_id),
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let check = PartitionStore::open_existing(&db).unwrap();
+    assert!(
+        check.entries("data-1").unwrap() == expected,
+        "the snapshot taken during the swap is not the swapped partition"
+    );
+    pipeline.stop(None);
 }

@@ -174,6 +174,7 @@ fn export(
     // One shared pass of the partition's gate for the checks and the export:
     // a fast-forward swaps the column family either before or after all of it.
     let gate = partitions.gate(&req.cf);
+    tracing::debug!(cf = %req.cf, "export waits for the partition's gate");
     let _shared = gate.read().expect("not poisoned");
     if !partitions.has_column_family(&req.cf) {
         return Err(ExportError::UnknownColumnFamily { cf: req.cf });

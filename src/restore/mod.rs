@@ -214,6 +214,7 @@ async fn restore_inner(
                 tokio::task::spawn_blocking(move || {
                     let gate = store.gate(&cf);
                     let _alone = gate.write().expect("not poisoned");
+                    tracing::debug!(%partition, %cf, "swap holds the partition's gate");
                     // Checked again alone: another fast-forward (a retry)
                     // may have swapped already, and writes gone on since.
                     let live = if store.has_column_family(&cf) {
