@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::format::{FormatVersion, KeyRange, Lsn, PartitionId};
+use crate::format::{Dialect, FormatVersion, KeyRange, Lsn, PartitionId};
 use crate::partition::cf_name;
 use crate::ratelimit::RateLimit;
 use crate::repository::Repository;
@@ -46,6 +46,9 @@ pub struct PipelineConfig {
     /// V1: every snapshot holds all its files. V2: SST files are shared
     /// between snapshots, and only new ones are sent.
     pub format: FormatVersion,
+    /// Whose documents to write: rocksnap's, or ones a Restate node restores
+    /// from (which needs format V1: Restate reads no shared files).
+    pub dialect: Dialect,
     /// Which snapshots `latest.json` keeps (V2).
     pub retention: Retention,
     /// How long a snapshot's lease protects its objects from garbage
@@ -66,6 +69,7 @@ impl Default for PipelineConfig {
             staging_dir: None,
             rate_limit: None,
             format: FormatVersion::V1,
+            dialect: Dialect::Rocksnap,
             retention: Retention::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
         }
@@ -84,6 +88,9 @@ impl PipelineConfig {
         }
         if self.lease_ttl < Duration::from_secs(1) || self.lease_ttl > Duration::from_secs(86_400) {
             return Err("the lease's time to live must be between a second and a day".into());
+        }
+        if self.dialect == Dialect::Restate && self.format != FormatVersion::V1 {
+            return Err("the Restate dialect needs format V1: Restate reads every file from its snapshot's own folder, never shared ones".into());
         }
         if self.part_size < repository.min_part_size() {
             return Err(format!(
@@ -117,7 +124,12 @@ pub struct PartitionSpec {
     /// Where the snapshot's LSN comes from.
     pub lsn: LsnSource,
     /// The keys the partition owns, recorded in the snapshot's metadata.
+    /// (Restate restores a snapshot only if its range covers the
+    /// partition's; the default, every key, always does.)
     pub key_range: KeyRange,
+    /// Restate dialect: the log the partition's records come from
+    /// (default: the partition id, as Restate's default log for it).
+    pub log_id: Option<u64>,
 }
 
 impl PartitionSpec {
@@ -127,6 +139,7 @@ impl PartitionSpec {
             cf: cf_name(partition),
             lsn: LsnSource::Stored,
             key_range: KeyRange::FULL,
+            log_id: None,
         }
     }
 }

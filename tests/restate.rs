@@ -323,3 +323,298 @@ async fn the_seed_layout_is_read() {
         before
     );
 }
+
+/// Checks, field by field, that `doc` is a `latest.json` Restate v1.7
+/// reads (its `LatestSnapshot`, version V2): every field it requires,
+/// with its type and encoding. Returns the snapshot ids it retains.
+fn assert_restate_reads_pointer(doc: &serde_json::Value, partition: u64) -> Vec<String> {
+    let text = doc.to_string();
+    assert_eq!(doc["version"], "V2", "{text}");
+    assert_eq!(doc["partition_id"].as_u64(), Some(partition), "{text}");
+    assert!(doc["log_id"].is_u64(), "V2 needs log_id: {text}");
+    assert!(doc["cluster_name"].is_string(), "{text}");
+    assert!(
+        doc.get("cluster_fingerprint")
+            .is_none_or(|f| f.as_u64().is_some_and(|f| f != 0)),
+        "a fingerprint is a non-zero u64: {text}"
+    );
+    assert!(doc["node_name"].is_string(), "{text}");
+    assert_restate_timestamp(&doc["created_at"]);
+    let id = assert_restate_id(&doc["snapshot_id"]);
+    let lsn = doc["min_applied_lsn"].as_u64().expect("min_applied_lsn");
+    assert_eq!(doc["path"], format!("lsn_{lsn:020}-{id}"), "{text}");
+    assert!(
+        doc.get("retained").is_none(),
+        "rocksnap's name for the list: {text}"
+    );
+    let retained = doc["retained_snapshots"]
+        .as_array()
+        .expect("retained_snapshots");
+    assert_eq!(retained[0]["snapshot_id"], id.as_str(), "newest first");
+    let mut previous = u64::MAX;
+    retained
+        .iter()
+        .map(|r| {
+            let rid = assert_restate_id(&r["snapshot_id"]);
+            let rlsn = r["min_applied_lsn"].as_u64().expect("min_applied_lsn");
+            assert!(rlsn <= previous, "ordered by descending LSN: {text}");
+            previous = rlsn;
+            assert_restate_timestamp(&r["created_at"]);
+            assert_eq!(r["path"], format!("lsn_{rlsn:020}-{rid}"), "{text}");
+            rid
+        })
+        .collect()
+}
+
+/// Checks, field by field, that `doc` is a `metadata.json` Restate v1.7
+/// reads (its `PartitionSnapshotMetadata`, version V1, files as RocksDB's
+/// `LiveFile`), and that every file it names is in `folder` with its size.
+fn assert_restate_reads_metadata(doc: &serde_json::Value, partition: u64, folder: &Path) {
+    let text = doc.to_string();
+    assert_eq!(
+        doc["version"], "V1",
+        "Restate knows metadata V1 only: {text}"
+    );
+    assert!(doc["cluster_name"].is_string(), "{text}");
+    assert_eq!(doc["partition_id"].as_u64(), Some(partition), "{text}");
+    assert!(doc["node_name"].is_string(), "{text}");
+    assert_restate_timestamp(&doc["created_at"]);
+    assert_restate_id(&doc["snapshot_id"]);
+    let (start, end) = (
+        doc["key_range"]["start"].as_u64().expect("key_range.start"),
+        doc["key_range"]["end"].as_u64().expect("key_range.end"),
+    );
+    assert!(start <= end, "{text}");
+    assert!(doc["log_id"].is_u64(), "{text}");
+    assert!(doc["min_applied_lsn"].is_u64(), "{text}");
+    assert!(doc["db_comparator_name"].is_string(), "{text}");
+    let files = doc["files"].as_array().expect("files");
+    assert!(!files.is_empty());
+    for f in files {
+        for field in ["column_family_name", "name", "directory"] {
+            assert!(f[field].is_string(), "{field}: {f}");
+        }
+        for field in [
+            "size",
+            "smallest_seqno",
+            "largest_seqno",
+            "num_entries",
+            "num_deletions",
+        ] {
+            assert!(f[field].is_u64(), "{field}: {f}");
+        }
+        assert!(
+            f["level"].as_i64().is_some_and(|l| (0..=6).contains(&l)),
+            "{f}"
+        );
+        for field in ["start_key", "end_key"] {
+            let key = &f[field];
+            assert!(
+                key.is_null()
+                    || key.as_str().is_some_and(
+                        |k| k.len() % 2 == 0 && k.bytes().all(|b| b.is_ascii_hexdigit())
+                    ),
+                "{field} is hex: {f}"
+            );
+        }
+        // Restate strips one leading `/` and joins the rest to the folder.
+        let name = f["name"].as_str().unwrap();
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let stored = std::fs::metadata(folder.join(name)).expect("the file is in the folder");
+        assert_eq!(Some(stored.len()), f["size"].as_u64(), "{f}");
+    }
+}
+
+/// Restate's id: `snap_1` and 22 base62 digits, which rocksnap decodes
+/// and encodes back to the same text.
+fn assert_restate_id(value: &serde_json::Value) -> String {
+    let text = value.as_str().expect("an id is a string");
+    let digits = text.strip_prefix("snap_1").expect("snap_1 prefix");
+    assert_eq!(digits.len(), 22, "{text}");
+    assert!(digits.bytes().all(|b| b.is_ascii_alphanumeric()), "{text}");
+    let id: SnapshotId = text.parse().unwrap();
+    assert_eq!(id.encoding(), IdEncoding::Restate);
+    assert_eq!(id.to_string(), text);
+    text.to_string()
+}
+
+/// Restate reads timestamps with `jiff::Timestamp`'s parser: RFC 3339 in UTC.
+fn assert_restate_timestamp(value: &serde_json::Value) {
+    let text = value.as_str().expect("a timestamp is a string");
+    let parsed = chrono::DateTime::parse_from_rfc3339(text).expect("RFC 3339");
+    assert!(
+        text.ends_with('Z') && parsed.offset().local_minus_utc() == 0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restate_dialect_writes_what_restate_reads() {
+    // The seed's id decodes to its ULID and encodes back.
+    let seed: SnapshotId = "snap_17IyaexCTaiY7ZvMJcsPdg5".parse().unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(seed.ulid().timestamp_ms() as i64).unwrap();
+    assert_eq!(
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "2024-11-21T19:17:15.751Z"
+    );
+    assert_eq!(
+        format!("snap_{}", seed.ulid())
+            .parse::<SnapshotId>()
+            .unwrap()
+            .encoded(IdEncoding::Restate)
+            .to_string(),
+        "snap_17IyaexCTaiY7ZvMJcsPdg5"
+    );
+
+    // A Restate repository: one snapshot Restate wrote, with its fingerprint.
+    let fx = common::Fixture::new(&[1]);
+    write(&fx.partitions, 10);
+    let (theirs, theirs_folder) = restate_snapshot(&fx.partitions, &fx.repo_dir, 10, fx.dir.path());
+    let pointer = json!({
+        "version": "V2", "partition_id": 1, "log_id": 1,
+        "cluster_name": "restate-cluster", "cluster_fingerprint": 8_273_712_392u64,
+        "node_name": "node-1", "created_at": "2026-11-20T10:00:00.000000000Z",
+        "snapshot_id": theirs.to_string(), "min_applied_lsn": 10, "path": theirs_folder,
+        "retained_snapshots": [retained(theirs, 10, &theirs_folder)]
+    });
+    let latest = fx.repo_dir.join("1").join("latest.json");
+    std::fs::write(&latest, serde_json::to_vec_pretty(&pointer).unwrap()).unwrap();
+    write(&fx.partitions, 20);
+
+    // rocksnap's own dialect is not published onto it.
+    let native = fx
+        .supervisor(rocksnap::PipelineConfig {
+            cluster_name: "restate-cluster".into(),
+            ..fx.config()
+        })
+        .await;
+    let err = common::snapshot(&native, 1, None).await.unwrap_err();
+    assert!(err.to_string().contains("dialect"), "{err}");
+    native.stop(None);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&latest).unwrap()).unwrap(),
+        pointer
+    );
+
+    // The Restate dialect is: Restate's documents, field by field.
+    let config = rocksnap::PipelineConfig {
+        cluster_name: "restate-cluster".into(),
+        node_name: "node-1".into(),
+        dialect: rocksnap::format::Dialect::Restate,
+        ..fx.config()
+    };
+    let supervisor = fx.supervisor(config.clone()).await;
+    let ours = common::snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&latest).unwrap()).unwrap();
+    let kept = assert_restate_reads_pointer(&doc, 1);
+    assert_eq!(kept, [ours.snapshot_id.to_string(), theirs.to_string()]);
+    assert_eq!(doc["snapshot_id"], ours.snapshot_id.to_string());
+    assert_eq!(doc["min_applied_lsn"], 20);
+    assert_eq!(doc["log_id"], 1, "the partition's default log");
+    assert_eq!(doc["cluster_name"], "restate-cluster");
+    assert_eq!(
+        doc["cluster_fingerprint"], 8_273_712_392u64,
+        "the cluster's fingerprint is kept"
+    );
+    let folder = fx.repo_dir.join("1").join(doc["path"].as_str().unwrap());
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("metadata.json")).unwrap()).unwrap();
+    assert_restate_reads_metadata(&meta, 1, &folder);
+    assert_eq!(meta["snapshot_id"], doc["snapshot_id"]);
+    assert!(
+        !fx.repo_dir.join("1").join("ssts").exists(),
+        "nothing outside the snapshot's folder"
+    );
+    // rocksnap reads it back like any other, and restores it.
+    let restored = fx.dir.path().join("restored");
+    let outcome = restore(
+        &fx.repository,
+        &restored,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.snapshot_id.to_string(),
+        ours.snapshot_id.to_string()
+    );
+    assert!(
+        PartitionStore::open_existing(&restored)
+            .unwrap()
+            .entries("data-1")
+            .unwrap()
+            == fx.partitions.entries("data-1").unwrap()
+    );
+
+    // Format V2 (shared files) in the Restate dialect: refused at start.
+    let mut v2 = config;
+    v2.format = rocksnap::format::FormatVersion::V2;
+    assert!(v2.check(&fx.repository).unwrap_err().contains("V1"));
+
+    // A rocksnap repository does not take the Restate dialect either.
+    let other = common::Fixture::new(&[1]);
+    other.write(1, 5, 10, 10);
+    let first = other.supervisor(other.config()).await;
+    common::snapshot(&first, 1, None).await.unwrap();
+    first.stop(None);
+    let restate = other
+        .supervisor(rocksnap::PipelineConfig {
+            dialect: rocksnap::format::Dialect::Restate,
+            ..other.config()
+        })
+        .await;
+    let err = common::snapshot(&restate, 1, None).await.unwrap_err();
+    assert!(err.to_string().contains("dialect"), "{err}");
+    restate.stop(None);
+}
+
+#[test]
+fn the_restate_format_needs_an_lsn_from_the_host() {
+    let fx = common::Fixture::new(&[1]);
+    fx.write(1, 5, 10, 10);
+    let db = fx.dir.path().join("db");
+    drop(fx.partitions);
+    let repo = fx.repo_dir.to_str().unwrap();
+    let base = [
+        "snapshot",
+        "--db",
+        db.to_str().unwrap(),
+        "--partition",
+        "1",
+        "--to",
+        repo,
+    ];
+    common::bin::fails_clearly(
+        &mut common::bin::command(&[&base[..], &["--format", "restate"]].concat()),
+        "--format restate needs --lsn",
+    );
+    common::bin::fails_clearly(
+        &mut common::bin::command(&[&base[..], &["--log-id", "3"]].concat()),
+        "--log-id is written only with --format restate",
+    );
+    let out = common::bin::output(&mut common::bin::command(
+        &[&base[..], &["--format", "V3"]].concat(),
+    ));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("V1, V2 or restate"));
+    // With an LSN and a log id: Restate's documents.
+    let out = common::bin::ok_json(&mut common::bin::command(
+        &[
+            &base[..],
+            &[
+                "--format", "restate", "--lsn", "4", "--log-id", "7", "--json",
+            ],
+        ]
+        .concat(),
+    ));
+    let id = out["snapshot_id"].as_str().unwrap();
+    assert!(id.starts_with("snap_1"), "{out}");
+    let pointer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.repo_dir.join("1").join("latest.json")).unwrap())
+            .unwrap();
+    assert_eq!(pointer["log_id"], 7);
+    assert_eq!(pointer["min_applied_lsn"], 4);
+}

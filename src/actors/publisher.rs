@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::format::{FormatVersion, Lsn, PartitionId, SnapshotId, SnapshotMetadata};
+use crate::format::{Dialect, Lsn, PartitionId, SnapshotId, SnapshotMetadata};
 use crate::metrics as m;
 use crate::repository::{RepoError, Repository};
 use crate::retention::Retention;
@@ -77,10 +77,17 @@ pub enum PublishError {
         /// When this snapshot's lease started.
         started: DateTime<Utc>,
     },
-    /// The pointer was written by Restate, whose fields rocksnap would
-    /// replace with its own.
-    #[error("latest.json was written by Restate and is left as it is: rocksnap reads Restate's repositories but does not yet publish into them")]
-    RestatePointer,
+    /// The pointer is in the other dialect: a rocksnap snapshot onto a
+    /// Restate pointer (whose fields it would replace with its own), or a
+    /// Restate-dialect snapshot onto a rocksnap pointer (whose ids Restate
+    /// cannot read).
+    #[error("latest.json is in the {found:?} dialect and this snapshot in the {ours:?} one; the pointer is left as it is (publish with the dialect of the repository: --format restate for Restate's)")]
+    OtherDialect {
+        /// The pointer's dialect.
+        found: Dialect,
+        /// This snapshot's.
+        ours: Dialect,
+    },
     /// Files were reused from a snapshot that is no longer retained.
     #[error("files were shared with snapshot {0}, which is no longer retained; not published")]
     BaseGone(SnapshotId),
@@ -104,7 +111,7 @@ impl PublishError {
             PublishError::TooManyConflicts(_) => "conflicts",
             PublishError::BaseGone(_) => "base_gone",
             PublishError::Fenced { .. } => "fenced",
-            PublishError::RestatePointer => "restate_pointer",
+            PublishError::OtherDialect { .. } => "other_dialect",
             PublishError::Uncertain(_) => "uncertain",
             PublishError::Repository(RepoError::Malformed { .. }) => "malformed_pointer",
             PublishError::Repository(_) => "repository",
@@ -209,8 +216,11 @@ async fn try_publish(
                 // An earlier swap landed although its answer was lost.
                 return Ok(Published { conflicts });
             }
-            if cur.pointer.is_restate() {
-                return Err(PublishError::RestatePointer);
+            if cur.pointer.dialect() != meta.dialect() {
+                return Err(PublishError::OtherDialect {
+                    found: cur.pointer.dialect(),
+                    ours: meta.dialect(),
+                });
             }
             if cur.pointer.cluster_name != meta.cluster_name {
                 return Err(PublishError::ForeignCluster {
@@ -257,7 +267,13 @@ async fn try_publish(
         let mut pointer = meta.pointer();
         // The fence never moves back.
         pointer.gc_fence = current.as_ref().and_then(|c| c.pointer.gc_fence);
-        if meta.version == FormatVersion::V2 {
+        // A Restate pointer's fingerprint names its cluster: kept.
+        if let Some(cur) = &current {
+            pointer.cluster_fingerprint = pointer
+                .cluster_fingerprint
+                .or(cur.pointer.cluster_fingerprint);
+        }
+        if meta.keeps_a_list() {
             // This snapshot, then those the current pointer keeps, pruned by
             // the retention policy.
             let mut kept = vec![meta.retained_entry()];

@@ -102,6 +102,72 @@ impl FromStr for FormatVersion {
     }
 }
 
+/// Whose documents a repository holds. Both dialects share the layout;
+/// they differ in the id encoding, a few fields, and what `version` means.
+///
+/// A pointer's dialect is told by its fields (a Restate id, `log_id`,
+/// `cluster_fingerprint`), never by its version string: both say "V2" and
+/// mean different things (Restate's V2 is a `retained_snapshots` list,
+/// rocksnap's V2 is shared `ssts/` files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// rocksnap's own: ULID ids, `retained`, V1 or V2 snapshots.
+    #[default]
+    Rocksnap,
+    /// What a Restate v1.7 node reads: base62 ids, `metadata.json` V1 with
+    /// every file in the snapshot's folder and a `log_id`, `latest.json` V2
+    /// with `log_id` and `retained_snapshots`. rocksnap's per-file
+    /// checksums ride along as fields Restate ignores.
+    Restate,
+}
+
+impl Dialect {
+    /// How the dialect writes snapshot ids.
+    pub fn id_encoding(self) -> IdEncoding {
+        match self {
+            Dialect::Rocksnap => IdEncoding::Ulid,
+            Dialect::Restate => IdEncoding::Restate,
+        }
+    }
+}
+
+/// What a writer writes, as an operator names it: `V1`, `V2` (rocksnap's
+/// versions) or `restate` (Restate's documents, every file in its
+/// snapshot's folder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputFormat {
+    /// Layout of the snapshots' files.
+    pub version: FormatVersion,
+    /// Whose documents.
+    pub dialect: Dialect,
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("restate") {
+            return Ok(OutputFormat {
+                version: FormatVersion::V1,
+                dialect: Dialect::Restate,
+            });
+        }
+        s.parse()
+            .map(|version| OutputFormat {
+                version,
+                dialect: Dialect::Rocksnap,
+            })
+            .map_err(|_| format!("{s:?} is not a format (V1, V2 or restate)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for OutputFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The half-open range of partition keys a partition owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
@@ -204,6 +270,10 @@ pub struct SnapshotMetadata {
     pub version: FormatVersion,
     /// Name of the cluster the snapshot was taken in.
     pub cluster_name: String,
+    /// Restate: the cluster's fingerprint, where the writer knew it
+    /// (Restate compares it with its own when both have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_fingerprint: Option<u64>,
     /// Partition the snapshot is of.
     pub partition_id: PartitionId,
     /// Name of the node that took the snapshot.
@@ -214,6 +284,10 @@ pub struct SnapshotMetadata {
     pub snapshot_id: SnapshotId,
     /// Keys the partition owned when the snapshot was taken.
     pub key_range: KeyRange,
+    /// Restate: the log the partition's records come from (written in the
+    /// Restate dialect; Restate's first snapshots have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<u64>,
     /// The partition's applied LSN, read before the export started; the
     /// snapshot holds at least every record up to it.
     pub min_applied_lsn: Lsn,
@@ -260,20 +334,44 @@ impl SnapshotMetadata {
         serde_json::to_vec_pretty(self).expect("metadata serializes")
     }
 
-    /// The pointer that makes this snapshot the partition's latest.
+    /// The dialect the snapshot is written in, told by its id.
+    pub fn dialect(&self) -> Dialect {
+        match self.snapshot_id.encoding() {
+            IdEncoding::Ulid => Dialect::Rocksnap,
+            IdEncoding::Restate => Dialect::Restate,
+        }
+    }
+
+    /// Whether the pointer keeps a list of retained snapshots: rocksnap's
+    /// V2, and every pointer in the Restate dialect (Restate's V2).
+    pub fn keeps_a_list(&self) -> bool {
+        self.version == FormatVersion::V2 || self.dialect() == Dialect::Restate
+    }
+
+    /// The pointer that makes this snapshot the partition's latest. In the
+    /// Restate dialect it is a Restate V2 pointer, whatever the metadata's
+    /// version (Restate's metadata is always V1).
     pub fn pointer(&self) -> LatestPointer {
+        let restate = self.dialect() == Dialect::Restate;
         LatestPointer {
-            version: self.version,
+            version: if restate {
+                FormatVersion::V2
+            } else {
+                self.version
+            },
             partition_id: self.partition_id,
+            log_id: self.log_id,
             cluster_name: self.cluster_name.clone(),
+            cluster_fingerprint: self.cluster_fingerprint,
             node_name: self.node_name.clone(),
             created_at: self.created_at,
             snapshot_id: self.snapshot_id,
             min_applied_lsn: self.min_applied_lsn,
             path: self.path(),
-            retained: match self.version {
-                FormatVersion::V1 => Vec::new(),
-                FormatVersion::V2 => vec![self.retained_entry()],
+            retained: if self.keeps_a_list() {
+                vec![self.retained_entry()]
+            } else {
+                Vec::new()
             },
             gc_fence: None,
         }
@@ -297,10 +395,18 @@ pub struct LatestPointer {
     pub version: FormatVersion,
     /// Partition the pointer belongs to.
     pub partition_id: PartitionId,
+    /// Restate: the log the partition's records come from (required in
+    /// Restate's V2 pointers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<u64>,
     /// Name of the cluster that owns the partition; a pointer of another
     /// cluster is never overwritten. (The seed's pointers have none.)
     #[serde(default)]
     pub cluster_name: String,
+    /// Restate: the cluster's fingerprint; kept when rocksnap replaces a
+    /// pointer that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_fingerprint: Option<u64>,
     /// Name of the node that took the latest snapshot.
     pub node_name: String,
     /// When the latest snapshot was taken.
@@ -349,11 +455,24 @@ impl RetainedSnapshot {
 }
 
 impl LatestPointer {
-    /// Whether Restate wrote this pointer (its ids are Restate's): rocksnap
-    /// reads it, and honours what it retains, but never rewrites it, which
-    /// would replace Restate's fields with its own.
+    /// Whether this is a Restate pointer, told by its fields: a Restate
+    /// id, a `log_id` or a `cluster_fingerprint` (never by its version).
+    /// Only a snapshot in the Restate dialect is published onto it, and
+    /// garbage collection never rewrites it.
     pub fn is_restate(&self) -> bool {
-        self.snapshot_id.encoding() == IdEncoding::Restate
+        self.dialect() == Dialect::Restate
+    }
+
+    /// The dialect of this pointer (see [`LatestPointer::is_restate`]).
+    pub fn dialect(&self) -> Dialect {
+        let restate = self.snapshot_id.encoding() == IdEncoding::Restate
+            || self.log_id.is_some()
+            || self.cluster_fingerprint.is_some();
+        if restate {
+            Dialect::Restate
+        } else {
+            Dialect::Rocksnap
+        }
     }
 
     /// The snapshots this pointer keeps, newest first: the retained list of
@@ -394,9 +513,17 @@ impl LatestPointer {
         Ok(pointer)
     }
 
-    /// This document as pretty-printed JSON, ready to store.
+    /// This document as pretty-printed JSON, ready to store, in its own
+    /// dialect: a Restate pointer names its list `retained_snapshots`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("pointer serializes")
+        let mut doc = serde_json::to_value(self).expect("pointer serializes");
+        if self.is_restate() {
+            let map = doc.as_object_mut().expect("an object");
+            if let Some(list) = map.remove("retained") {
+                map.insert("retained_snapshots".into(), list);
+            }
+        }
+        serde_json::to_vec_pretty(&doc).expect("pointer serializes")
     }
 }
 
@@ -610,6 +737,63 @@ mod tests {
         });
         let err = SnapshotMetadata::parse(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
         assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn a_pointer_dialect_is_told_by_its_fields_not_its_version() {
+        let id = SnapshotId::new();
+        let pointer = |extra: serde_json::Value, id: SnapshotId| {
+            let mut doc = serde_json::json!({
+                "version": "V2", "partition_id": 1, "cluster_name": "c", "node_name": "n",
+                "created_at": "2026-11-27T10:00:00Z", "snapshot_id": id.to_string(),
+                "min_applied_lsn": 5, "path": snapshot_folder(Lsn(5), id),
+            });
+            doc.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            LatestPointer::parse(&serde_json::to_vec(&doc).unwrap()).unwrap()
+        };
+        let entry = |id: SnapshotId| {
+            serde_json::json!([{ "snapshot_id": id.to_string(), "min_applied_lsn": 5,
+                "created_at": "2026-11-27T10:00:00Z", "path": snapshot_folder(Lsn(5), id) }])
+        };
+        // rocksnap's V2: its list is `retained`, and it is rocksnap's.
+        let ours = pointer(serde_json::json!({ "retained": entry(id) }), id);
+        assert_eq!(ours.dialect(), Dialect::Rocksnap);
+        assert_eq!(ours.kept().len(), 1);
+        // Restate's V2, told by its log_id (even with a ULID id) or its id.
+        let theirs = pointer(
+            serde_json::json!({ "log_id": 1, "retained_snapshots": entry(id) }),
+            id,
+        );
+        assert_eq!(theirs.dialect(), Dialect::Restate);
+        assert_eq!(theirs.kept().len(), 1, "retained_snapshots read");
+        let restate_id = id.encoded(IdEncoding::Restate);
+        assert!(pointer(serde_json::json!({}), restate_id).is_restate());
+        // Written back in its own dialect: Restate's list keeps its name.
+        let doc: serde_json::Value = serde_json::from_slice(&theirs.to_json()).unwrap();
+        assert!(doc.get("retained").is_none() && doc["retained_snapshots"].is_array());
+        let doc: serde_json::Value = serde_json::from_slice(&ours.to_json()).unwrap();
+        assert!(doc.get("retained_snapshots").is_none() && doc["retained"].is_array());
+    }
+
+    #[test]
+    fn output_formats_parse() {
+        assert_eq!(
+            "restate".parse::<OutputFormat>().unwrap(),
+            OutputFormat {
+                version: FormatVersion::V1,
+                dialect: Dialect::Restate
+            }
+        );
+        assert_eq!(
+            "V2".parse::<OutputFormat>().unwrap().dialect,
+            Dialect::Rocksnap
+        );
+        assert!("V3"
+            .parse::<OutputFormat>()
+            .unwrap_err()
+            .contains("restate"));
     }
 
     #[test]

@@ -37,7 +37,8 @@ use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
 use crate::flow::BoundedMailbox;
 use crate::format::{
-    FileEntry, FormatVersion, PartitionId, SnapshotId, SnapshotMetadata, CHECKSUM_ALGORITHM,
+    Dialect, FileEntry, FormatVersion, PartitionId, SnapshotId, SnapshotMetadata,
+    CHECKSUM_ALGORITHM,
 };
 use crate::metrics as m;
 use crate::repository::Repository;
@@ -150,6 +151,7 @@ struct Uploaded {
 
 impl Job {
     fn new(args: CoordinatorArgs) -> (Self, Report) {
+        let snapshot_id = SnapshotId::new().encoded(args.config.dialect.id_encoding());
         let job = Job {
             request: args.request,
             spec: args.spec,
@@ -158,7 +160,7 @@ impl Job {
             stages: args.stages,
             publisher: args.publisher,
             cancel: args.cancel,
-            snapshot_id: SnapshotId::new(),
+            snapshot_id,
         };
         (job, args.report)
     }
@@ -301,14 +303,20 @@ impl Job {
                 key: key.clone(),
             })
             .collect();
+        let log_id = match self.config.dialect {
+            Dialect::Rocksnap => None,
+            Dialect::Restate => Some(self.spec.log_id.unwrap_or(self.partition().0)),
+        };
         SnapshotMetadata {
             version: self.config.format,
             cluster_name: self.config.cluster_name.clone(),
+            cluster_fingerprint: None,
             partition_id: self.partition(),
             node_name: self.config.node_name.clone(),
             created_at: Utc::now(),
             snapshot_id: self.snapshot_id,
             key_range: self.spec.key_range,
+            log_id,
             min_applied_lsn: export.min_applied_lsn,
             db_comparator_name: export.comparator_name.clone(),
             checksum_algorithm: Some(CHECKSUM_ALGORITHM.into()),

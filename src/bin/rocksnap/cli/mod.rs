@@ -196,14 +196,17 @@ pub struct PipelineArgs {
     #[arg(long, value_parser = parse_size)]
     pub rate_limit: Option<u64>,
     /// Repository format: V1 (every snapshot holds all its files, readable by
-    /// older tools) or V2 (SST files shared between snapshots; only new ones
-    /// are uploaded; latest.json lists the retained snapshots).
+    /// older tools), V2 (SST files shared between snapshots; only new ones
+    /// are uploaded; latest.json lists the retained snapshots) or restate
+    /// (documents a Restate v1.7 node restores from: Restate's ids,
+    /// latest.json with log_id and retained_snapshots, every file in its
+    /// snapshot's folder).
     #[arg(long, default_value = "V1")]
-    pub format: rocksnap::format::FormatVersion,
-    /// V2: snapshots latest.json keeps, newest first.
+    pub format: rocksnap::format::OutputFormat,
+    /// V2 and restate: snapshots latest.json keeps, newest first.
     #[arg(long, default_value_t = 10)]
     pub keep: usize,
-    /// V2: also drop kept snapshots older than this (e.g. 7d); the newest is always kept.
+    /// V2 and restate: also drop kept snapshots older than this (e.g. 7d); the newest is always kept.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub max_age: Option<std::time::Duration>,
 }
@@ -217,7 +220,8 @@ impl PipelineArgs {
             max_parts_in_flight: self.parts_in_flight,
             staging_dir: self.staging_dir.clone(),
             rate_limit: self.rate_limit.map(rocksnap::RateLimit::new),
-            format: self.format,
+            format: self.format.version,
+            dialect: self.format.dialect,
             retention: rocksnap::Retention {
                 keep_last: self.keep,
                 max_age: self.max_age,

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::progress::Progress;
 use super::{parse_lsn, parse_partition, CliResult, PipelineArgs};
-use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::format::{Dialect, Lsn, PartitionId};
 use rocksnap::partition::{cf_name, PartitionStore};
 use rocksnap::PipelineStats;
 use rocksnap::{LsnSource, OpenMode, PartitionSpec, SnapshotRequest, Supervisor, SupervisorArgs};
@@ -29,9 +29,14 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub cf: Option<String>,
     /// LSN to record [default: the LSN stored in the partition, else the
-    /// database's latest sequence number].
+    /// database's latest sequence number; required with --format restate,
+    /// as the partition's applied LSN in the host's log].
     #[arg(long, value_parser = parse_lsn)]
     pub lsn: Option<Lsn>,
+    /// With --format restate: the log the partition's records come from
+    /// [default: the partition id, Restate's default log for it].
+    #[arg(long)]
+    pub log_id: Option<u64>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
@@ -40,6 +45,13 @@ pub struct SnapshotArgs {
 }
 
 pub async fn run(args: SnapshotArgs) -> CliResult {
+    let restate = args.pipeline.format.dialect == Dialect::Restate;
+    if restate && args.lsn.is_none() {
+        return Err("--format restate needs --lsn: the partition's applied LSN in the host's log (Restate resumes its log after it)".into());
+    }
+    if !restate && args.log_id.is_some() {
+        return Err("--log-id is written only with --format restate".into());
+    }
     let repository =
         super::open_repository(&args.to, OpenMode::CreateMissing, &args.s3.options()).await?;
     repository.check_conditional_writes().await?;
@@ -63,6 +75,7 @@ pub async fn run(args: SnapshotArgs) -> CliResult {
         PartitionSpec {
             cf,
             lsn: args.lsn.map(LsnSource::Fixed).unwrap_or_default(),
+            log_id: args.log_id,
             ..PartitionSpec::for_partition(args.partition)
         },
     );

@@ -135,9 +135,10 @@ pub struct PipelineSection {
     /// Bytes per second for uploads and downloads of this process.
     pub rate_limit: Option<ByteSize>,
     pub staging_dir: Option<PathBuf>,
-    /// "V1" or "V2" (shared SST files, incremental snapshots).
+    /// "V1", "V2" (shared SST files, incremental snapshots) or "restate"
+    /// (documents a Restate node restores from).
     #[serde(default)]
-    pub format: rocksnap::format::FormatVersion,
+    pub format: rocksnap::format::OutputFormat,
 }
 
 impl Default for PipelineSection {

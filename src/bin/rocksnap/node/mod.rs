@@ -138,7 +138,8 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         max_concurrent_exports: config.policy.max_concurrent_exports,
         staging_dir: config.pipeline.staging_dir.clone(),
         rate_limit: rate_limit.clone(),
-        format: config.pipeline.format,
+        format: config.pipeline.format.version,
+        dialect: config.pipeline.format.dialect,
         retention: rocksnap::Retention {
             keep_last: config.retention.keep_last,
             max_age: config.retention.max_age,
