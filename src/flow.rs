@@ -130,6 +130,7 @@ pub struct PipelineStats {
     bytes_alive: AtomicU64,
     bytes_alive_peak: AtomicU64,
     bytes_uploaded: AtomicU64,
+    bytes_planned: AtomicU64,
 }
 
 impl PipelineStats {
@@ -183,6 +184,16 @@ impl PipelineStats {
     /// Bytes stored so far.
     pub fn bytes_uploaded(&self) -> u64 {
         self.bytes_uploaded.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the snapshots planned so far will send (known once each
+    /// export is done): with [`Self::bytes_uploaded`], how far they are.
+    pub fn bytes_planned(&self) -> u64 {
+        self.bytes_planned.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn planned(&self, bytes: u64) {
+        self.bytes_planned.fetch_add(bytes, Ordering::SeqCst);
     }
 
     pub(crate) fn uploaded(&self, bytes: u64) {

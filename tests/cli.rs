@@ -395,3 +395,36 @@ fn incremental_snapshots_and_prune() {
         .unwrap();
     assert!(a == b);
 }
+
+/// Logs that reach a file or a pipe are plain text: no ANSI colour codes,
+/// whether or not `NO_COLOR` is set.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    build_db(&db);
+    let repo = dir.path().join("repo");
+    for no_color in [None, Some("1")] {
+        let mut cmd = bin::command(&[
+            "snapshot",
+            "--db",
+            db.to_str().unwrap(),
+            "--partition",
+            "7",
+            "--to",
+            repo.to_str().unwrap(),
+        ]);
+        cmd.env("RUST_LOG", "rocksnap=debug");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = bin::output(&mut cmd);
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("DEBUG"), "logs were written: {stderr}");
+        assert!(
+            !stderr.contains('\x1b'),
+            "colour codes in a pipe: {stderr:?}"
+        );
+    }
+}

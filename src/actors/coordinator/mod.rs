@@ -35,7 +35,7 @@ use crate::actors::exporter::{Export, ExportRequest, ExporterMsg};
 use crate::actors::publisher::{Publication, PublisherMsg};
 use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
-use crate::flow::BoundedMailbox;
+use crate::flow::{BoundedMailbox, PipelineStats};
 use crate::format::{
     Dialect, FileEntry, FormatVersion, PartitionId, SnapshotId, SnapshotMetadata,
     CHECKSUM_ALGORITHM,
@@ -64,6 +64,8 @@ pub(crate) struct CoordinatorArgs {
     pub publisher: ActorRef<PublisherMsg>,
     pub cancel: CancellationToken,
     pub report: Report,
+    /// The pipeline's counters, for progress.
+    pub stats: Arc<PipelineStats>,
 }
 
 /// Receives no messages: it runs its snapshot when it starts, then stops.
@@ -108,6 +110,7 @@ struct Job {
     publisher: ActorRef<PublisherMsg>,
     cancel: CancellationToken,
     snapshot_id: SnapshotId,
+    stats: Arc<PipelineStats>,
 }
 
 /// What to do with one exported file.
@@ -161,6 +164,7 @@ impl Job {
             publisher: args.publisher,
             cancel: args.cancel,
             snapshot_id,
+            stats: args.stats,
         };
         (job, args.report)
     }

@@ -17,6 +17,13 @@ impl Job {
     pub(super) async fn upload(&self, plan: Plan) -> Result<Uploaded, SnapshotError> {
         // Giving up on one file gives up on the others.
         let files_cancel = self.cancel.child_token();
+        self.stats.planned(
+            plan.files
+                .iter()
+                .filter(|f| f.reused.is_none())
+                .map(|f| f.size)
+                .sum(),
+        );
         let entry_keys: Vec<Option<String>> =
             plan.files.iter().map(|f| f.entry_key.clone()).collect();
         let results = join_all(plan.files.into_iter().map(|f| {

@@ -367,6 +367,7 @@ impl SupervisorState {
                 let msg = InternalMsg::Finished(partition, Box::new(result));
                 let _ = report_to.cast(SupervisorMsg::Internal(Internal(msg)));
             }),
+            stats: self.stats.clone(),
         };
         match Actor::spawn_linked(None, Coordinator, args, myself.get_cell()).await {
             Ok((coordinator, _)) => {

@@ -15,9 +15,14 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Bytes stored by the snapshot pipeline (the total is not known ahead).
+    /// Bytes stored by the snapshot pipeline, out of the total it sends
+    /// once the export knows it (a spinner until then).
     pub fn upload(stats: Arc<PipelineStats>, what: String) -> Self {
-        Self::start(what, move || (stats.bytes_uploaded(), 0))
+        Self::start(what, move || {
+            let done = stats.bytes_uploaded();
+            // A file sent again after a failure counts twice.
+            (done, stats.bytes_planned().max(done))
+        })
     }
 
     /// Bytes downloaded out of the snapshot's total, with rate and time left.
