@@ -16,6 +16,40 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics as m;
 
+/// Parts of memory a process lets its transfers hold at once, each of up
+/// to one part size: uploads (the pipeline's parts in flight), and the
+/// downloads of restores, fast-forwards and scrubs. A node hands one
+/// budget to all of them, so that together they stay within one bound.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    parts: usize,
+    semaphore: Arc<Semaphore>,
+}
+
+impl MemoryBudget {
+    /// A budget of `parts` parts (at least one).
+    pub fn new(parts: usize) -> Self {
+        MemoryBudget {
+            parts: parts.max(1),
+            semaphore: Arc::new(Semaphore::new(parts.max(1))),
+        }
+    }
+
+    /// Parts in all.
+    pub fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// Parts held now.
+    pub fn in_use(&self) -> usize {
+        self.parts - self.semaphore.available_permits()
+    }
+
+    pub(crate) fn semaphore(&self) -> &Arc<Semaphore> {
+        &self.semaphore
+    }
+}
+
 /// The credits of one stage: at most `capacity` messages queued or in work.
 #[derive(Debug, Clone)]
 pub(crate) struct Credits {
@@ -31,6 +65,15 @@ impl Credits {
             stage,
             capacity,
             semaphore: Arc::new(Semaphore::new(capacity)),
+        }
+    }
+
+    /// Credits drawn from a memory budget shared with other transfers.
+    pub fn from_budget(stage: &'static str, budget: &MemoryBudget) -> Self {
+        Credits {
+            stage,
+            capacity: budget.parts,
+            semaphore: budget.semaphore.clone(),
         }
     }
 

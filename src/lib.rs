@@ -26,6 +26,7 @@ pub mod partition;
 mod ratelimit;
 pub mod repository;
 pub mod restore;
+pub mod scrub;
 mod retention;
 mod retry;
 mod staging;
@@ -45,7 +46,7 @@ pub use config::{
     LsnSource, PartitionSpec, PipelineConfig, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
 };
 pub use ffi::{ExportedColumnFamily, ExportedFile, ImportFile, SstSummary};
-pub use flow::PipelineStats;
+pub use flow::{MemoryBudget, PipelineStats};
 pub use format::{Lsn, PartitionId, SnapshotId};
 pub use partition::PartitionStore;
 pub use ratelimit::RateLimit;

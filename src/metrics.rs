@@ -44,6 +44,16 @@ pub const RESTORE_DURATION: &str = "rocksnap_restore_duration_seconds";
 pub const RESTORE_FALLBACKS: &str = "rocksnap_restore_fallbacks_total";
 /// Counter: pipeline stages restarted by the supervisor, by stage.
 pub const STAGE_RESTARTS: &str = "rocksnap_stage_restarts_total";
+/// Gauge: Unix time of a partition's last scrub that found its latest snapshot whole.
+pub const SCRUB_LAST_SUCCESS: &str = "rocksnap_scrub_last_success_timestamp_seconds";
+/// Counter: scrubs that found a partition's latest snapshot damaged or could
+/// not read it, by partition and reason.
+pub const SCRUB_FAILURES: &str = "rocksnap_scrub_failures_total";
+/// Gauge: seconds between a node's snapshots of a partition by time, as
+/// configured (for alerts on stale snapshots).
+pub const SNAPSHOT_INTERVAL: &str = "rocksnap_snapshot_interval_seconds";
+/// Gauge: seconds between a node's scrubs, as configured.
+pub const SCRUB_INTERVAL: &str = "rocksnap_scrub_interval_seconds";
 
 /// Registers help texts and units; call once after installing a recorder.
 pub fn describe() {
@@ -99,6 +109,21 @@ pub fn describe() {
         "Pipeline stages restarted by the supervisor after a failure, by stage."
     );
     describe_counter!(RESTORES, "Restores, by partition and outcome.");
+    describe_gauge!(
+        SCRUB_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last scrub that found the partition's latest snapshot whole."
+    );
+    describe_counter!(
+        SCRUB_FAILURES,
+        "Scrubs that found the latest snapshot damaged or could not read it, by partition and reason."
+    );
+    describe_gauge!(
+        SNAPSHOT_INTERVAL,
+        Unit::Seconds,
+        "Configured time between snapshots of a partition."
+    );
+    describe_gauge!(SCRUB_INTERVAL, Unit::Seconds, "Configured time between scrubs.");
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time per restore.");
     describe_counter!(
         RESTORE_FALLBACKS,
@@ -116,6 +141,26 @@ pub(crate) fn restores(partition: u64, outcome: &'static str) -> Counter {
 
 pub(crate) fn restore_duration() -> Histogram {
     metrics::histogram!(RESTORE_DURATION)
+}
+
+/// The [`SCRUB_LAST_SUCCESS`] gauge of a partition.
+pub fn scrub_last_success(partition: u64) -> Gauge {
+    metrics::gauge!(SCRUB_LAST_SUCCESS, "partition" => partition.to_string())
+}
+
+/// The [`SCRUB_FAILURES`] counter of a partition and reason.
+pub fn scrub_failures(partition: u64, reason: &'static str) -> Counter {
+    metrics::counter!(SCRUB_FAILURES, "partition" => partition.to_string(), "reason" => reason)
+}
+
+/// The [`SNAPSHOT_INTERVAL`] gauge of a partition.
+pub fn snapshot_interval(partition: u64) -> Gauge {
+    metrics::gauge!(SNAPSHOT_INTERVAL, "partition" => partition.to_string())
+}
+
+/// The [`SCRUB_INTERVAL`] gauge.
+pub fn scrub_interval() -> Gauge {
+    metrics::gauge!(SCRUB_INTERVAL)
 }
 
 pub(crate) fn restore_fallbacks(partition: u64) -> Counter {

@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::Semaphore;
 
+use crate::flow::MemoryBudget;
 use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
 
@@ -58,9 +59,12 @@ pub(crate) struct Download {
 }
 
 impl Downloader {
+    /// A downloader fetching at most `concurrency` ranges at once, or as
+    /// many as `budget` has parts free.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         concurrency: usize,
+        budget: Option<&MemoryBudget>,
         part_size: usize,
         progress: Arc<TransferProgress>,
         rate_limit: Option<RateLimit>,
@@ -69,7 +73,10 @@ impl Downloader {
         Downloader {
             retry,
             store,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: budget.map_or_else(
+                || Arc::new(Semaphore::new(concurrency.max(1))),
+                |b| b.semaphore().clone(),
+            ),
             part_size: part_size.max(1) as u64,
             progress,
             rate_limit,

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 pub use fast_forward::{fast_forward, FastForward};
 pub use verify::{verify, VerifyReport};
+pub(crate) use verify::check_snapshot;
 
 use candidates::candidates;
 use prepare::{prepare, staging_dir};
@@ -80,6 +81,9 @@ pub struct RestoreOptions {
     pub progress: Arc<TransferProgress>,
     /// Download bandwidth, shared with whatever else holds the same limit.
     pub rate_limit: Option<RateLimit>,
+    /// A memory budget shared with the process's other transfers: ranges
+    /// are fetched under its parts instead of `concurrency` of their own.
+    pub budget: Option<crate::flow::MemoryBudget>,
 }
 
 impl Default for RestoreOptions {
@@ -91,6 +95,7 @@ impl Default for RestoreOptions {
             staging_dir: None,
             progress: Arc::default(),
             rate_limit: None,
+            budget: None,
         }
     }
 }

@@ -30,15 +30,25 @@ pub(super) struct Prepared {
     pub(super) staging: StagingDir,
 }
 
-pub(super) async fn prepare(
+/// Steps 1 and 2, and the files' own checks: a snapshot's documents
+/// checked, its files downloaded into `staging` with their sizes and
+/// checksums checked, their sequence numbers (and with `deep`, every entry)
+/// read back. Nothing is imported anywhere.
+pub(crate) struct Checked {
+    pub(crate) meta: SnapshotMetadata,
+    import: Vec<ImportFile>,
+    #[allow(dead_code)]
+    staging: StagingDir,
+}
+
+pub(crate) async fn check(
     repo: &Repository,
     partition: PartitionId,
     folder: &SnapshotFolder,
-    cf: &str,
     staging: StagingDir,
     opts: &RestoreOptions,
     deep: bool,
-) -> Result<Prepared, RestoreError> {
+) -> Result<Checked, RestoreError> {
     let unusable = |reason: Unusable| RestoreError::Unusable {
         snapshot: folder.name.clone(),
         reason,
@@ -114,6 +124,7 @@ pub(super) async fn prepare(
     let downloader = Downloader::new(
         repo.store().clone(),
         opts.concurrency,
+        opts.budget.as_ref(),
         opts.part_size,
         opts.progress.clone(),
         opts.rate_limit.clone(),
@@ -163,25 +174,52 @@ pub(super) async fn prepare(
     tracing::debug!(snapshot = %folder.name, bytes = meta.total_bytes(),
         ms = download_started.elapsed().as_millis() as u64, "downloaded and checked");
 
-    let cf = cf.to_string();
-    let comparator = meta.db_comparator_name.clone();
-    let meta2 = meta.clone();
-    let downloads2 = downloads.clone();
     let folder_name = folder.name.clone();
     tokio::task::spawn_blocking(move || {
         // The sequence numbers in metadata.json become the database's own on
         // import: understated, the host's next writes would be hidden under
         // the imported entries. Each file's own record of them is checked.
-        check_seqnos(&meta2, &downloads2).map_err(|reason| RestoreError::Unusable {
+        check_seqnos(&meta, &downloads).map_err(|reason| RestoreError::Unusable {
             snapshot: folder_name.clone(),
             reason,
         })?;
         if deep {
-            deep_check(&meta2, &downloads2).map_err(|reason| RestoreError::Unusable {
+            deep_check(&meta, &downloads).map_err(|reason| RestoreError::Unusable {
                 snapshot: folder_name.clone(),
                 reason,
             })?;
         }
+        Ok(Checked {
+            meta,
+            import,
+            staging,
+        })
+    })
+    .await
+    .expect("check task")
+}
+
+/// Steps 1 to 3: [`check`], then the files imported into a scratch
+/// database, where RocksDB reads them, and exported again for the swap.
+pub(super) async fn prepare(
+    repo: &Repository,
+    partition: PartitionId,
+    folder: &SnapshotFolder,
+    cf: &str,
+    staging: StagingDir,
+    opts: &RestoreOptions,
+    deep: bool,
+) -> Result<Prepared, RestoreError> {
+    let checked = check(repo, partition, folder, staging, opts, deep).await?;
+    let cf = cf.to_string();
+    let folder_name = folder.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let Checked {
+            meta,
+            import,
+            staging,
+        } = checked;
+        let comparator = meta.db_comparator_name.clone();
         let import_started = Instant::now();
         let imported = scratch_import(staging.path(), &cf, &comparator, &import);
         tracing::debug!(
@@ -200,7 +238,7 @@ pub(super) async fn prepare(
             e => RestoreError::Partition(e),
         })?;
         Ok(Prepared {
-            meta: meta2,
+            meta,
             restored_lsn,
             comparator,
             files,

@@ -61,3 +61,21 @@ pub async fn verify(
         restored_lsn: prepared.restored_lsn,
     })
 }
+
+/// Downloads the target snapshot's files into a staging directory and checks
+/// them (sizes, checksums, each SST's sequence numbers, and with `deep`
+/// every entry), importing nothing; the staging directory is gone when it
+/// returns. The snapshot's metadata, if every check passed.
+pub(crate) async fn check_snapshot(
+    repo: &Repository,
+    partition: PartitionId,
+    target: RestoreTarget,
+    deep: bool,
+    opts: &RestoreOptions,
+) -> Result<crate::format::SnapshotMetadata, RestoreError> {
+    let folder = candidates(repo, partition, target).await?.remove(0);
+    let root = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let staging = staging_dir(&root, partition)?;
+    let checked = super::prepare::check(repo, partition, &folder, staging, opts, deep).await?;
+    Ok(checked.meta)
+}

@@ -37,7 +37,7 @@ use crate::actors::coordinator::{
 };
 use crate::actors::publisher::{Publisher, PublisherArgs, PublisherMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
-use crate::flow::{BoundedMailbox, Credits, PipelineStats};
+use crate::flow::{BoundedMailbox, Credits, MemoryBudget, PipelineStats};
 use crate::format::PartitionId;
 use crate::metrics as m;
 use crate::partition::PartitionStore;
@@ -108,6 +108,10 @@ pub struct SupervisorArgs {
     pub overrides: HashMap<PartitionId, PartitionSpec>,
     /// Counters of the pipeline's memory and progress, shared with the host.
     pub stats: Arc<PipelineStats>,
+    /// A memory budget shared with the host's other transfers (downloads,
+    /// scrubs): parts in flight are drawn from it instead of from
+    /// `config.max_parts_in_flight`.
+    pub budget: Option<MemoryBudget>,
 }
 
 impl SupervisorArgs {
@@ -119,6 +123,7 @@ impl SupervisorArgs {
             repository,
             overrides: HashMap::new(),
             stats: Arc::new(PipelineStats::default()),
+            budget: None,
         }
     }
 }
@@ -211,7 +216,10 @@ impl Actor for Supervisor {
         args.config.check(&args.repository)?;
         let config = Arc::new(args.config);
         let chunker_credits = Credits::new("chunk", config.chunker_queue);
-        let uploader_credits = Credits::new("upload", config.max_parts_in_flight);
+        let uploader_credits = match &args.budget {
+            Some(budget) => Credits::from_budget("upload", budget),
+            None => Credits::new("upload", config.max_parts_in_flight),
+        };
         Ok(SupervisorState {
             stages: Stages {
                 exporter: spawn_exporter(&myself, &config, &args.partitions).await?,

@@ -84,6 +84,7 @@ impl DownloadArgs {
             staging_dir: self.staging_dir.clone(),
             progress: Arc::new(TransferProgress::default()),
             rate_limit: self.rate_limit.map(rocksnap::RateLimit::new),
+            budget: None,
         }
     }
 }

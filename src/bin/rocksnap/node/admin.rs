@@ -145,10 +145,7 @@ async fn fast_forward(
         };
         return (StatusCode::NOT_FOUND, Json(body)).into_response();
     }
-    let opts = rocksnap::restore::RestoreOptions {
-        rate_limit: state.rate_limit.clone(),
-        ..Default::default()
-    };
+    let opts = state.download_options();
     match rocksnap::restore::fast_forward(
         &state.partitions,
         &state.repository,
@@ -191,6 +188,8 @@ pub struct PartitionStatus {
     pub origin: Option<rocksnap::bootstrap::Origin>,
     /// The LSN after which the partition's log resumed at start.
     pub resume_after: Option<Lsn>,
+    /// The partition's last scrub, if the node scrubs.
+    pub last_scrub: Option<super::ScrubStatus>,
 }
 
 async fn partitions(State(state): State<Arc<NodeState>>) -> Response {
@@ -208,6 +207,7 @@ async fn partitions(State(state): State<Arc<NodeState>>) -> Response {
             safe_trim_lsn: state.trim_point(id),
             origin: state.origins.get(&id).cloned(),
             resume_after: state.origins.get(&id).and_then(|o| o.resume_after()),
+            last_scrub: state.scrubs.lock().expect("not poisoned").get(&id).cloned(),
         });
     }
     Json(out).into_response()

@@ -28,6 +28,22 @@ pub struct NodeConfig {
     pub gc: Option<GcSection>,
     #[serde(default)]
     pub bootstrap: BootstrapSection,
+    pub scrub: Option<ScrubSection>,
+}
+
+/// Reading each partition's latest snapshot back in the background.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubSection {
+    /// Time between two scrubs of every partition.
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+    /// Bytes per second the scrub reads at most [default: the pipeline's
+    /// rate limit, shared with uploads and restores].
+    pub rate_limit: Option<ByteSize>,
+    /// Also read every entry of every SST, not only sizes and checksums.
+    #[serde(default)]
+    pub deep: bool,
 }
 
 /// Restoring partitions that have no data at start.
@@ -308,6 +324,17 @@ impl NodeConfig {
         }
         if self.retention.keep_last == 0 {
             p.push("retention.keep_last must be above zero".into());
+        }
+        if self.scrub.as_ref().is_some_and(|s| s.every.is_zero()) {
+            p.push("scrub.every must be above zero".into());
+        }
+        if self
+            .scrub
+            .as_ref()
+            .and_then(|s| s.rate_limit)
+            .is_some_and(|r| r.as_u64() == 0)
+        {
+            p.push("scrub.rate_limit must be above zero".into());
         }
         if self.gc.as_ref().is_some_and(|g| g.every.is_zero()) {
             p.push("gc.every must be above zero".into());

@@ -42,6 +42,37 @@ pub struct NodeState {
     pub origins: HashMap<PartitionId, rocksnap::bootstrap::Origin>,
     /// What state-changing admin requests must carry, if anything.
     pub admin_token: Option<config::AdminToken>,
+    /// The memory uploads, restores and scrubs share.
+    pub budget: rocksnap::MemoryBudget,
+    /// Bytes per ranged read of restores and scrubs.
+    pub part_size: usize,
+    /// The last scrub of each partition.
+    pub scrubs: Mutex<HashMap<PartitionId, ScrubStatus>>,
+}
+
+/// How a partition's last scrub ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScrubStatus {
+    /// When it ended.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `ok`, `no_snapshot`, or the reason it failed.
+    pub outcome: &'static str,
+    /// The snapshot read.
+    pub snapshot_id: Option<String>,
+    /// What failed, naming the file.
+    pub error: Option<String>,
+}
+
+impl NodeState {
+    /// Download options that share the node's memory budget and bandwidth.
+    pub fn download_options(&self) -> rocksnap::restore::RestoreOptions {
+        rocksnap::restore::RestoreOptions {
+            rate_limit: self.rate_limit.clone(),
+            budget: Some(self.budget.clone()),
+            part_size: self.part_size,
+            ..Default::default()
+        }
+    }
 }
 
 impl NodeState {
@@ -112,9 +143,15 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         .pipeline
         .rate_limit
         .map(|r| RateLimit::new(r.as_u64()));
+    // One memory bound for every transfer of the node: the pipeline's parts
+    // in flight, and the ranges restores and scrubs fetch.
+    let budget = rocksnap::MemoryBudget::new(config.pipeline.parts_in_flight);
+    let part_size = config.pipeline.part_size.as_u64() as usize;
     // Partitions with no data are restored before the store is opened for writes.
     let restore_opts = rocksnap::restore::RestoreOptions {
         rate_limit: rate_limit.clone(),
+        budget: Some(budget.clone()),
+        part_size,
         ..Default::default()
     };
     let origins: HashMap<PartitionId, rocksnap::bootstrap::Origin> =
@@ -146,12 +183,9 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         },
         ..PipelineConfig::default()
     };
-    let (supervisor, supervisor_done) = Supervisor::start(SupervisorArgs::new(
-        pipeline,
-        partitions.clone(),
-        repository.clone(),
-    ))
-    .await?;
+    let mut supervisor_args = SupervisorArgs::new(pipeline, partitions.clone(), repository.clone());
+    supervisor_args.budget = Some(budget.clone());
+    let (supervisor, supervisor_done) = Supervisor::start(supervisor_args).await?;
     let state = Arc::new(NodeState {
         cluster: config.node.cluster.clone(),
         supervisor: supervisor.clone(),
@@ -163,7 +197,15 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         admin_token: config.node.admin_token.clone(),
         origins,
         rate_limit: rate_limit.clone(),
+        budget,
+        part_size,
+        scrubs: Mutex::default(),
     });
+    if let Some(every) = config.policy.every {
+        for &id in &ids {
+            m::snapshot_interval(id.0).set(every.as_secs_f64());
+        }
+    }
     for &id in &ids {
         state.refresh(id).await;
     }
@@ -183,6 +225,9 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     let gc = config
         .gc
         .map(|g| tokio::spawn(policy::gc(state.clone(), g, stop_rx.clone())));
+    let scrub = config
+        .scrub
+        .map(|s| tokio::spawn(policy::scrub(state.clone(), s, stop_rx.clone())));
     // The one line a supervisor script or a test waits for.
     println!(
         "rocksnap node {} listening on http://{addr}",
@@ -199,6 +244,9 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     let _ = policy.await;
     if let Some(gc) = gc {
         let _ = gc.await;
+    }
+    if let Some(scrub) = scrub {
+        let _ = scrub.await;
     }
     let report = Supervisor::shutdown(&supervisor, config.node.shutdown_deadline).await;
     tracing::info!(?report, "snapshots in flight settled");
