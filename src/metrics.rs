@@ -123,7 +123,11 @@ pub fn describe() {
         Unit::Seconds,
         "Configured time between snapshots of a partition."
     );
-    describe_gauge!(SCRUB_INTERVAL, Unit::Seconds, "Configured time between scrubs.");
+    describe_gauge!(
+        SCRUB_INTERVAL,
+        Unit::Seconds,
+        "Configured time between scrubs."
+    );
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time per restore.");
     describe_counter!(
         RESTORE_FALLBACKS,

@@ -45,8 +45,8 @@ pub async fn scrub(
     deep: bool,
     opts: &RestoreOptions,
 ) -> Result<Option<ScrubReport>, RestoreError> {
-    let result = crate::restore::check_snapshot(repo, partition, RestoreTarget::Latest, deep, opts)
-        .await;
+    let result =
+        crate::restore::check_snapshot(repo, partition, RestoreTarget::Latest, deep, opts).await;
     match result {
         Ok(meta) => {
             m::scrub_last_success(partition.0).set(chrono::Utc::now().timestamp() as f64);

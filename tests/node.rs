@@ -640,3 +640,166 @@ async fn local_fast_forward_on_a_running_node() {
 async fn s3_fast_forward_on_a_running_node() {
     fast_forward_on_a_running_node(Backend::s3("fastforward").await).await;
 }
+
+/// The alert rules shipped in `deploy/prometheus/` pass promtool: they
+/// parse, and every alert fires on its fixtures and stays quiet on others.
+#[test]
+fn alert_rules_pass_promtool() {
+    let promtool = std::env::var("ROCKSNAP_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    for args in [
+        ["check", "rules", "rocksnap-rules.yml"],
+        ["test", "rules", "rocksnap-rules.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{promtool} ({e}): install Debian's prometheus package"));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every `rocksnap_…` name in a text (a rule file, a dashboard).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("rocksnap_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The alert rules and the dashboard use only metrics the node exports: a
+/// live node is made to snapshot, fail, scrub, find a damaged file and
+/// refuse a fast-forward, so that every labelled series exists, and its
+/// `/metrics` is scraped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_and_dashboard_use_metrics_the_node_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::local(dir.path().join("repo"));
+    {
+        let store = rocksnap::PartitionStore::open(
+            &dir.path().join("db"),
+            &[PartitionId(1), PartitionId(2)],
+        )
+        .unwrap();
+        for lsn in 1..=3 {
+            store
+                .apply(
+                    PartitionId(1),
+                    rocksnap::Lsn(lsn),
+                    (0..200).map(|i| (common::key(lsn, i), common::value(lsn, i, 300))),
+                )
+                .unwrap();
+        }
+    }
+    let config = write_config(
+        dir.path(),
+        &backend,
+        "[policy]\nevery = \"1h\"\n\n[scrub]\nevery = \"50ms\"\ndeep = true\n",
+    );
+    let node = Node::start(&backend, &config);
+    let http = reqwest::Client::new();
+
+    // A snapshot, and a failure.
+    let ok = http.post(node.url("/snapshots/1")).send().await.unwrap();
+    assert!(ok.status().is_success());
+    let failed = http
+        .post(node.url("/snapshots/1?min_lsn=1000000"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!failed.status().is_success());
+    // A scrub that passes, then one that finds a flipped bit.
+    let scrub_outcome = |partitions: &serde_json::Value| {
+        partitions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["partition_id"] == 1)
+            .map(|p| {
+                p["last_scrub"]["outcome"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap()
+    };
+    let mut outcome = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outcome != "ok" {
+        assert!(Instant::now() < deadline, "no scrub passed: {outcome}");
+        outcome =
+            scrub_outcome(&json(http.get(node.url("/partitions")).send().await.unwrap()).await);
+    }
+    let repo = dir.path().join("repo").join("1");
+    let latest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("latest.json")).unwrap()).unwrap();
+    let folder = repo.join(latest["path"].as_str().unwrap());
+    let sst = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&sst).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&sst, &bytes).unwrap();
+    while outcome != "checksum" {
+        assert!(
+            Instant::now() < deadline,
+            "the damage was not found: {outcome}"
+        );
+        outcome =
+            scrub_outcome(&json(http.get(node.url("/partitions")).send().await.unwrap()).await);
+    }
+    // A fast-forward no snapshot covers: refused, and counted.
+    let refused = http
+        .post(node.url("/partitions/2/fast-forward?log_start=1000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::CONFLICT);
+
+    let scraped = scrape(&http, &node).await;
+    promtool_check(&scraped);
+    let exported: std::collections::BTreeSet<String> = scraped
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        sample(
+            &scraped,
+            r#"rocksnap_scrub_failures_total{partition="1",reason="checksum"}"#
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{scraped}"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for file in [
+        "prometheus/rocksnap-rules.yml",
+        "grafana/rocksnap-dashboard.json",
+    ] {
+        let used = metric_names(&std::fs::read_to_string(root.join(file)).unwrap());
+        assert!(!used.is_empty(), "{file} uses no metric");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics the node does not export: {unknown:?}\nexported: {exported:?}"
+        );
+    }
+    assert!(node.terminate().success());
+}

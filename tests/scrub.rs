@@ -49,11 +49,7 @@ async fn scrub_reads_the_latest_snapshot_back_and_names_what_is_damaged() {
     // One flipped bit in the bucket: found, with the key at fault.
     let meta = fx.metadata(1, &fx.latest(1).path);
     let name = meta.files[0].name.trim_start_matches('/').to_string();
-    let object = fx
-        .repo_dir
-        .join("1")
-        .join(fx.latest(1).path)
-        .join(&name);
+    let object = fx.repo_dir.join("1").join(fx.latest(1).path).join(&name);
     let mut bytes = std::fs::read(&object).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;

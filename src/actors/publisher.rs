@@ -138,6 +138,13 @@ impl Actor for Publisher {
         _myself: ActorRef<Self::Msg>,
         args: PublisherArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // The partition's counters exist from the start, at zero, so that
+        // a rate or an alert on them works before the first event.
+        let p = args.partition.0;
+        m::snapshots_started(p).increment(0);
+        m::snapshots_succeeded(p).increment(0);
+        m::cas_conflicts(p).increment(0);
+        m::restore_fallbacks(p).increment(0);
         Ok(args)
     }
 

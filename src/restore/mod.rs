@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use fast_forward::{fast_forward, FastForward};
-pub use verify::{verify, VerifyReport};
 pub(crate) use verify::check_snapshot;
+pub use verify::{verify, VerifyReport};
 
 use candidates::candidates;
 use prepare::{prepare, staging_dir};

@@ -213,6 +213,9 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        for stage in ["exporter", "chunker", "uploader", "publisher"] {
+            m::stage_restarts(stage).increment(0);
+        }
         args.config.check(&args.repository)?;
         let config = Arc::new(args.config);
         let chunker_credits = Credits::new("chunk", config.chunker_queue);

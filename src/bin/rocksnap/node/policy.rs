@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::config::{GcSection, PolicySection, ScrubSection, WorkloadSection};
 use super::{NodeState, ScrubStatus, TICK};
-use rocksnap::metrics as m;
 use rocksnap::format::{Lsn, PartitionId};
+use rocksnap::metrics as m;
 use rocksnap::{SnapshotError, SnapshotRequest, Supervisor};
 
 /// Requests snapshots when a partition is due, until `stop`.
