@@ -1,7 +1,7 @@
-//! Injected faults, on a local directory and on a real S3 server: a request
+//! Injected faults, on a local directory, a real S3 server and Azurite: a request
 //! of each kind failing once is retried and the snapshot succeeds; failing
 //! always, the snapshot fails cleanly: no metadata.json, no pointer change,
-//! no open multipart upload.
+//! no open multipart upload (on Azure: no uncommitted blob).
 
 mod common;
 
@@ -59,6 +59,7 @@ async fn metadata_count(backend: &Backend) -> usize {
 enum Kind {
     Local(tempfile::TempDir),
     S3,
+    Azure,
 }
 
 impl Kind {
@@ -66,6 +67,7 @@ impl Kind {
         match self {
             Kind::Local(dir) => Backend::local(dir.path().join(format!("repo-{case}"))),
             Kind::S3 => Backend::s3(&format!("case-{case}")).await,
+            Kind::Azure => Backend::azure(&format!("case-{case}")).await,
         }
     }
 }
@@ -191,6 +193,16 @@ async fn local_each_kind_failing_once_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_each_kind_failing_once_is_retried() {
     each_kind_failing_once_is_retried(Kind::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_each_kind_failing_once_is_retried() {
+    each_kind_failing_once_is_retried(Kind::Azure).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_each_kind_failing_always_fails_cleanly() {
+    each_kind_failing_always_fails_cleanly(Kind::Azure).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
-//! Several rocksnap processes on one repository, on a local directory and on
-//! a real S3 server: an old and a new leader racing, and a process killed
-//! with SIGKILL in the middle of an upload.
+//! Several rocksnap processes on one repository, on a local directory, a
+//! real S3 server and Azurite: an old and a new leader racing, and a
+//! process killed with SIGKILL in the middle of an upload.
 
 mod common;
 
@@ -139,6 +139,12 @@ async fn s3_racing_leaders() {
     racing_leaders(Backend::s3("race").await, dir.path()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_racing_leaders() {
+    let dir = tempfile::tempdir().unwrap();
+    racing_leaders(Backend::azure("race").await, dir.path()).await;
+}
+
 async fn killed_mid_upload(backend: Backend, dir: &Path) {
     let db = dir.join("db");
     build_db(&db, 12);
@@ -209,4 +215,10 @@ async fn local_killed_mid_upload() {
 async fn s3_killed_mid_upload() {
     let dir = tempfile::tempdir().unwrap();
     killed_mid_upload(Backend::s3("kill").await, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_killed_mid_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    killed_mid_upload(Backend::azure("kill").await, dir.path()).await;
 }

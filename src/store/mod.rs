@@ -5,6 +5,7 @@
 //! string, an unknown scheme, a local path that is not a directory. Errors
 //! name the URL without credentials.
 
+mod azure;
 mod s3;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -84,6 +85,20 @@ impl Destination {
 
     /// Opens `spec` with explicit S3 settings.
     pub fn open_with(spec: &str, mode: OpenMode, s3: &S3Options) -> Result<Self, StoreError> {
+        Self::open_with_settings(spec, mode, s3, &[])
+    }
+
+    /// Opens `spec` with explicit S3 settings and, for `gs://` and `az://`,
+    /// `object_store` configuration keys (`azure_storage_account_name`,
+    /// `azure_storage_endpoint`, `google_service_account`, …) that take
+    /// precedence over the same settings in the process's environment: a
+    /// host passes its own instead of setting environment variables.
+    pub fn open_with_settings(
+        spec: &str,
+        mode: OpenMode,
+        s3: &S3Options,
+        settings: &[(String, String)],
+    ) -> Result<Self, StoreError> {
         if !spec.contains("://") {
             return Self::local(FsPath::new(spec), mode, spec.to_string());
         }
@@ -127,14 +142,23 @@ impl Destination {
                 })
             }
             "gs" | "az" | "azure" | "abfs" | "abfss" => {
-                let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+                // The process's environment, then the caller's settings.
+                let env = std::env::vars()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .chain(settings.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
                 let (store, prefix) =
                     object_store::parse_url_opts(&url, env).map_err(|e| StoreError::Open {
                         url: display.clone(),
                         source: e,
                     })?;
+                let store: Arc<dyn ObjectStore> = Arc::from(store);
+                let store = if url.scheme() == "gs" {
+                    store
+                } else {
+                    Arc::new(azure::DropBlocksOnAbort::new(store))
+                };
                 Ok(Destination {
-                    store: Arc::from(store),
+                    store,
                     prefix,
                     local_root: None,
                     display,
@@ -218,19 +242,33 @@ impl Destination {
             Err(e) => e,
         };
         // Listing a prefix never answers "not found" for the prefix itself:
-        // only the bucket (or container) can be missing.
-        let reason = match &e {
-            E::NotFound { .. } => "the bucket does not exist".to_string(),
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-                format!(
-                    "the credentials were refused ({})",
-                    first_line(&e.to_string())
-                )
+        // only the bucket (or container) can be missing. Some clients
+        // (Azure's) report the store's answer only in their message.
+        let text = e.to_string();
+        let bucket = if self.display.starts_with("az") || self.display.starts_with("abfs") {
+            "container"
+        } else {
+            "bucket"
+        };
+        let reason = match (&e, http_status(&text)) {
+            (E::NotFound { .. }, _) | (_, Some(404)) => format!("the {bucket} does not exist"),
+            (_, Some(status @ (401 | 403))) => {
+                format!("the credentials were refused (HTTP {status} on a listing)")
             }
-            _ => first_line(&e.to_string()).to_string(),
+            (E::PermissionDenied { .. } | E::Unauthenticated { .. }, _) => {
+                format!("the credentials were refused ({})", first_line(&text))
+            }
+            _ => first_line(&text).to_string(),
         };
         Err(unreachable(reason))
     }
+}
+
+/// The HTTP status a store client's error message reports, if it reports
+/// one (`… status code: 404 Not Found …`).
+fn http_status(message: &str) -> Option<u16> {
+    let at = message.find("status code: ")? + "status code: ".len();
+    message.get(at..at + 3)?.parse().ok()
 }
 
 fn first_line(s: &str) -> &str {

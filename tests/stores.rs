@@ -1,5 +1,6 @@
-//! The command line against a real S3 server: a full round trip, and every
-//! bad configuration refused at start with its own message.
+//! The command line against a real S3 server and Azurite: a full round trip
+//! (a multipart-sized file, the layout, nothing left open), and every bad
+//! configuration refused at start with its own message.
 
 mod common;
 
@@ -43,7 +44,15 @@ fn build_db(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_list_verify_restore_on_s3() {
-    let backend = Backend::s3("cli").await;
+    round_trip(Backend::s3("cli").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_list_verify_restore_on_azure() {
+    round_trip(Backend::azure("cli").await).await;
+}
+
+async fn round_trip(backend: Backend) {
     let env = backend.env();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
@@ -110,6 +119,55 @@ async fn snapshot_list_verify_restore_on_s3() {
         .unwrap();
     assert!(a == b, "restored data differs");
     assert_eq!(backend.open_uploads().await, 0);
+
+    // The layout, as the store lists it.
+    let repo = backend.repository();
+    let pointer = repo
+        .read_pointer(PartitionId(3))
+        .await
+        .unwrap()
+        .unwrap()
+        .pointer;
+    let id = outcome["snapshot_id"].as_str().unwrap();
+    assert_eq!(pointer.snapshot_id.to_string(), id);
+    assert_eq!(
+        pointer.path,
+        rocksnap::format::snapshot_folder(Lsn(4), pointer.snapshot_id)
+    );
+    let objects = repo
+        .list_objects(PartitionId(3), &pointer.path)
+        .await
+        .unwrap();
+    let meta = repo
+        .read_metadata(PartitionId(3), &pointer.path)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = objects
+        .iter()
+        .map(|(k, _)| k.filename().unwrap().to_string())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = meta
+        .files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string())
+        .chain(["metadata.json".to_string()])
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected, "{}: the snapshot's folder", backend.name());
+    for (key, size) in &objects {
+        if let Some(f) = meta
+            .files
+            .iter()
+            .find(|f| key.as_ref().ends_with(f.file_name().unwrap()))
+        {
+            assert_eq!(*size, f.size, "{key}");
+        }
+    }
+    assert!(
+        meta.files.iter().any(|f| f.size > 5 << 20),
+        "no file needed a multipart upload"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,4 +308,36 @@ async fn a_server_without_conditional_writes_is_refused() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_bad_configuration_is_refused_at_start() {
+    let backend = Backend::azure("config").await;
+    let good = backend.env();
+    let url = backend.url();
+    refused(
+        &good,
+        &["list", "--from", "az://no-such-container/x"],
+        "the container does not exist",
+    );
+    let wrong_key: Vec<(String, String)> = good
+        .iter()
+        .map(|(k, v)| {
+            if k == "AZURE_STORAGE_ACCOUNT_KEY" {
+                (k.clone(), "d3Jvbmcta2V5LXdyb25nLWtleQ==".to_string())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    refused(
+        &wrong_key,
+        &["list", "--from", &url],
+        "the credentials were refused",
+    );
+    let stderr = bin::fails_clearly(
+        &mut command(&wrong_key, &["list", "--from", &url]),
+        "refused",
+    );
+    assert!(!stderr.contains("d3Jvbmcta2V5"), "the key leaked: {stderr}");
 }
