@@ -18,7 +18,7 @@ use object_store::ObjectStore;
 use url::Url;
 
 use s3::open_s3;
-pub use s3::S3Options;
+pub use s3::{S3Options, ServerSideEncryption, UploadChecksum};
 
 /// An opened destination: a store, and where in it the repository is.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum, S3ConditionalPut};
 use object_store::client::{HttpConnector, ReqwestConnector};
 use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 
@@ -58,6 +58,57 @@ pub struct S3Options {
     /// keys are given; off by default so that missing keys are an error at start.
     #[serde(default)]
     pub instance_credentials: bool,
+    /// Server-side encryption of every object written: `aes256` (SSE-S3) or
+    /// `kms` (SSE-KMS) [env: AWS_SERVER_SIDE_ENCRYPTION, S3's own names].
+    pub server_side_encryption: Option<ServerSideEncryption>,
+    /// With `kms`: the KMS key (id, ARN or alias) [default: the bucket's;
+    /// env: AWS_SSE_KMS_KEY_ID].
+    pub sse_kms_key_id: Option<String>,
+    /// A checksum S3 computes on every upload, refuses the upload on a
+    /// mismatch, and keeps with the object: `sha256` [env: AWS_CHECKSUM_ALGORITHM].
+    /// rocksnap's own CRC32C in `metadata.json` is written either way.
+    pub checksum: Option<UploadChecksum>,
+}
+
+/// Server-side encryption S3 applies to what rocksnap writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerSideEncryption {
+    /// SSE-S3: keys S3 manages (`AES256`).
+    Aes256,
+    /// SSE-KMS: a key in AWS KMS (`aws:kms`).
+    Kms,
+}
+
+impl std::str::FromStr for ServerSideEncryption {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "aes256" | "sse-s3" => Ok(Self::Aes256),
+            "kms" | "aws:kms" | "sse-kms" => Ok(Self::Kms),
+            _ => Err(format!(
+                "{s:?} is not a server-side encryption (aes256 or kms)"
+            )),
+        }
+    }
+}
+
+/// The checksum S3 checks on upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadChecksum {
+    /// SHA-256 of every object (and part), checked by S3 as it arrives.
+    Sha256,
+}
+
+impl std::str::FromStr for UploadChecksum {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "sha256" => Ok(Self::Sha256),
+            _ => Err(format!("{s:?} is not an upload checksum (sha256)")),
+        }
+    }
 }
 
 /// Secrets never reach a log line.
@@ -72,6 +123,9 @@ impl std::fmt::Debug for S3Options {
             .field("session_token", &hidden(&self.session_token))
             .field("allow_http", &self.allow_http)
             .field("instance_credentials", &self.instance_credentials)
+            .field("server_side_encryption", &self.server_side_encryption)
+            .field("sse_kms_key_id", &self.sse_kms_key_id)
+            .field("checksum", &self.checksum)
             .finish()
     }
 }
@@ -117,6 +171,26 @@ pub(super) fn open_s3(
     }
     if s3.allow_http {
         b = b.with_allow_http(true);
+    }
+    // object_store names these settings only by their keys.
+    let key = |name: &str| name.parse::<AmazonS3ConfigKey>().expect("a known key");
+    match s3.server_side_encryption {
+        Some(ServerSideEncryption::Aes256) => {
+            b = b.with_config(key("aws_server_side_encryption"), "AES256")
+        }
+        Some(ServerSideEncryption::Kms) => {
+            b = b.with_config(key("aws_server_side_encryption"), "aws:kms")
+        }
+        None => {}
+    }
+    if let Some(id) = &s3.sse_kms_key_id {
+        if s3.server_side_encryption != Some(ServerSideEncryption::Kms) {
+            return Err(bad("a KMS key id needs server-side encryption kms".into()));
+        }
+        b = b.with_config(key("aws_sse_kms_key_id"), id);
+    }
+    if let Some(UploadChecksum::Sha256) = s3.checksum {
+        b = b.with_checksum_algorithm(Checksum::SHA256);
     }
     // The builder has merged the explicit settings and the `AWS_*`
     // variables: every check below reads the settings it will use.

@@ -97,6 +97,16 @@ pub struct S3Args {
     /// keys are given; off by default so that missing keys are an error at start.
     #[arg(long = "s3-instance-credentials")]
     pub instance_credentials: bool,
+    /// Server-side encryption of every object written: aes256 (SSE-S3) or
+    /// kms (SSE-KMS).
+    #[arg(long = "s3-sse")]
+    pub server_side_encryption: Option<rocksnap::store::ServerSideEncryption>,
+    /// With --s3-sse kms: the KMS key id, ARN or alias [default: the bucket's].
+    #[arg(long = "s3-sse-kms-key-id")]
+    pub sse_kms_key_id: Option<String>,
+    /// A checksum S3 checks on every upload and keeps with the object: sha256.
+    #[arg(long = "s3-checksum")]
+    pub checksum: Option<rocksnap::store::UploadChecksum>,
 }
 
 /// Secrets never reach a log line.
@@ -115,6 +125,9 @@ impl S3Args {
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
             session_token: self.session_token.clone(),
+            server_side_encryption: self.server_side_encryption,
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            checksum: self.checksum,
             allow_http: self.allow_http,
             instance_credentials: self.instance_credentials,
         }

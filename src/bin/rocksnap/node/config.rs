@@ -371,3 +371,45 @@ pub struct ConfigError {
     pub path: PathBuf,
     pub problems: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example file parses, and so does every option it shows: each
+    /// commented `# key = value` line (but the exclusive ones) taken in.
+    #[test]
+    fn the_example_configuration_and_all_its_options_are_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/node.example.toml"));
+        NodeConfig::load(path).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut all = String::new();
+        for line in text.lines() {
+            let t = line.trim_start();
+            let option = t.strip_prefix("# ").filter(|rest| {
+                rest.starts_with('[')
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' '))
+            });
+            match option {
+                // Secrets and credentials stay out: the environment has them.
+                Some(o)
+                    if o.starts_with("access_key_id")
+                        || o.starts_with("secret_access_key")
+                        || o.starts_with("session_token")
+                        || o.starts_with("admin_token") => {}
+                Some(o) => all.push_str(o.split("  #").next().unwrap()),
+                None => all.push_str(line),
+            }
+            all.push('\n');
+        }
+        let config: NodeConfig = toml::from_str(&all).unwrap_or_else(|e| panic!("{e}\n{all}"));
+        assert!(config.scrub.is_some() && config.gc.is_some(), "{all}");
+        assert_eq!(
+            config.repository.s3.server_side_encryption,
+            Some(rocksnap::store::ServerSideEncryption::Kms)
+        );
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+    }
+}
