@@ -49,6 +49,9 @@ pub struct PipelineConfig {
     /// Whose documents to write: rocksnap's, or ones a Restate node restores
     /// from (which needs format V1: Restate reads no shared files).
     pub dialect: Dialect,
+    /// Client-side encryption: every file sealed under a fresh data key
+    /// wrapped with the keyring's current key ([`crate::crypto`]).
+    pub encryption: Option<std::sync::Arc<crate::crypto::Keyring>>,
     /// Which snapshots `latest.json` keeps (V2).
     pub retention: Retention,
     /// How long a snapshot's lease protects its objects from garbage
@@ -70,6 +73,7 @@ impl Default for PipelineConfig {
             rate_limit: None,
             format: FormatVersion::V1,
             dialect: Dialect::Rocksnap,
+            encryption: None,
             retention: Retention::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
         }
@@ -91,6 +95,17 @@ impl PipelineConfig {
         }
         if self.dialect == Dialect::Restate && self.format != FormatVersion::V1 {
             return Err("the Restate dialect needs format V1: Restate reads every file from its snapshot's own folder, never shared ones".into());
+        }
+        if self.encryption.is_some() {
+            if self.dialect == Dialect::Restate {
+                return Err("Restate cannot read encrypted snapshots: the Restate dialect writes them in the clear".into());
+            }
+            if !self.part_size.is_multiple_of(crate::crypto::SEGMENT_SIZE) {
+                return Err(format!(
+                    "an encrypted snapshot's part size must be a whole number of {} KiB segments",
+                    crate::crypto::SEGMENT_SIZE / 1024
+                ));
+            }
         }
         if self.part_size < repository.min_part_size() {
             return Err(format!(

@@ -16,6 +16,7 @@
 mod actors;
 pub mod bootstrap;
 mod config;
+pub mod crypto;
 mod ffi;
 mod flow;
 pub mod format;

@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::Semaphore;
 
+use crate::crypto::{FileKey, SEGMENT_SIZE, TAG_LEN};
 use crate::flow::MemoryBudget;
 use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
@@ -55,7 +56,12 @@ pub(crate) struct Downloader {
 pub(crate) struct Download {
     pub key: Path,
     pub dest: PathBuf,
+    /// Size of the stored object.
     pub size: u64,
+    /// An encrypted object: its data key and plaintext size. Ranges are
+    /// then whole stored segments, each opened (authenticated) and its
+    /// plaintext written to `dest`; the checksum stays the stored bytes'.
+    pub sealed: Option<(Arc<FileKey>, u64)>,
 }
 
 impl Downloader {
@@ -111,7 +117,7 @@ impl Downloader {
             });
         }
         let dest = d.dest.clone();
-        let size = d.size;
+        let size = d.sealed.as_ref().map_or(d.size, |(_, plain)| *plain);
         let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -127,10 +133,22 @@ impl Downloader {
             source: e,
         })?;
         let file = Arc::new(file);
+        // Sealed objects are fetched in whole stored segments.
+        let step = match &d.sealed {
+            Some(_) => {
+                let stored_segment = (SEGMENT_SIZE + TAG_LEN) as u64;
+                (self.part_size / SEGMENT_SIZE as u64).max(1) * stored_segment
+            }
+            None => self.part_size,
+        };
         let ranges: Vec<(u64, u64)> = (0..d.size)
-            .step_by(self.part_size as usize)
-            .map(|start| (start, (start + self.part_size).min(d.size)))
+            .step_by(step as usize)
+            .map(|start| (start, (start + step).min(d.size)))
             .collect();
+        let segments = d
+            .sealed
+            .as_ref()
+            .map(|(_, plain)| plain.div_ceil(SEGMENT_SIZE as u64).max(1));
         let crcs = try_join_all(ranges.iter().map(|&(start, end)| {
             let file = file.clone();
             async move {
@@ -153,13 +171,31 @@ impl Downloader {
                     });
                 }
                 let path = d.dest.clone();
+                let sealed = d.sealed.clone().zip(segments);
+                let key = d.key.to_string();
                 let crc = tokio::task::spawn_blocking(move || {
-                    file.write_all_at(&bytes, start)
-                        .map(|()| (crc32c::crc32c(&bytes), bytes.len()))
+                    let crc = (crc32c::crc32c(&bytes), bytes.len());
+                    match sealed {
+                        None => file
+                            .write_all_at(&bytes, start)
+                            .map_err(|e| DownloadError::Local { path, source: e })?,
+                        Some(((seal, _), segments)) => {
+                            let stored_segment = (SEGMENT_SIZE + TAG_LEN) as u64;
+                            let first = start / stored_segment;
+                            let mut buf = bytes
+                                .try_into_mut()
+                                .unwrap_or_else(|b| bytes::BytesMut::from(&b[..]));
+                            let plain = seal
+                                .open_segments(&key, first, segments, &mut buf)
+                                .map_err(DownloadError::Sealed)?;
+                            file.write_all_at(&buf[..plain], first * SEGMENT_SIZE as u64)
+                                .map_err(|e| DownloadError::Local { path, source: e })?;
+                        }
+                    }
+                    Ok::<_, DownloadError>(crc)
                 })
                 .await
-                .expect("write task")
-                .map_err(|e| DownloadError::Local { path, source: e })?;
+                .expect("write task")?;
                 self.progress
                     .bytes
                     .fetch_add(crc.1 as u64, Ordering::Relaxed);
@@ -206,6 +242,9 @@ pub enum DownloadError {
         #[source]
         source: object_store::Error,
     },
+    /// A segment of an encrypted object failed authentication.
+    #[error(transparent)]
+    Sealed(crate::crypto::CryptoError),
     /// The local file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Local {

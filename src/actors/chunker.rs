@@ -25,6 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio_util::sync::CancellationToken;
 
 use super::uploader::{FileId, FileReply, FileUpload, UploadError, UploaderMsg};
+use crate::crypto::FileKey;
 use crate::flow::{BoundedMailbox, BufferPool, Credit, Part, PipelineStats};
 
 /// One file to store under one key.
@@ -34,6 +35,10 @@ pub(crate) struct FileRequest {
     pub key: Path,
     pub size: u64,
     pub part_size: usize,
+    /// Encrypted snapshots: the file's data key; each part is sealed
+    /// segment by segment before it is sent (`part_size` is a whole number
+    /// of segments).
+    pub seal: Option<Arc<FileKey>>,
     /// Cancelled when this attempt is given up.
     pub cancel: CancellationToken,
     /// The uploader to send the parts to.
@@ -98,6 +103,7 @@ impl ChunkerState {
             key,
             size,
             part_size,
+            seal,
             cancel,
             uploader,
             reply,
@@ -110,10 +116,14 @@ impl ChunkerState {
             }
         };
         let parts = size.div_ceil(part_size as u64).max(1);
+        let stored = match &seal {
+            Some(_) => crate::crypto::stored_size(size),
+            None => size,
+        };
         let begin = UploaderMsg::Begin(FileUpload {
             id,
             key,
-            size,
+            size: stored,
             parts,
             cancel: cancel.clone(),
             reply,
@@ -132,7 +142,17 @@ impl ChunkerState {
             open: true,
         };
         let close = match self
-            .send_parts(file, &path, id, size, parts, part_size, &cancel, &uploader)
+            .send_parts(
+                file,
+                &path,
+                id,
+                size,
+                parts,
+                part_size,
+                seal.as_deref(),
+                &cancel,
+                &uploader,
+            )
             .await
         {
             Ok(crc32c) => UploaderMsg::End { file: id, crc32c },
@@ -151,6 +171,7 @@ impl ChunkerState {
         size: u64,
         parts: u64,
         part_size: usize,
+        seal: Option<&FileKey>,
         cancel: &CancellationToken,
         uploader: &BoundedMailbox<UploaderMsg>,
     ) -> Result<u32, UploadError> {
@@ -175,12 +196,17 @@ impl ChunkerState {
             // the many blocking threads: each of those would grow an allocator
             // arena of its own, and memory would no longer track the bound.
             buf.clear();
-            if buf.capacity() < len {
-                if let Some(recycled) = self.pool.take(len) {
+            // Sealed, a part grows by a tag per segment.
+            let room = match seal {
+                Some(_) => crate::crypto::stored_size(len as u64) as usize,
+                None => len,
+            };
+            if buf.capacity() < room {
+                if let Some(recycled) = self.pool.take(room) {
                     buf = recycled;
                 }
             }
-            buf.reserve(len);
+            buf.reserve(room);
             let (f, mut buf, read) = tokio::task::spawn_blocking(move || {
                 buf.resize(len, 0);
                 let read = file.read_exact(&mut buf[..]);
@@ -192,6 +218,10 @@ impl ChunkerState {
             if let Err(e) = read {
                 self.buffer = Some(buf);
                 return Err(read_err(e));
+            }
+            if let Some(seal) = seal {
+                let first = offset / crate::crypto::SEGMENT_SIZE as u64;
+                seal.seal_segments(first, &mut buf, index + 1 == parts);
             }
             crc = crc32c::crc32c_append(crc, &buf);
             let bytes = buf.split().freeze();

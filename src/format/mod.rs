@@ -223,6 +223,31 @@ pub struct FileEntry {
     /// (`ssts/<identity>.sst`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Encrypted snapshots: how to open the file. `size` and `checksum`
+    /// are then the stored (sealed) bytes', and `start_key`/`end_key` are
+    /// empty: the real ones are sealed in here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<FileEncryption>,
+}
+
+/// An encrypted file's envelope, as `metadata.json` stores it (see
+/// [`crate::crypto`] and `FORMAT.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEncryption {
+    /// Id of the key-encryption key in the operator's keyring.
+    pub kek_id: String,
+    /// The file's data key wrapped with it: base64 of nonce ‖ ciphertext ‖ tag.
+    pub wrapped_key: String,
+    /// 16 random bytes naming the file in every segment's associated data, hex.
+    pub file_id: String,
+    /// Plaintext bytes per segment.
+    pub segment_size: u32,
+    /// Size of the file before sealing (what RocksDB imports).
+    pub plaintext_size: u64,
+    /// The file's first user key, sealed, base64.
+    pub start_key: String,
+    /// The file's last user key, sealed, base64.
+    pub end_key: String,
 }
 
 impl FileEntry {
@@ -296,6 +321,10 @@ pub struct SnapshotMetadata {
     /// Name of the per-file checksum algorithm (`crc32c`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_algorithm: Option<String>,
+    /// The encryption scheme of every file, if the snapshot is encrypted
+    /// ([`crate::crypto::SCHEME`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
     /// Every file of the snapshot.
     pub files: Vec<FileEntry>,
 }

@@ -84,6 +84,8 @@ pub struct RestoreOptions {
     /// A memory budget shared with the process's other transfers: ranges
     /// are fetched under its parts instead of `concurrency` of their own.
     pub budget: Option<crate::flow::MemoryBudget>,
+    /// The keys that open encrypted snapshots.
+    pub keyring: Option<Arc<crate::crypto::Keyring>>,
 }
 
 impl Default for RestoreOptions {
@@ -96,6 +98,7 @@ impl Default for RestoreOptions {
             progress: Arc::default(),
             rate_limit: None,
             budget: None,
+            keyring: None,
         }
     }
 }
@@ -306,6 +309,16 @@ pub enum Unusable {
 /// Why a restore or verify failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The snapshot is encrypted and no keyring was given.
+    #[error("snapshot {snapshot} is encrypted: give its keyring (--keyring FILE, or the keys in ROCKSNAP_KEYRING)")]
+    Encrypted {
+        /// The snapshot's folder.
+        snapshot: String,
+    },
+    /// A data key could not be unwrapped, or an envelope opened: an unknown
+    /// key id, a wrong key, an altered entry.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
     /// The partition has no `latest.json` to follow.
     #[error("partition {partition} has no snapshot: {reason}")]
     NoSnapshot {

@@ -35,10 +35,15 @@ pub(super) struct Prepared {
 /// checksums checked, their sequence numbers (and with `deep`, every entry)
 /// read back. Nothing is imported anywhere.
 pub(crate) struct Checked {
+    /// The snapshot's metadata; for an encrypted snapshot opened with its
+    /// keyring, each file's plaintext size and user keys in place.
     pub(crate) meta: SnapshotMetadata,
     import: Vec<ImportFile>,
     #[allow(dead_code)]
     staging: StagingDir,
+    /// Encrypted and checked without its keyring: only the stored bytes'
+    /// sizes and checksums were checked, nothing was opened.
+    pub(crate) sealed: bool,
 }
 
 pub(crate) async fn check(
@@ -48,12 +53,13 @@ pub(crate) async fn check(
     staging: StagingDir,
     opts: &RestoreOptions,
     deep: bool,
+    allow_sealed: bool,
 ) -> Result<Checked, RestoreError> {
     let unusable = |reason: Unusable| RestoreError::Unusable {
         snapshot: folder.name.clone(),
         reason,
     };
-    let meta = match repo.read_metadata(partition, &folder.name).await {
+    let mut meta = match repo.read_metadata(partition, &folder.name).await {
         Ok(m) => m,
         Err(RepoError::Missing { key }) => return Err(unusable(Unusable::Missing { key })),
         Err(e @ (RepoError::Malformed { .. } | RepoError::Foreign { .. })) => {
@@ -71,6 +77,33 @@ pub(crate) async fn check(
             ),
         }));
     }
+    // Encrypted: every file, by the one scheme this build knows, and opened
+    // only with the keyring (without it, `verify` checks the stored bytes).
+    let encrypted = meta.encryption.is_some();
+    if let Some(scheme) = &meta.encryption {
+        if scheme != crate::crypto::SCHEME {
+            return Err(unusable(Unusable::Invalid {
+                key: meta_key,
+                reason: format!("unknown encryption scheme {scheme:?}"),
+            }));
+        }
+    }
+    if meta
+        .files
+        .iter()
+        .any(|f| f.encryption.is_some() != encrypted)
+    {
+        return Err(unusable(Unusable::Invalid {
+            key: meta_key,
+            reason: "encrypted and plain files mixed in one snapshot".into(),
+        }));
+    }
+    if encrypted && opts.keyring.is_none() && !allow_sealed {
+        return Err(RestoreError::Encrypted {
+            snapshot: folder.name.clone(),
+        });
+    }
+    let sealed = encrypted && opts.keyring.is_none();
     if let Some(alg) = &meta.checksum_algorithm {
         if alg != CHECKSUM_ALGORITHM {
             return Err(unusable(Unusable::Invalid {
@@ -84,12 +117,13 @@ pub(crate) async fn check(
     let mut downloads = Vec::with_capacity(meta.files.len());
     let mut import = Vec::with_capacity(meta.files.len());
     let mut checksums = Vec::with_capacity(meta.files.len());
-    for f in &meta.files {
+    for f in meta.files.iter_mut() {
         // Checked when the metadata was parsed; checked again here because
         // this is where a name becomes a path.
         let name = f
             .file_name()
-            .map_err(|e| unusable(Unusable::Metadata(e.to_string())))?;
+            .map_err(|e| unusable(Unusable::Metadata(e.to_string())))?
+            .to_string();
         let key = repo
             .layout()
             .object(partition, &folder.name, f)
@@ -99,6 +133,22 @@ pub(crate) async fn check(
                 key: key.to_string(),
                 reason,
             })
+        };
+        checksums.push(expected_checksum(f).map_err(invalid)?);
+        let stored_size = f.size;
+        // Opened with the keyring: the data key unwrapped, the user keys
+        // unsealed, and from here on the entry describes the plaintext.
+        let opened = match (&f.encryption, &opts.keyring) {
+            (Some(envelope), Some(keyring)) => {
+                let file = key.to_string();
+                let data_key = crate::crypto::FileKey::unwrap(&file, envelope, keyring)?;
+                let (start, end) = data_key.user_keys(&file, envelope)?;
+                f.start_key = hex::encode(&start);
+                f.end_key = hex::encode(&end);
+                f.size = envelope.plaintext_size;
+                Some((std::sync::Arc::new(data_key), envelope.plaintext_size))
+            }
+            _ => None,
         };
         import.push(ImportFile {
             directory: download_dir.to_string_lossy().into_owned(),
@@ -111,16 +161,15 @@ pub(crate) async fn check(
             smallest_seqno: f.smallest_seqno,
             largest_seqno: f.largest_seqno,
         });
-        checksums.push(expected_checksum(f).map_err(invalid)?);
         downloads.push(Download {
             key,
-            dest: download_dir.join(name),
-            size: f.size,
+            dest: download_dir.join(&name),
+            size: stored_size,
+            sealed: opened,
         });
     }
-    opts.progress
-        .total
-        .store(meta.total_bytes(), Ordering::Relaxed);
+    let stored_bytes: u64 = downloads.iter().map(|d| d.size).sum();
+    opts.progress.total.store(stored_bytes, Ordering::Relaxed);
     let downloader = Downloader::new(
         repo.store().clone(),
         opts.concurrency,
@@ -145,12 +194,22 @@ pub(crate) async fn check(
                 expected,
                 actual,
             }),
+            DownloadError::Sealed(e) => {
+                let key = match &e {
+                    crate::crypto::CryptoError::Segment { file, .. } => file.clone(),
+                    _ => folder.name.clone(),
+                };
+                unusable(Unusable::Invalid {
+                    key,
+                    reason: e.to_string(),
+                })
+            }
             DownloadError::Local { path, source }
                 if source.kind() == std::io::ErrorKind::StorageFull =>
             {
                 RestoreError::DiskFull {
                     path,
-                    bytes: meta.total_bytes(),
+                    bytes: stored_bytes,
                 }
             }
             e => RestoreError::Download(e),
@@ -174,6 +233,14 @@ pub(crate) async fn check(
     tracing::debug!(snapshot = %folder.name, bytes = meta.total_bytes(),
         ms = download_started.elapsed().as_millis() as u64, "downloaded and checked");
 
+    if sealed {
+        return Ok(Checked {
+            meta,
+            import,
+            staging,
+            sealed,
+        });
+    }
     let folder_name = folder.name.clone();
     tokio::task::spawn_blocking(move || {
         // The sequence numbers in metadata.json become the database's own on
@@ -193,6 +260,7 @@ pub(crate) async fn check(
             meta,
             import,
             staging,
+            sealed,
         })
     })
     .await
@@ -210,7 +278,17 @@ pub(super) async fn prepare(
     opts: &RestoreOptions,
     deep: bool,
 ) -> Result<Prepared, RestoreError> {
-    let checked = check(repo, partition, folder, staging, opts, deep).await?;
+    let checked = check(repo, partition, folder, staging, opts, deep, false).await?;
+    import_checked(checked, cf, folder).await
+}
+
+/// Step 3 of a checked snapshot: imported into a scratch database in its
+/// staging directory, and exported again for the swap.
+pub(crate) async fn import_checked(
+    checked: Checked,
+    cf: &str,
+    folder: &SnapshotFolder,
+) -> Result<Prepared, RestoreError> {
     let cf = cf.to_string();
     let folder_name = folder.name.clone();
     tokio::task::spawn_blocking(move || {
@@ -218,6 +296,7 @@ pub(super) async fn prepare(
             meta,
             import,
             staging,
+            ..
         } = checked;
         let comparator = meta.db_comparator_name.clone();
         let import_started = Instant::now();

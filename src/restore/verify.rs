@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{candidates, prepare, staging_dir, RestoreError, RestoreOptions, RestoreTarget};
+use super::{candidates, staging_dir, RestoreError, RestoreOptions, RestoreTarget};
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::partition::cf_name;
 use crate::repository::Repository;
@@ -24,6 +24,11 @@ pub struct VerifyReport {
     pub deep: bool,
     /// The LSN stored in the snapshot's data.
     pub restored_lsn: Option<Lsn>,
+    /// Whether the snapshot is encrypted.
+    pub encrypted: bool,
+    /// Whether every segment was opened with the keyring (an encrypted
+    /// snapshot verified without it has only its stored bytes checked).
+    pub authenticated: bool,
 }
 
 /// Downloads and checks a snapshot without touching any database: sizes and
@@ -41,16 +46,25 @@ pub async fn verify(
     let folder = candidates(repo, partition, target).await?.remove(0);
     let root = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
     let staging = staging_dir(&root, partition)?;
-    let prepared = prepare(
-        repo,
-        partition,
-        &folder,
-        &cf_name(partition),
-        staging,
-        opts,
-        deep,
-    )
-    .await?;
+    let checked =
+        super::prepare::check(repo, partition, &folder, staging, opts, deep, true).await?;
+    if checked.sealed {
+        // Encrypted and no keyring: the stored bytes' sizes and checksums.
+        let meta = &checked.meta;
+        return Ok(VerifyReport {
+            partition_id: partition,
+            snapshot_id: meta.snapshot_id,
+            min_applied_lsn: meta.min_applied_lsn,
+            files: meta.files.len(),
+            bytes: meta.total_bytes(),
+            deep: false,
+            restored_lsn: None,
+            encrypted: true,
+            authenticated: false,
+        });
+    }
+    let encrypted = checked.meta.encryption.is_some();
+    let prepared = super::prepare::import_checked(checked, &cf_name(partition), &folder).await?;
     Ok(VerifyReport {
         partition_id: partition,
         snapshot_id: prepared.meta.snapshot_id,
@@ -59,6 +73,8 @@ pub async fn verify(
         bytes: prepared.meta.total_bytes(),
         deep,
         restored_lsn: prepared.restored_lsn,
+        encrypted,
+        authenticated: encrypted,
     })
 }
 
@@ -76,6 +92,7 @@ pub(crate) async fn check_snapshot(
     let folder = candidates(repo, partition, target).await?.remove(0);
     let root = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
     let staging = staging_dir(&root, partition)?;
-    let checked = super::prepare::check(repo, partition, &folder, staging, opts, deep).await?;
+    let checked =
+        super::prepare::check(repo, partition, &folder, staging, opts, deep, true).await?;
     Ok(checked.meta)
 }

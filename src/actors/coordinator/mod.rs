@@ -120,10 +120,15 @@ struct PlannedFile {
     /// V2: the object's key relative to the partition's folder, as the
     /// metadata names it.
     entry_key: Option<String>,
+    /// The file's size on disk.
     size: u64,
     /// The file is already stored (V2: shared with the previous snapshot),
-    /// with this CRC32C.
-    reused: Option<u32>,
+    /// with this CRC32C and stored size.
+    reused: Option<(u32, u64)>,
+    /// Encrypted snapshots: the file's data key, to seal what is sent.
+    seal: Option<Arc<crate::crypto::FileKey>>,
+    /// Encrypted snapshots: the file's envelope, as metadata stores it.
+    encryption: Option<crate::format::FileEncryption>,
 }
 
 /// A V2 file the previous snapshot references.
@@ -132,6 +137,10 @@ struct SharedFile {
     /// Its key relative to the partition's folder, as metadata names it.
     entry_key: String,
     crc32c: u32,
+    /// Its stored size.
+    size: u64,
+    /// Its envelope, if it is encrypted.
+    encryption: Option<crate::format::FileEncryption>,
 }
 
 /// What step 3 has to do.
@@ -146,6 +155,8 @@ struct Uploaded {
     stored: Vec<StoredFile>,
     /// Each file's key relative to the partition's folder (V2).
     entry_keys: Vec<Option<String>>,
+    /// Each file's envelope (encrypted snapshots).
+    encryption: Vec<Option<crate::format::FileEncryption>>,
     /// Bytes sent (not reused).
     sent_bytes: u64,
     /// The snapshot whose files were reused, if any was.
@@ -290,14 +301,23 @@ impl Job {
             .zip(&uploaded.stored)
             .zip(&export.identities)
             .zip(&uploaded.entry_keys)
-            .map(|(((f, s), id), key)| FileEntry {
+            .zip(&uploaded.encryption)
+            .map(|((((f, s), id), key), encryption)| FileEntry {
                 column_family_name: f.column_family_name.clone(),
                 name: f.name.clone(),
                 directory: f.directory.clone(),
-                size: f.size,
+                // The stored bytes' size (sealed, if encrypted).
+                size: s.size,
                 level: f.level,
-                start_key: hex::encode(&f.smallest_key),
-                end_key: hex::encode(&f.largest_key),
+                // Encrypted: sealed in the envelope instead.
+                start_key: match encryption {
+                    Some(_) => String::new(),
+                    None => hex::encode(&f.smallest_key),
+                },
+                end_key: match encryption {
+                    Some(_) => String::new(),
+                    None => hex::encode(&f.largest_key),
+                },
                 smallest_seqno: f.smallest_seqno,
                 largest_seqno: f.largest_seqno,
                 num_entries: f.num_entries,
@@ -305,6 +325,7 @@ impl Job {
                 checksum: Some(format!("{:08x}", s.crc32c)),
                 identity: id.clone(),
                 key: key.clone(),
+                encryption: encryption.clone(),
             })
             .collect();
         let log_id = match self.config.dialect {
@@ -324,6 +345,11 @@ impl Job {
             min_applied_lsn: export.min_applied_lsn,
             db_comparator_name: export.comparator_name.clone(),
             checksum_algorithm: Some(CHECKSUM_ALGORITHM.into()),
+            encryption: self
+                .config
+                .encryption
+                .as_ref()
+                .map(|_| crate::crypto::SCHEME.to_string()),
             files,
         }
     }

@@ -38,12 +38,25 @@ impl Job {
                 ),
                 (None, _) => (layout.file(partition, &folder, name), None),
             };
+            // A new file of an encrypted snapshot gets its own data key.
+            let (seal, encryption) = match (&self.config.encryption, reused) {
+                (_, Some(prev)) => (None, prev.encryption.clone()),
+                (Some(keyring), None) => {
+                    let seal = crate::crypto::FileKey::generate();
+                    let entry =
+                        seal.entry(keyring, file.size, &file.smallest_key, &file.largest_key);
+                    (Some(std::sync::Arc::new(seal)), Some(entry))
+                }
+                (None, None) => (None, None),
+            };
             files.push(PlannedFile {
                 path: export.file_path(file),
                 key,
                 entry_key,
                 size: file.size,
-                reused: reused.map(|prev| prev.crc32c),
+                reused: reused.map(|prev| (prev.crc32c, prev.size)),
+                seal,
+                encryption,
             });
         }
         Ok(Plan { base, files })
@@ -68,6 +81,9 @@ impl Job {
                 let files = meta
                     .files
                     .iter()
+                    // A file is reused only into a snapshot encrypted as it
+                    // is: plain and sealed objects never stand for each other.
+                    .filter(|f| f.encryption.is_some() == self.config.encryption.is_some())
                     .filter_map(|f| {
                         let crc32c = u32::from_str_radix(f.checksum.as_deref()?, 16).ok()?;
                         let entry_key = f.key.clone()?;
@@ -76,6 +92,8 @@ impl Job {
                             key,
                             entry_key,
                             crc32c,
+                            size: f.size,
+                            encryption: f.encryption.clone(),
                         };
                         Some((f.identity.clone()?, shared))
                     })

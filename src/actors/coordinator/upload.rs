@@ -21,19 +21,23 @@ impl Job {
             plan.files
                 .iter()
                 .filter(|f| f.reused.is_none())
-                .map(|f| f.size)
+                .map(|f| match f.seal {
+                    Some(_) => crate::crypto::stored_size(f.size),
+                    None => f.size,
+                })
                 .sum(),
         );
         let entry_keys: Vec<Option<String>> =
             plan.files.iter().map(|f| f.entry_key.clone()).collect();
+        let encryption: Vec<_> = plan.files.iter().map(|f| f.encryption.clone()).collect();
         let results = join_all(plan.files.into_iter().map(|f| {
             let cancel = &files_cancel;
             async move {
                 match f.reused {
-                    Some(crc32c) => Ok((
+                    Some((crc32c, size)) => Ok((
                         StoredFile {
                             key: f.key,
-                            size: f.size,
+                            size,
                             crc32c,
                         },
                         false,
@@ -81,6 +85,7 @@ impl Job {
             sent_bytes: sent.iter().map(|f| f.size).sum(),
             stored,
             entry_keys,
+            encryption,
             reused_from,
         })
     }
@@ -103,6 +108,7 @@ impl Job {
                 key: file.key.clone(),
                 size: file.size,
                 part_size: self.config.part_size,
+                seal: file.seal.clone(),
                 cancel: attempt.clone(),
                 uploader: self.stages.uploader.clone(),
                 reply: RpcReplyPort::from(tx),

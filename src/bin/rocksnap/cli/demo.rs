@@ -50,7 +50,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         OpenMode::CreateMissing,
     )?);
     let stats = Arc::new(PipelineStats::default());
-    let mut sup_args = SupervisorArgs::new(args.pipeline.config(), partitions.clone(), repository);
+    let mut sup_args = SupervisorArgs::new(args.pipeline.config()?, partitions.clone(), repository);
     sup_args.stats = stats.clone();
     let (supervisor, handle) = Supervisor::start(sup_args).await?;
 

@@ -63,6 +63,9 @@ pub struct SnapshotListing {
     pub files: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// The encryption scheme, if the snapshot is encrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -99,7 +102,7 @@ pub async fn list(args: ListArgs) -> CliResult {
             let mark = if s.latest { "*" } else { " " };
             match (s.complete, &s.error) {
                 (true, _) => println!(
-                    "  {mark} {:>20}  {}  {}  {:>4} files  {:>10}  {}",
+                    "  {mark} {:>20}  {}  {}  {:>4} files  {:>10}  {}{}",
                     s.min_applied_lsn.0,
                     s.snapshot_id,
                     s.created_at
@@ -108,6 +111,11 @@ pub async fn list(args: ListArgs) -> CliResult {
                     s.files.unwrap_or(0),
                     indicatif::HumanBytes(s.bytes.unwrap_or(0)).to_string(),
                     s.node_name.as_deref().unwrap_or(""),
+                    if s.encryption.is_some() {
+                        "  encrypted"
+                    } else {
+                        ""
+                    },
                 ),
                 (false, Some(e)) => println!(
                     "  {mark} {:>20}  {}  unusable: {e}",
@@ -147,6 +155,7 @@ async fn list_partition(
             node_name: None,
             files: None,
             bytes: None,
+            encryption: None,
             error: None,
         };
         match repo.read_metadata(partition, &folder.name).await {
@@ -156,6 +165,7 @@ async fn list_partition(
                 s.node_name = Some(meta.node_name.clone());
                 s.files = Some(meta.files.len());
                 s.bytes = Some(meta.total_bytes());
+                s.encryption = meta.encryption.clone();
             }
             Err(RepoError::Missing { .. }) => {}
             Err(e @ (RepoError::Malformed { .. } | RepoError::Foreign { .. })) => {
@@ -209,6 +219,16 @@ pub async fn show(args: ShowArgs) -> CliResult {
     println!("created       {}", meta.created_at);
     println!("min LSN       {}", meta.min_applied_lsn);
     println!("comparator    {}", meta.db_comparator_name);
+    if let Some(scheme) = &meta.encryption {
+        let mut keys: Vec<&str> = meta
+            .files
+            .iter()
+            .filter_map(|f| Some(f.encryption.as_ref()?.kek_id.as_str()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        println!("encryption    {scheme}, key {}", keys.join(", "));
+    }
     println!(
         "location      {}",
         repo.layout().snapshot_dir(meta.partition_id, &folder)

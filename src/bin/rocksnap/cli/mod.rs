@@ -47,6 +47,16 @@ pub enum Command {
     Request(RequestArgs),
     /// Apply retention and delete what no kept snapshot references.
     Prune(PruneArgs),
+    /// Print a new random key-encryption key as a keyring line
+    /// (`<id> <base64>`): put it first in a keyring to encrypt new snapshots with it.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The key's id (1 to 64 of A-Z a-z 0-9 - _ .).
+    #[arg(long)]
+    pub id: String,
 }
 
 /// A repository to read (or prune), and how to reach it.
@@ -186,6 +196,36 @@ pub struct RequestArgs {
     pub token: Option<String>,
 }
 
+/// The keys of encrypted snapshots: a keyring file, or its text in
+/// `ROCKSNAP_KEYRING` (one key per line, `<id> <base64 of 32 bytes>`, the
+/// first the current one; `rocksnap keygen` makes one).
+#[derive(Debug, Clone, Args)]
+pub struct KeyringArgs {
+    /// Keyring file: encrypts new snapshots with its first key, opens
+    /// snapshots encrypted with any of its keys [or its text in ROCKSNAP_KEYRING].
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
+}
+
+impl KeyringArgs {
+    /// The keyring given, if any.
+    pub fn load(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rocksnap::crypto::Keyring>>, rocksnap::crypto::CryptoError>
+    {
+        let keyring = match &self.keyring {
+            Some(path) => Some(rocksnap::crypto::Keyring::load(path)?),
+            None => match std::env::var(rocksnap::crypto::KEYRING_ENV) {
+                Ok(text) if !text.trim().is_empty() => {
+                    Some(rocksnap::crypto::Keyring::parse(&text)?)
+                }
+                _ => None,
+            },
+        };
+        Ok(keyring.map(std::sync::Arc::new))
+    }
+}
+
 /// Pipeline settings shared by the commands that upload.
 #[derive(Debug, Clone, Args)]
 pub struct PipelineArgs {
@@ -222,11 +262,13 @@ pub struct PipelineArgs {
     /// V2 and restate: also drop kept snapshots older than this (e.g. 7d); the newest is always kept.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub max_age: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub keys: KeyringArgs,
 }
 
 impl PipelineArgs {
-    pub fn config(&self) -> rocksnap::PipelineConfig {
-        rocksnap::PipelineConfig {
+    pub fn config(&self) -> Result<rocksnap::PipelineConfig, rocksnap::crypto::CryptoError> {
+        Ok(rocksnap::PipelineConfig {
             cluster_name: self.cluster.clone(),
             node_name: self.node.clone(),
             part_size: self.part_size as usize,
@@ -239,8 +281,9 @@ impl PipelineArgs {
                 keep_last: self.keep,
                 max_age: self.max_age,
             },
+            encryption: self.keys.load()?,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -393,5 +436,12 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Node(args) => crate::node::run(&args.config).await,
         Command::Request(args) => request(args).await,
         Command::Prune(args) => prune(args).await,
+        Command::Keygen(args) => {
+            let line = rocksnap::crypto::Keyring::generate_line(&args.id);
+            // Checked as any keyring is.
+            rocksnap::crypto::Keyring::parse(&line)?;
+            println!("{line}");
+            Ok(())
+        }
     }
 }

@@ -30,6 +30,8 @@ pub struct DownloadArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub keys: super::KeyringArgs,
 }
 
 #[derive(Debug, Args)]
@@ -76,8 +78,8 @@ pub struct VerifyArgs {
 }
 
 impl DownloadArgs {
-    fn options(&self, cf: Option<String>) -> RestoreOptions {
-        RestoreOptions {
+    fn options(&self, cf: Option<String>) -> Result<RestoreOptions, rocksnap::crypto::CryptoError> {
+        Ok(RestoreOptions {
             cf,
             concurrency: self.concurrency,
             part_size: self.part_size as usize,
@@ -85,7 +87,8 @@ impl DownloadArgs {
             progress: Arc::new(TransferProgress::default()),
             rate_limit: self.rate_limit.map(rocksnap::RateLimit::new),
             budget: None,
-        }
+            keyring: self.keys.load()?,
+        })
     }
 }
 
@@ -100,7 +103,7 @@ pub async fn run_restore(args: RestoreArgs) -> CliResult {
         (None, None, true) => RestoreTarget::Latest,
         (None, None, false) => RestoreTarget::LatestOrOlder,
     };
-    let opts = args.download.options(args.cf.clone());
+    let opts = args.download.options(args.cf.clone())?;
     let progress = Progress::download(
         opts.progress.clone(),
         format!("partition {}", args.partition),
@@ -133,7 +136,7 @@ pub async fn run_verify(args: VerifyArgs) -> CliResult {
         return Err("--concurrency must be above zero".into());
     }
     let repo = args.repo.open().await?;
-    let opts = args.download.options(None);
+    let opts = args.download.options(None)?;
     let progress = Progress::download(
         opts.progress.clone(),
         format!("partition {}", args.partition),
@@ -144,17 +147,19 @@ pub async fn run_verify(args: VerifyArgs) -> CliResult {
     if args.download.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let how = match (report.encrypted, report.authenticated, report.deep) {
+            (true, false, _) => ", encrypted: the stored bytes' sizes and crc32c checked; give the keyring to authenticate every segment",
+            (true, true, true) => ", every segment authenticated and every entry read",
+            (true, true, false) => ", every segment authenticated",
+            (false, _, true) => ", sizes and crc32c checked, every entry read",
+            (false, _, false) => ", sizes and crc32c checked",
+        };
         println!(
-            "snapshot {} of partition {} is intact: {} files, {}, sizes and crc32c checked{}",
+            "snapshot {} of partition {} is intact: {} files, {}{how}",
             report.snapshot_id,
             report.partition_id,
             report.files,
             indicatif::HumanBytes(report.bytes),
-            if report.deep {
-                ", every entry read"
-            } else {
-                ""
-            }
         );
     }
     Ok(())

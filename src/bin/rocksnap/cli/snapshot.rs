@@ -68,7 +68,7 @@ pub async fn run(args: SnapshotArgs) -> CliResult {
         .into());
     }
     let stats = Arc::new(PipelineStats::default());
-    let mut sup_args = SupervisorArgs::new(args.pipeline.config(), partitions, repository);
+    let mut sup_args = SupervisorArgs::new(args.pipeline.config()?, partitions, repository);
     sup_args.stats = stats.clone();
     sup_args.overrides.insert(
         args.partition,

@@ -29,6 +29,16 @@ pub struct NodeConfig {
     #[serde(default)]
     pub bootstrap: BootstrapSection,
     pub scrub: Option<ScrubSection>,
+    pub encryption: Option<EncryptionSection>,
+}
+
+/// Client-side encryption of every snapshot the node takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSection {
+    /// The keyring file; its first key seals new snapshots [or the keys'
+    /// text in ROCKSNAP_KEYRING, when this is left out].
+    pub keyring: Option<PathBuf>,
 }
 
 /// Reading each partition's latest snapshot back in the background.

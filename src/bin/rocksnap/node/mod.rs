@@ -46,6 +46,8 @@ pub struct NodeState {
     pub budget: rocksnap::MemoryBudget,
     /// Bytes per ranged read of restores and scrubs.
     pub part_size: usize,
+    /// The keys of encrypted snapshots.
+    pub keyring: Option<std::sync::Arc<rocksnap::crypto::Keyring>>,
     /// The last scrub of each partition.
     pub scrubs: Mutex<HashMap<PartitionId, ScrubStatus>>,
 }
@@ -70,6 +72,7 @@ impl NodeState {
             rate_limit: self.rate_limit.clone(),
             budget: Some(self.budget.clone()),
             part_size: self.part_size,
+            keyring: self.keyring.clone(),
             ..Default::default()
         }
     }
@@ -143,6 +146,21 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         .pipeline
         .rate_limit
         .map(|r| RateLimit::new(r.as_u64()));
+    // Encrypted: the keyring from the file named, else from the environment.
+    let keyring = match &config.encryption {
+        None => None,
+        Some(e) => Some(std::sync::Arc::new(match &e.keyring {
+            Some(path) => rocksnap::crypto::Keyring::load(path)?,
+            None => rocksnap::crypto::Keyring::parse(
+                &std::env::var(rocksnap::crypto::KEYRING_ENV).map_err(|_| {
+                    format!(
+                        "[encryption] names no keyring file and {} is not set",
+                        rocksnap::crypto::KEYRING_ENV
+                    )
+                })?,
+            )?,
+        })),
+    };
     // One memory bound for every transfer of the node: the pipeline's parts
     // in flight, and the ranges restores and scrubs fetch.
     let budget = rocksnap::MemoryBudget::new(config.pipeline.parts_in_flight);
@@ -152,6 +170,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         rate_limit: rate_limit.clone(),
         budget: Some(budget.clone()),
         part_size,
+        keyring: keyring.clone(),
         ..Default::default()
     };
     let origins: HashMap<PartitionId, rocksnap::bootstrap::Origin> =
@@ -177,6 +196,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         rate_limit: rate_limit.clone(),
         format: config.pipeline.format.version,
         dialect: config.pipeline.format.dialect,
+        encryption: keyring.clone(),
         retention: rocksnap::Retention {
             keep_last: config.retention.keep_last,
             max_age: config.retention.max_age,
@@ -199,6 +219,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         rate_limit: rate_limit.clone(),
         budget,
         part_size,
+        keyring,
         scrubs: Mutex::default(),
     });
     if let Some(every) = config.policy.every {

@@ -1,0 +1,528 @@
+//! Client-side encryption, attacked: snapshots sealed with a keyring restore
+//! with it (on a local directory and on S3, V2 included), and every way of
+//! tampering with what is stored is refused with a clear error while the
+//! live database is left as it was; key rotation keeps old snapshots
+//! readable while their key is in the keyring.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::backend::Backend;
+use common::{snapshot, Fixture};
+use rocksnap::crypto::{stored_size, Keyring, SEGMENT_SIZE, TAG_LEN};
+use rocksnap::format::{FormatVersion, SnapshotMetadata};
+use rocksnap::restore::{restore, verify, RestoreError, RestoreOptions, RestoreTarget, Unusable};
+use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig, Repository};
+
+const MARKER: &[u8] = b"customer-record-in-the-clear";
+
+fn keyring(ids: &[&str]) -> (String, Arc<Keyring>) {
+    let text: Vec<String> = ids.iter().map(|id| Keyring::generate_line(id)).collect();
+    let text = text.join("\n");
+    let ring = Keyring::parse(&text).unwrap();
+    (text, Arc::new(ring))
+}
+
+/// Partition 1 with records whose keys and values carry a marker, over
+/// several segments and parts.
+fn write(fx: &Fixture, lsn: u64) {
+    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..400)
+        .map(|i| {
+            let mut key = MARKER.to_vec();
+            key.extend_from_slice(format!("-{lsn}-{i:05}").as_bytes());
+            let mut value = MARKER.to_vec();
+            value.extend(common::value(lsn, i, 2000));
+            (key, value)
+        })
+        .collect();
+    fx.partitions
+        .apply(PartitionId(1), Lsn(lsn), records)
+        .unwrap();
+}
+
+fn config(fx: &Fixture, keys: Option<Arc<Keyring>>, part_size: usize) -> PipelineConfig {
+    PipelineConfig {
+        part_size,
+        encryption: keys,
+        ..fx.config()
+    }
+}
+
+fn opts(fx: &Fixture, keys: Option<Arc<Keyring>>) -> RestoreOptions {
+    RestoreOptions {
+        staging_dir: Some(fx.dir.path().join("restore-staging")),
+        part_size: 2 * SEGMENT_SIZE,
+        keyring: keys,
+        ..RestoreOptions::default()
+    }
+}
+
+fn all_bytes_below(dir: &Path) -> Vec<u8> {
+    common::files_below(dir)
+        .iter()
+        .flat_map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A database with one stale partition 1, to restore into; its entries.
+fn live_db(dir: &Path) -> (std::path::PathBuf, Vec<rocksnap::partition::Entry>) {
+    let db = dir.join("live");
+    let store = PartitionStore::open(&db, &[PartitionId(1)]).unwrap();
+    store
+        .apply(PartitionId(1), Lsn(1), [(b"live".to_vec(), b"x".to_vec())])
+        .unwrap();
+    let entries = store.entries("data-1").unwrap();
+    (db, entries)
+}
+
+fn live_entries(db: &Path) -> Vec<rocksnap::partition::Entry> {
+    PartitionStore::open_existing(db)
+        .unwrap()
+        .entries("data-1")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_snapshots_restore_with_their_keys_and_leak_nothing() {
+    let fx = Fixture::new(&[1]);
+    write(&fx, 10);
+    let (_, keys) = keyring(&["k1"]);
+    let supervisor = fx
+        .supervisor(config(&fx, Some(keys.clone()), 2 * SEGMENT_SIZE))
+        .await;
+    let published = snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+
+    // What is stored: sealed files, no user key or value in the clear.
+    let pointer = fx.latest(1);
+    let meta: SnapshotMetadata = fx.metadata(1, &pointer.path);
+    assert_eq!(meta.encryption.as_deref(), Some(rocksnap::crypto::SCHEME));
+    for f in &meta.files {
+        let e = f.encryption.as_ref().expect("every file sealed");
+        assert_eq!(e.kek_id, "k1");
+        assert!(f.start_key.is_empty() && f.end_key.is_empty());
+        assert_eq!(f.size, stored_size(e.plaintext_size));
+    }
+    let stored = all_bytes_below(&fx.repo_dir);
+    assert!(
+        !contains(&stored, MARKER),
+        "a user key or value in the clear"
+    );
+    assert!(
+        !contains(&stored, hex::encode(MARKER).as_bytes()),
+        "a key in hex"
+    );
+
+    // Restored with the keyring: the partition as it was.
+    let restored = fx.dir.path().join("restored");
+    let outcome = restore(
+        &fx.repository,
+        &restored,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &opts(&fx, Some(keys.clone())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.snapshot_id, published.snapshot_id);
+    assert!(live_entries(&restored) == fx.partitions.entries("data-1").unwrap());
+
+    // verify: without the keyring, the stored bytes; with it, every segment.
+    let sealed = verify(
+        &fx.repository,
+        PartitionId(1),
+        None,
+        false,
+        &opts(&fx, None),
+    )
+    .await
+    .unwrap();
+    assert!(sealed.encrypted && !sealed.authenticated);
+    let open = verify(
+        &fx.repository,
+        PartitionId(1),
+        None,
+        true,
+        &opts(&fx, Some(keys)),
+    )
+    .await
+    .unwrap();
+    assert!(open.encrypted && open.authenticated && open.deep);
+
+    // Without a keyring, or with the wrong one: refused, nothing written.
+    let (live, before) = live_db(fx.dir.path());
+    let err = restore(
+        &fx.repository,
+        &live,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &opts(&fx, None),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RestoreError::Encrypted { .. }), "{err}");
+    assert!(err.to_string().contains("keyring"), "{err}");
+    let (_, other_id) = keyring(&["k2"]);
+    let err = restore(
+        &fx.repository,
+        &live,
+        PartitionId(1),
+        RestoreTarget::LatestOrOlder,
+        &opts(&fx, Some(other_id)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("\"k1\""), "names the key: {err}");
+    let (_, same_id_other_key) = keyring(&["k1"]);
+    let err = restore(
+        &fx.repository,
+        &live,
+        PartitionId(1),
+        RestoreTarget::LatestOrOlder,
+        &opts(&fx, Some(same_id_other_key)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("wrong key"), "{err}");
+    assert!(live_entries(&live) == before, "the live database changed");
+}
+
+/// Tampered stored bytes, each refused with the file (and segment) named,
+/// the live database untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_sealed_files_is_refused() {
+    let fx = Fixture::new(&[1]);
+    write(&fx, 10);
+    let (_, keys) = keyring(&["k1"]);
+    let supervisor = fx
+        .supervisor(config(&fx, Some(keys.clone()), 2 * SEGMENT_SIZE))
+        .await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    write(&fx, 20);
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let pointer = fx.latest(1);
+    let folder = fx.repo_dir.join("1").join(&pointer.path);
+    let meta = fx.metadata(1, &pointer.path);
+    let big = meta
+        .files
+        .iter()
+        .max_by_key(|f| f.size)
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string();
+    let path = folder.join(&big);
+    let original = std::fs::read(&path).unwrap();
+    assert!(
+        original.len() > 2 * (SEGMENT_SIZE + TAG_LEN),
+        "too small to swap segments"
+    );
+    let (live, before) = live_db(fx.dir.path());
+    let s = SEGMENT_SIZE + TAG_LEN;
+
+    let attacks: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "one flipped byte",
+            {
+                let mut b = original.clone();
+                b[s + 100] ^= 0x01;
+                b
+            },
+            "segment 1 failed authentication",
+        ),
+        (
+            "two segments swapped",
+            { [&original[s..2 * s], &original[..s], &original[2 * s..]].concat() },
+            "segment 0 failed authentication",
+        ),
+        (
+            "truncated",
+            original[..original.len() - 1].to_vec(),
+            "the metadata says",
+        ),
+        (
+            "the last segment dropped",
+            original[..s].to_vec(),
+            "the metadata says",
+        ),
+    ];
+    for (what, bytes, expect) in attacks {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = restore(
+            &fx.repository,
+            &live,
+            PartitionId(1),
+            RestoreTarget::Latest,
+            &opts(&fx, Some(keys.clone())),
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, RestoreError::Unusable { .. }),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains(&big) && text.contains(expect),
+            "{what}: {text}"
+        );
+        assert!(
+            live_entries(&live) == before,
+            "{what}: the live database changed"
+        );
+    }
+
+    // A file of the older snapshot put in place of this one's (its own
+    // sealed bytes, under another data key): refused.
+    std::fs::write(&path, &original).unwrap();
+    let older = fx
+        .repository
+        .list_snapshots(PartitionId(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.name != pointer.path)
+        .unwrap();
+    let older_meta = fx.metadata(1, &older.name);
+    let donor = older_meta.files.iter().max_by_key(|f| f.size).unwrap();
+    let donor_bytes = std::fs::read(
+        fx.repo_dir
+            .join("1")
+            .join(&older.name)
+            .join(donor.file_name().unwrap()),
+    )
+    .unwrap();
+    let mut swapped = donor_bytes.clone();
+    swapped.resize(original.len(), 0);
+    swapped[..donor_bytes.len().min(original.len())]
+        .copy_from_slice(&donor_bytes[..donor_bytes.len().min(original.len())]);
+    std::fs::write(&path, &swapped).unwrap();
+    let err = restore(
+        &fx.repository,
+        &live,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &opts(&fx, Some(keys.clone())),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RestoreError::Unusable {
+                reason: Unusable::Invalid { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("failed authentication"), "{err}");
+    // With fallback, the older snapshot restores instead.
+    let outcome = restore(
+        &fx.repository,
+        &live,
+        PartitionId(1),
+        RestoreTarget::LatestOrOlder,
+        &opts(&fx, Some(keys)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.skipped.len(), 1);
+    assert_eq!(outcome.restored_lsn, Some(Lsn(10)));
+}
+
+/// New snapshots use the keyring's first key; older ones restore while
+/// their key is still in the keyring, and name it when it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_keys_keep_older_snapshots_readable() {
+    let fx = Fixture::new(&[1]);
+    write(&fx, 10);
+    let (old_text, old) = keyring(&["2025"]);
+    let supervisor = fx
+        .supervisor(config(&fx, Some(old.clone()), 2 * SEGMENT_SIZE))
+        .await;
+    let first = snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let rotated_text = format!("{}\n{old_text}", Keyring::generate_line("2026"));
+    let rotated = Arc::new(Keyring::parse(&rotated_text).unwrap());
+    write(&fx, 20);
+    let supervisor = fx
+        .supervisor(config(&fx, Some(rotated.clone()), 2 * SEGMENT_SIZE))
+        .await;
+    let second = snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let meta = fx.metadata(1, &fx.latest(1).path);
+    assert!(meta
+        .files
+        .iter()
+        .all(|f| f.encryption.as_ref().unwrap().kek_id == "2026"));
+
+    for (id, lsn) in [(first.snapshot_id, 10), (second.snapshot_id, 20)] {
+        let db = fx.dir.path().join(format!("restored-{lsn}"));
+        let outcome = restore(
+            &fx.repository,
+            &db,
+            PartitionId(1),
+            RestoreTarget::Snapshot(id),
+            &opts(&fx, Some(rotated.clone())),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.restored_lsn, Some(Lsn(lsn)));
+    }
+    // The old key retired: its snapshot names the key it needs.
+    let (_, only_new) = (
+        (),
+        Arc::new(Keyring::parse(rotated_text.lines().next().unwrap()).unwrap()),
+    );
+    let err = restore(
+        &fx.repository,
+        &fx.dir.path().join("restored-old"),
+        PartitionId(1),
+        RestoreTarget::Snapshot(first.snapshot_id),
+        &opts(&fx, Some(only_new)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("\"2025\""), "{err}");
+}
+
+/// V2: an encrypted snapshot shares its sealed files with the next
+/// encrypted one, never with a plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_v2_shares_only_sealed_files() {
+    let fx = Fixture::new(&[1]);
+    write(&fx, 10);
+    let (_, keys) = keyring(&["k1"]);
+    let v2 = |keys: Option<Arc<Keyring>>| PipelineConfig {
+        format: FormatVersion::V2,
+        ..config(&fx, keys, 2 * SEGMENT_SIZE)
+    };
+    // A plain V2 snapshot first, then encrypted ones.
+    let plain = fx.supervisor(v2(None)).await;
+    snapshot(&plain, 1, None).await.unwrap();
+    plain.stop(None);
+    let sealed = fx.supervisor(v2(Some(keys.clone()))).await;
+    let first = snapshot(&sealed, 1, None).await.unwrap();
+    assert_eq!(first.uploaded_bytes, first.bytes, "a plain file was reused");
+    write(&fx, 20);
+    let second = snapshot(&sealed, 1, None).await.unwrap();
+    sealed.stop(None);
+    assert!(second.uploaded_bytes < second.bytes, "nothing was shared");
+    let db = fx.dir.path().join("restored");
+    restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &opts(&fx, Some(keys)),
+    )
+    .await
+    .unwrap();
+    assert!(live_entries(&db) == fx.partitions.entries("data-1").unwrap());
+}
+
+/// The command line on S3 (moto): `--keyring` on snapshot, verify and
+/// restore, and `ROCKSNAP_KEYRING` in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_round_trip_on_s3() {
+    let backend = Backend::s3("encrypted").await;
+    let fx = Fixture::new(&[1]);
+    write(&fx, 10);
+    let db = fx.dir.path().join("db");
+    let expected = fx.partitions.entries("data-1").unwrap();
+    drop(fx.partitions);
+    let keyring_file = fx.dir.path().join("keyring");
+    let out = common::bin::command(&["keygen", "--id", "ops-1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&keyring_file, &out.stdout).unwrap();
+    let url = backend.url();
+    let run = |args: &[&str], env: &[(&str, String)]| {
+        let mut cmd = common::bin::command(args);
+        cmd.envs(backend.env());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let key_arg = keyring_file.to_str().unwrap();
+    let published = common::bin::ok_json(&mut run(
+        &[
+            "snapshot",
+            "--db",
+            db.to_str().unwrap(),
+            "--partition",
+            "1",
+            "--to",
+            &url,
+            "--part-size",
+            "5MiB",
+            "--keyring",
+            key_arg,
+            "--json",
+        ],
+        &[],
+    ));
+    let report = common::bin::ok_json(&mut run(
+        &["verify", "--from", &url, "--partition", "1", "--json"],
+        &[],
+    ));
+    assert_eq!(report["authenticated"], false);
+    let keyring_text = std::fs::read_to_string(&keyring_file).unwrap();
+    let report = common::bin::ok_json(&mut run(
+        &[
+            "verify",
+            "--from",
+            &url,
+            "--partition",
+            "1",
+            "--deep",
+            "--json",
+        ],
+        &[("ROCKSNAP_KEYRING", keyring_text)],
+    ));
+    assert_eq!(report["authenticated"], true);
+    assert_eq!(report["snapshot_id"], published["snapshot_id"]);
+    let restored = fx.dir.path().join("restored");
+    common::bin::fails_clearly(
+        &mut run(
+            &[
+                "restore",
+                "--from",
+                &url,
+                "--partition",
+                "1",
+                "--db",
+                restored.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "is encrypted",
+    );
+    common::bin::ok_json(&mut run(
+        &[
+            "restore",
+            "--from",
+            &url,
+            "--partition",
+            "1",
+            "--db",
+            restored.to_str().unwrap(),
+            "--keyring",
+            key_arg,
+            "--json",
+        ],
+        &[],
+    ));
+    assert!(live_entries(&restored) == expected);
+    let _: Repository = backend.repository();
+}
