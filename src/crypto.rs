@@ -419,6 +419,18 @@ impl FileKey {
         Ok(Self::from_parts(raw, file_id))
     }
 
+    /// The same envelope with the data key wrapped again, under the
+    /// keyring's current key; the sealed user keys (under the data key)
+    /// are unchanged.
+    pub fn rewrap(&self, keyring: &Keyring, entry: &FileEncryption) -> FileEncryption {
+        let fresh = self.entry(keyring, entry.plaintext_size, &[], &[]);
+        FileEncryption {
+            kek_id: fresh.kek_id,
+            wrapped_key: fresh.wrapped_key,
+            ..entry.clone()
+        }
+    }
+
     /// The file's first and last user keys.
     pub fn user_keys(
         &self,

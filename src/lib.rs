@@ -25,6 +25,7 @@ mod json;
 pub mod metrics;
 pub mod partition;
 mod ratelimit;
+pub mod rekey;
 pub mod repository;
 pub mod restore;
 mod retention;

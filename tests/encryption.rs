@@ -526,3 +526,102 @@ async fn encrypted_round_trip_on_s3() {
     assert!(live_entries(&restored) == expected);
     let _: Repository = backend.repository();
 }
+
+/// `rekey` wraps every retained snapshot's data keys under the keyring's
+/// new first key without sending data again (V2 shares the same objects,
+/// V1 copies its files inside the store), moves the pointer in place, and
+/// after a collection the old key can leave the keyring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_rewraps_data_keys_and_retires_the_old_key() {
+    for format in [FormatVersion::V2, FormatVersion::V1] {
+        let fx = Fixture::new(&[1]);
+        let (old_text, old) = keyring(&["old"]);
+        let supervisor = fx
+            .supervisor(PipelineConfig {
+                format,
+                ..config(&fx, Some(old), 2 * SEGMENT_SIZE)
+            })
+            .await;
+        let mut published = Vec::new();
+        for lsn in [10, 20] {
+            write(&fx, lsn);
+            published.push(snapshot(&supervisor, 1, None).await.unwrap());
+        }
+        supervisor.stop(None);
+        let before = fx.latest(1);
+        let shared_before = common::files_below(&fx.repo_dir.join("1").join("ssts"));
+
+        let new_line = Keyring::generate_line("new");
+        let both = Keyring::parse(&format!("{new_line}\n{old_text}")).unwrap();
+        let report = rocksnap::rekey::rekey(&fx.repository, PartitionId(1), &both)
+            .await
+            .unwrap();
+        let kept = if format == FormatVersion::V2 { 2 } else { 1 };
+        assert_eq!(report.rekeyed.len(), kept, "{format:?}");
+        let after = fx.latest(1);
+        assert_eq!(
+            after.min_applied_lsn, before.min_applied_lsn,
+            "the pointer moved"
+        );
+        assert_ne!(after.snapshot_id, before.snapshot_id);
+        if format == FormatVersion::V2 {
+            assert_eq!(report.copied_objects, 0, "V2 shares the same objects");
+            let lsns: Vec<_> = after.retained.iter().map(|r| r.min_applied_lsn).collect();
+            let old_lsns: Vec<_> = before.retained.iter().map(|r| r.min_applied_lsn).collect();
+            assert_eq!(lsns, old_lsns);
+        } else {
+            assert!(report.copied_objects > 0);
+        }
+        let meta = fx.metadata(1, &after.path);
+        assert!(meta
+            .files
+            .iter()
+            .all(|f| f.encryption.as_ref().unwrap().kek_id == "new"));
+        // Again: nothing left to do.
+        let again = rocksnap::rekey::rekey(&fx.repository, PartitionId(1), &both)
+            .await
+            .unwrap();
+        assert!(again.rekeyed.is_empty() && again.unchanged == kept);
+
+        // Collected: the old snapshots go, the objects the new ones use stay.
+        rocksnap::gc::collect(
+            &fx.repository,
+            PartitionId(1),
+            &common::collection(std::time::Duration::ZERO, None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            common::files_below(&fx.repo_dir.join("1").join("ssts")),
+            shared_before,
+            "{format:?}: shared objects changed"
+        );
+        // The old key retired: every retained snapshot restores.
+        let only_new = Arc::new(Keyring::parse(&new_line).unwrap());
+        let mut ids: Vec<_> = after.kept().into_iter().map(|k| k.snapshot_id).collect();
+        ids.dedup();
+        for (n, id) in ids.into_iter().enumerate() {
+            let db = fx.dir.path().join(format!("restored-{n}"));
+            restore(
+                &fx.repository,
+                &db,
+                PartitionId(1),
+                RestoreTarget::Snapshot(id),
+                &opts(&fx, Some(only_new.clone())),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        }
+        let db = fx.dir.path().join("restored-latest");
+        restore(
+            &fx.repository,
+            &db,
+            PartitionId(1),
+            RestoreTarget::Latest,
+            &opts(&fx, Some(only_new)),
+        )
+        .await
+        .unwrap();
+        assert!(live_entries(&db) == fx.partitions.entries("data-1").unwrap());
+    }
+}

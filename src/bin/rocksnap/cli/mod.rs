@@ -47,9 +47,27 @@ pub enum Command {
     Request(RequestArgs),
     /// Apply retention and delete what no kept snapshot references.
     Prune(PruneArgs),
+    /// Wrap the data keys of every retained encrypted snapshot under the
+    /// keyring's first key, without sending data again; the old key can
+    /// then leave the keyring once `prune` has removed the old copies.
+    Rekey(RekeyArgs),
     /// Print a new random key-encryption key as a keyring line
     /// (`<id> <base64>`): put it first in a keyring to encrypt new snapshots with it.
     Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub repo: FromArgs,
+    /// Only this partition [default: every partition].
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: Option<PartitionId>,
+    #[command(flatten)]
+    pub keys: KeyringArgs,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -355,6 +373,36 @@ async fn request(args: RequestArgs) -> CliResult {
 }
 
 /// `rocksnap prune`.
+async fn rekey(args: RekeyArgs) -> CliResult {
+    let keyring = args.keys.load()?.ok_or(
+        "rekey needs the keyring: --keyring FILE or ROCKSNAP_KEYRING, its first key the new one",
+    )?;
+    let repo = args.repo.open().await?;
+    let partitions = match args.partition {
+        Some(p) => vec![p],
+        None => repo.list_partitions().await?,
+    };
+    let mut reports = Vec::new();
+    for p in partitions {
+        reports.push(rocksnap::rekey::rekey(&repo, p, &keyring).await?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            println!(
+                "partition {}: {} snapshots rekeyed under {} ({} objects copied in the store), {} unchanged",
+                r.partition_id,
+                r.rekeyed.len(),
+                keyring.current_id(),
+                r.copied_objects,
+                r.unchanged
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn prune(args: PruneArgs) -> CliResult {
     let repo = args.repo.open().await?;
     let retention =
@@ -436,6 +484,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Node(args) => crate::node::run(&args.config).await,
         Command::Request(args) => request(args).await,
         Command::Prune(args) => prune(args).await,
+        Command::Rekey(args) => rekey(args).await,
         Command::Keygen(args) => {
             let line = rocksnap::crypto::Keyring::generate_line(&args.id);
             // Checked as any keyring is.

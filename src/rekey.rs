@@ -1,0 +1,143 @@
+//! Key rotation for what is already stored: the data keys of the snapshots
+//! a partition's pointer retains wrapped again under the keyring's current
+//! key, without sending any data again.
+//!
+//! `metadata.json` is create-only and named by its folder, so a rekeyed
+//! snapshot is a new snapshot: a fresh id, the same LSN, a metadata whose
+//! entries are the old ones with their data keys wrapped anew. Its files
+//! are the same objects: a V2 entry references the same shared key; a V1
+//! file is copied inside the store (a server-side copy: no byte passes
+//! through this process) into the new folder. Once every retained snapshot
+//! that needs it is rekeyed, one compare-and-swap of `latest.json` replaces
+//! each by its rekeyed copy, in place: same LSNs, same order, so the
+//! pointer never moves back. The old snapshots are then no longer retained,
+//! and garbage collection removes them; their objects that the new ones
+//! share stay. A rekey that loses the race for the pointer leaves new
+//! metadata no pointer names, which collection removes too.
+
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+
+use crate::crypto::{FileKey, Keyring};
+use crate::format::{LatestPointer, PartitionId, RetainedSnapshot, SnapshotId};
+use crate::repository::{RepoError, Repository};
+
+/// What a rekey did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RekeyReport {
+    /// The partition.
+    pub partition_id: PartitionId,
+    /// Each rekeyed snapshot: its old id and its new one.
+    pub rekeyed: Vec<(SnapshotId, SnapshotId)>,
+    /// Retained snapshots already under the current key, or not encrypted.
+    pub unchanged: usize,
+    /// Objects copied inside the store (V1 files).
+    pub copied_objects: usize,
+}
+
+/// Why a rekey stopped; nothing it wrote is named by the pointer then.
+#[derive(Debug, thiserror::Error)]
+pub enum RekeyError {
+    /// The partition has no pointer.
+    #[error("partition {0} has no snapshot")]
+    NoSnapshot(PartitionId),
+    /// The pointer is Restate's, which rocksnap does not rewrite.
+    #[error("latest.json of partition {0} is Restate's and is not rewritten")]
+    RestatePointer(PartitionId),
+    /// A data key did not unwrap.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    /// The repository failed, or another writer moved the pointer.
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+}
+
+/// Wraps the data keys of every snapshot `latest.json` retains under the
+/// keyring's current key (see the module's documentation).
+pub async fn rekey(
+    repo: &Repository,
+    partition: PartitionId,
+    keyring: &Keyring,
+) -> Result<RekeyReport, RekeyError> {
+    let current = repo
+        .read_pointer(partition)
+        .await?
+        .ok_or(RekeyError::NoSnapshot(partition))?;
+    if current.pointer.is_restate() {
+        return Err(RekeyError::RestatePointer(partition));
+    }
+    let mut report = RekeyReport {
+        partition_id: partition,
+        rekeyed: Vec::new(),
+        unchanged: 0,
+        copied_objects: 0,
+    };
+    let mut replaced: Vec<(RetainedSnapshot, RetainedSnapshot)> = Vec::new();
+    for kept in current.pointer.kept() {
+        let meta = repo.read_metadata(partition, &kept.path).await?;
+        let stale = meta.files.iter().any(|f| {
+            f.encryption
+                .as_ref()
+                .is_some_and(|e| e.kek_id != keyring.current_id())
+        });
+        if !stale {
+            report.unchanged += 1;
+            continue;
+        }
+        let mut new = meta.clone();
+        new.snapshot_id = SnapshotId::new().encoded(meta.snapshot_id.encoding());
+        let folder = new.path();
+        for f in new.files.iter_mut() {
+            let Some(envelope) = &f.encryption else {
+                continue;
+            };
+            let key = repo
+                .layout()
+                .object(partition, &kept.path, f)
+                .map_err(|e| RepoError::Foreign {
+                    key: kept.path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let data_key = FileKey::unwrap(key.as_ref(), envelope, keyring)?;
+            f.encryption = Some(data_key.rewrap(keyring, envelope));
+            if f.key.is_none() {
+                // V1: the file lives in its snapshot's folder.
+                let name = f.file_name().expect("checked when parsed");
+                let to = repo.layout().file(partition, &folder, name);
+                repo.store()
+                    .copy(&key, &to)
+                    .await
+                    .map_err(|source| RepoError::Store {
+                        op: "copy",
+                        key: key.to_string(),
+                        source,
+                    })?;
+                report.copied_objects += 1;
+            }
+        }
+        repo.put_metadata(&new).await?;
+        report.rekeyed.push((meta.snapshot_id, new.snapshot_id));
+        replaced.push((kept, new.retained_entry()));
+    }
+    if replaced.is_empty() {
+        return Ok(report);
+    }
+    let mut pointer: LatestPointer = current.pointer.clone();
+    for (old, new) in &replaced {
+        if pointer.snapshot_id == old.snapshot_id {
+            pointer.snapshot_id = new.snapshot_id;
+            pointer.path = new.path.clone();
+        }
+        for r in pointer.retained.iter_mut() {
+            if r.snapshot_id == old.snapshot_id {
+                *r = RetainedSnapshot {
+                    created_at: old.created_at,
+                    ..new.clone()
+                };
+            }
+        }
+    }
+    repo.swap_pointer(Some(&current.version), &pointer).await?;
+    tracing::info!(%partition, rekeyed = report.rekeyed.len(), "data keys wrapped under {}", keyring.current_id());
+    Ok(report)
+}
