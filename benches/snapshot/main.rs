@@ -60,6 +60,9 @@ fn main() {
     let mut t = Table::default();
 
     let idle = run_child("idle", &db, &root.join("unused"), &[]);
+    // One keyring for the encrypted rows, handed to each child.
+    let keyring = rocksnap::crypto::Keyring::generate_line("bench");
+    let sealed: [(&str, &str); 1] = [("ROCKSNAP_BENCH_KEYRING", &keyring)];
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
         // Local directory: snapshot against copying the same exported files.
@@ -115,10 +118,20 @@ fn main() {
         std::fs::remove_dir_all(&restored).unwrap();
         std::fs::remove_dir_all(&repo).unwrap();
 
+        // The same, encrypted.
+        let snap = run_child("snapshot", &db, &repo, &sealed);
+        t.add("local", "rocksnap snapshot, encrypted", secs(&snap), stored);
+        t.mem("encrypted snapshot peak RSS over idle, S", rss(&snap) - rss(&idle));
+        let r = run_child("restore", &restored, &repo, &sealed);
+        t.add("local restore", "rocksnap restore, encrypted", secs(&r), stored);
+        std::fs::remove_dir_all(&restored).unwrap();
+        std::fs::remove_dir_all(&repo).unwrap();
+
         // The remote-like store.
-        let m = run_child("remote", &db, &repo, &[]);
+        let m = run_child("remote", &db, &repo, &sealed);
         for (name, key) in [
             ("rocksnap snapshot", "rocksnap"),
+            ("rocksnap snapshot, encrypted", "rocksnap_encrypted"),
             ("sequential 5 MiB parts, one file at a time", "sequential"),
             ("object_store BufWriter per file", "bufwriter"),
             ("lower bound of the model (8 connections)", "lower_bound"),
@@ -132,6 +145,7 @@ fn main() {
         }
         for (name, key) in [
             ("rocksnap restore", "restore"),
+            ("rocksnap restore, encrypted", "restore_encrypted"),
             ("sequential download", "sequential_download"),
         ] {
             t.add(
@@ -200,6 +214,30 @@ fn main() {
         ),
         rate_mib,
     );
+    // Encrypted throughput against plain, same run: plain time ÷ encrypted time.
+    let median = |group: &str, name: &str| {
+        results["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["group"] == group && r["name"] == name)
+            .and_then(|r| r["median_seconds"].as_f64())
+            .unwrap()
+    };
+    let mut encryption = serde_json::Map::new();
+    println!("\nencrypted throughput ÷ plain throughput (same run):");
+    for (group, plain, sealed) in [
+        ("local", "rocksnap snapshot", "rocksnap snapshot, encrypted"),
+        ("local restore", "rocksnap restore", "rocksnap restore, encrypted"),
+        ("remote-like store", "rocksnap snapshot", "rocksnap snapshot, encrypted"),
+        ("remote-like restore", "rocksnap restore", "rocksnap restore, encrypted"),
+    ] {
+        let ratio = median(group, plain) / median(group, sealed);
+        println!("  {group:<22} {ratio:>5.2}");
+        encryption.insert(group.to_string(), json!(ratio));
+    }
+    let mut results = results;
+    results["encrypted_over_plain"] = Value::Object(encryption);
     let out = root.join("results.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&results).unwrap()).unwrap();
     println!("\nfigures written to {}", out.display());
@@ -368,6 +406,7 @@ fn child(mode: &str) {
                     .and_then(|r| r.parse().ok());
                 let config = PipelineConfig {
                     rate_limit: rate.map(rocksnap::RateLimit::new),
+                    encryption: bench_keyring(),
                     ..PipelineConfig::default()
                 };
                 let local = Repository::new(
@@ -389,7 +428,10 @@ fn child(mode: &str) {
                         &db,
                         p,
                         RestoreTarget::Latest,
-                        &RestoreOptions::default(),
+                        &RestoreOptions {
+                            keyring: bench_keyring(),
+                            ..RestoreOptions::default()
+                        },
                     )
                     .await
                     .unwrap();
@@ -404,6 +446,12 @@ fn child(mode: &str) {
     });
     v["peak_rss"] = json!(peak_rss());
     println!("{v}");
+}
+
+/// The keyring a child is given for the encrypted rows, if any.
+fn bench_keyring() -> Option<Arc<rocksnap::crypto::Keyring>> {
+    let text = std::env::var("ROCKSNAP_BENCH_KEYRING").ok()?;
+    Some(Arc::new(rocksnap::crypto::Keyring::parse(&text).unwrap()))
 }
 
 /// Snapshots every partition of `db` at once; returns seconds, bytes, and
@@ -463,6 +511,15 @@ async fn remote(db: &Path) -> Value {
     let partitions = PartitionStore::open_existing(db).unwrap();
     let (rocksnap_s, bytes, _) =
         snapshot_all(partitions.clone(), repository.clone(), config.clone()).await;
+    // The same, encrypted, into another repository of the same model.
+    let keyring = bench_keyring().expect("the remote child is given a keyring");
+    let sealed_repository = Repository::with_store(store.clone(), ObjPath::from("sealed"));
+    let sealed_config = PipelineConfig {
+        encryption: Some(keyring.clone()),
+        ..config.clone()
+    };
+    let (rocksnap_encrypted, _, _) =
+        snapshot_all(partitions.clone(), sealed_repository.clone(), sealed_config).await;
 
     // The same exported files for the baselines.
     let staging = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
@@ -536,6 +593,24 @@ async fn remote(db: &Path) -> Value {
         .unwrap();
     }
     let restore_s = t.elapsed().as_secs_f64();
+    let sealed_restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+    let t = Instant::now();
+    for p in sealed_repository.list_partitions().await.unwrap() {
+        restore(
+            &sealed_repository,
+            &sealed_restored.path().join("db"),
+            p,
+            RestoreTarget::Latest,
+            &RestoreOptions {
+                keyring: Some(keyring.clone()),
+                ..RestoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let restore_encrypted = t.elapsed().as_secs_f64();
+    drop(sealed_restored);
     let t = Instant::now();
     for (i, _) in files.iter().enumerate() {
         let bytes = store
@@ -555,6 +630,7 @@ async fn remote(db: &Path) -> Value {
     json!({
         "seconds": rocksnap_s, "bytes": bytes, "rocksnap": rocksnap_s, "sequential": sequential,
         "bufwriter": bufwriter, "lower_bound": lower_bound, "restore": restore_s,
+        "rocksnap_encrypted": rocksnap_encrypted, "restore_encrypted": restore_encrypted,
         "sequential_download": sequential_download,
     })
 }
