@@ -428,3 +428,43 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         );
     }
 }
+
+/// Output cut short by the reader (`rocksnap list | head -1`) ends the
+/// command quietly, with no panic on stderr.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    build_db(&db);
+    let repo = dir.path().join("repo");
+    for p in ["7", "8"] {
+        let out = rocksnap(&[
+            "snapshot",
+            "--db",
+            db.to_str().unwrap(),
+            "--partition",
+            p,
+            "--cf",
+            if p == "7" { "data-7" } else { "events" },
+            "--lsn",
+            "1",
+            "--to",
+            repo.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `list` prints more than one pipe write's worth once the reader is gone.
+    let mut child = bin::command(&["list", "--from", repo.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -59,6 +59,16 @@ fn opts(fx: &Fixture, keys: Option<Arc<Keyring>>) -> RestoreOptions {
     }
 }
 
+/// Restores partition 1 of the fixture's repository into `db`.
+async fn restore_into(
+    fx: &Fixture,
+    db: &Path,
+    target: RestoreTarget,
+    keys: Option<Arc<Keyring>>,
+) -> Result<rocksnap::restore::RestoreOutcome, RestoreError> {
+    restore(&fx.repository, db, PartitionId(1), target, &opts(fx, keys)).await
+}
+
 fn all_bytes_below(dir: &Path) -> Vec<u8> {
     common::files_below(dir)
         .iter()
@@ -121,15 +131,9 @@ async fn encrypted_snapshots_restore_with_their_keys_and_leak_nothing() {
 
     // Restored with the keyring: the partition as it was.
     let restored = fx.dir.path().join("restored");
-    let outcome = restore(
-        &fx.repository,
-        &restored,
-        PartitionId(1),
-        RestoreTarget::Latest,
-        &opts(&fx, Some(keys.clone())),
-    )
-    .await
-    .unwrap();
+    let outcome = restore_into(&fx, &restored, RestoreTarget::Latest, Some(keys.clone()))
+        .await
+        .unwrap();
     assert_eq!(outcome.snapshot_id, published.snapshot_id);
     assert!(live_entries(&restored) == fx.partitions.entries("data-1").unwrap());
 
@@ -157,35 +161,22 @@ async fn encrypted_snapshots_restore_with_their_keys_and_leak_nothing() {
 
     // Without a keyring, or with the wrong one: refused, nothing written.
     let (live, before) = live_db(fx.dir.path());
-    let err = restore(
-        &fx.repository,
-        &live,
-        PartitionId(1),
-        RestoreTarget::Latest,
-        &opts(&fx, None),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_into(&fx, &live, RestoreTarget::Latest, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, RestoreError::Encrypted { .. }), "{err}");
     assert!(err.to_string().contains("keyring"), "{err}");
     let (_, other_id) = keyring(&["k2"]);
-    let err = restore(
-        &fx.repository,
-        &live,
-        PartitionId(1),
-        RestoreTarget::LatestOrOlder,
-        &opts(&fx, Some(other_id)),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_into(&fx, &live, RestoreTarget::LatestOrOlder, Some(other_id))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("\"k1\""), "names the key: {err}");
     let (_, same_id_other_key) = keyring(&["k1"]);
-    let err = restore(
-        &fx.repository,
+    let err = restore_into(
+        &fx,
         &live,
-        PartitionId(1),
         RestoreTarget::LatestOrOlder,
-        &opts(&fx, Some(same_id_other_key)),
+        Some(same_id_other_key),
     )
     .await
     .unwrap_err();
@@ -255,15 +246,9 @@ async fn tampering_with_sealed_files_is_refused() {
     ];
     for (what, bytes, expect) in attacks {
         std::fs::write(&path, &bytes).unwrap();
-        let err = restore(
-            &fx.repository,
-            &live,
-            PartitionId(1),
-            RestoreTarget::Latest,
-            &opts(&fx, Some(keys.clone())),
-        )
-        .await
-        .unwrap_err();
+        let err = restore_into(&fx, &live, RestoreTarget::Latest, Some(keys.clone()))
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(err, RestoreError::Unusable { .. }),
@@ -304,15 +289,9 @@ async fn tampering_with_sealed_files_is_refused() {
     swapped[..donor_bytes.len().min(original.len())]
         .copy_from_slice(&donor_bytes[..donor_bytes.len().min(original.len())]);
     std::fs::write(&path, &swapped).unwrap();
-    let err = restore(
-        &fx.repository,
-        &live,
-        PartitionId(1),
-        RestoreTarget::Latest,
-        &opts(&fx, Some(keys.clone())),
-    )
-    .await
-    .unwrap_err();
+    let err = restore_into(&fx, &live, RestoreTarget::Latest, Some(keys.clone()))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             &err,
@@ -325,15 +304,9 @@ async fn tampering_with_sealed_files_is_refused() {
     );
     assert!(err.to_string().contains("failed authentication"), "{err}");
     // With fallback, the older snapshot restores instead.
-    let outcome = restore(
-        &fx.repository,
-        &live,
-        PartitionId(1),
-        RestoreTarget::LatestOrOlder,
-        &opts(&fx, Some(keys)),
-    )
-    .await
-    .unwrap();
+    let outcome = restore_into(&fx, &live, RestoreTarget::LatestOrOlder, Some(keys))
+        .await
+        .unwrap();
     assert_eq!(outcome.skipped.len(), 1);
     assert_eq!(outcome.restored_lsn, Some(Lsn(10)));
 }
@@ -366,15 +339,9 @@ async fn rotated_keys_keep_older_snapshots_readable() {
 
     for (id, lsn) in [(first.snapshot_id, 10), (second.snapshot_id, 20)] {
         let db = fx.dir.path().join(format!("restored-{lsn}"));
-        let outcome = restore(
-            &fx.repository,
-            &db,
-            PartitionId(1),
-            RestoreTarget::Snapshot(id),
-            &opts(&fx, Some(rotated.clone())),
-        )
-        .await
-        .unwrap();
+        let outcome = restore_into(&fx, &db, RestoreTarget::Snapshot(id), Some(rotated.clone()))
+            .await
+            .unwrap();
         assert_eq!(outcome.restored_lsn, Some(Lsn(lsn)));
     }
     // The old key retired: its snapshot names the key it needs.
@@ -382,12 +349,11 @@ async fn rotated_keys_keep_older_snapshots_readable() {
         (),
         Arc::new(Keyring::parse(rotated_text.lines().next().unwrap()).unwrap()),
     );
-    let err = restore(
-        &fx.repository,
+    let err = restore_into(
+        &fx,
         &fx.dir.path().join("restored-old"),
-        PartitionId(1),
         RestoreTarget::Snapshot(first.snapshot_id),
-        &opts(&fx, Some(only_new)),
+        Some(only_new),
     )
     .await
     .unwrap_err();
@@ -417,15 +383,9 @@ async fn encrypted_v2_shares_only_sealed_files() {
     sealed.stop(None);
     assert!(second.uploaded_bytes < second.bytes, "nothing was shared");
     let db = fx.dir.path().join("restored");
-    restore(
-        &fx.repository,
-        &db,
-        PartitionId(1),
-        RestoreTarget::Latest,
-        &opts(&fx, Some(keys)),
-    )
-    .await
-    .unwrap();
+    restore_into(&fx, &db, RestoreTarget::Latest, Some(keys))
+        .await
+        .unwrap();
     assert!(live_entries(&db) == fx.partitions.entries("data-1").unwrap());
 }
 
@@ -602,26 +562,19 @@ async fn rekey_rewraps_data_keys_and_retires_the_old_key() {
         ids.dedup();
         for (n, id) in ids.into_iter().enumerate() {
             let db = fx.dir.path().join(format!("restored-{n}"));
-            restore(
-                &fx.repository,
+            restore_into(
+                &fx,
                 &db,
-                PartitionId(1),
                 RestoreTarget::Snapshot(id),
-                &opts(&fx, Some(only_new.clone())),
+                Some(only_new.clone()),
             )
             .await
             .unwrap_or_else(|e| panic!("{format:?}: {e}"));
         }
         let db = fx.dir.path().join("restored-latest");
-        restore(
-            &fx.repository,
-            &db,
-            PartitionId(1),
-            RestoreTarget::Latest,
-            &opts(&fx, Some(only_new)),
-        )
-        .await
-        .unwrap();
+        restore_into(&fx, &db, RestoreTarget::Latest, Some(only_new))
+            .await
+            .unwrap();
         assert!(live_entries(&db) == fx.partitions.entries("data-1").unwrap());
     }
 }

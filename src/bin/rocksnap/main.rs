@@ -3,6 +3,7 @@
 mod alloc;
 mod cli;
 mod node;
+mod sigpipe;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -19,6 +20,9 @@ fn colour() -> bool {
 fn main() -> ExitCode {
     alloc::pin_mmap_threshold();
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Node(_)) {
+        sigpipe::end_quietly_on_closed_pipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),

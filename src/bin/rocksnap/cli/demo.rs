@@ -142,7 +142,10 @@ pub async fn run(args: DemoArgs) -> CliResult {
         &restored,
         ids[0],
         RestoreTarget::Latest,
-        &RestoreOptions::default(),
+        &RestoreOptions {
+            keyring: args.pipeline.keys.load()?,
+            ..RestoreOptions::default()
+        },
     )
     .await?;
     let keys = compare_partition(&partitions, &restored, ids[0])?;
@@ -188,7 +191,10 @@ async fn second_node(
         &db,
         ids,
         rocksnap::bootstrap::BootstrapMode::IfMissing,
-        &RestoreOptions::default(),
+        &RestoreOptions {
+            keyring: args.pipeline.keys.load()?,
+            ..RestoreOptions::default()
+        },
     )
     .await?;
     let store = PartitionStore::open(&db, ids)?;
