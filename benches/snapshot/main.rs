@@ -147,6 +147,7 @@ fn main() {
             ("rocksnap restore", "restore"),
             ("rocksnap restore, encrypted", "restore_encrypted"),
             ("sequential download", "sequential_download"),
+            ("lower bound of the model (8 connections)", "restore_lower_bound"),
         ] {
             t.add(
                 "remote-like restore",
@@ -617,6 +618,19 @@ async fn remote(db: &Path) -> Value {
         .map(|b| model::request_time(b).as_secs_f64())
         .sum();
     let lower_bound = total / config.max_parts_in_flight as f64;
+    // The same for restore's ranged GETs (same part size, same number at
+    // once), without the local work that follows them.
+    let restore_opts = RestoreOptions::default();
+    let range = restore_opts.part_size as u64;
+    let get_total: f64 = files
+        .iter()
+        .flat_map(|(_, size)| {
+            let n = size.div_ceil(range).max(1);
+            (0..n).map(move |k| (size - k * range).min(range))
+        })
+        .map(|b| model::request_time(b).as_secs_f64())
+        .sum();
+    let restore_lower_bound = get_total / restore_opts.concurrency as f64;
 
     // Restore from the model against a sequential download of the same files.
     let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
@@ -671,6 +685,7 @@ async fn remote(db: &Path) -> Value {
         "seconds": rocksnap_s, "bytes": bytes, "rocksnap": rocksnap_s, "sequential": sequential,
         "bufwriter": bufwriter, "lower_bound": lower_bound, "restore": restore_s,
         "rocksnap_encrypted": rocksnap_encrypted, "restore_encrypted": restore_encrypted,
+        "restore_lower_bound": restore_lower_bound,
         "sequential_download": sequential_download,
     })
 }

@@ -60,6 +60,9 @@ pub struct Repository {
     store: Arc<dyn ObjectStore>,
     layout: Layout,
     local_root: Option<PathBuf>,
+    /// The directory whose files are the objects, when nothing wraps the
+    /// store: restore copies them with the kernel's help.
+    local_files: Option<PathBuf>,
     display: String,
     min_part_size: usize,
     uploads: crate::uploads::UploadLister,
@@ -72,6 +75,7 @@ impl Repository {
             retry: RetryPolicy::default(),
             store: dest.store,
             layout: Layout::new(dest.prefix),
+            local_files: dest.local_root.clone().filter(|_| dest.plain_local),
             local_root: dest.local_root,
             display: dest.display,
             min_part_size: dest.min_part_size,
@@ -86,6 +90,7 @@ impl Repository {
             store,
             layout: Layout::new(prefix),
             local_root: None,
+            local_files: None,
             display: "object store".into(),
             min_part_size: 1,
             uploads: Default::default(),
@@ -102,6 +107,12 @@ impl Repository {
     /// The retry policy requests through this repository follow.
     pub fn retry(&self) -> RetryPolicy {
         self.retry
+    }
+
+    /// The directory whose files are the objects, if the store is a plain
+    /// local directory.
+    pub(crate) fn local_files(&self) -> Option<&std::path::Path> {
+        self.local_files.as_deref()
     }
 
     /// The store behind the repository.

@@ -178,7 +178,8 @@ pub(crate) async fn check(
         opts.progress.clone(),
         opts.rate_limit.clone(),
         repo.retry(),
-    );
+    )
+    .with_local_files(repo.local_files());
     let download_started = Instant::now();
     let crcs = downloader
         .fetch_all(&downloads)

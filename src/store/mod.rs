@@ -34,6 +34,10 @@ pub struct Destination {
     pub(crate) min_part_size: usize,
     /// How to find the multipart uploads left open under this destination.
     pub(crate) uploads: crate::uploads::UploadLister,
+    /// The store is the local directory itself, unwrapped: its files may
+    /// be read directly (restore's fast path). A wrapper store sees every
+    /// request, so wrapping turns this off.
+    pub(crate) plain_local: bool,
 }
 
 /// S3 refuses multipart parts under 5 MiB, but for the last one.
@@ -73,6 +77,7 @@ impl Destination {
         wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
     ) -> Self {
         self.store = wrap(self.store);
+        self.plain_local = false;
         self
     }
 
@@ -129,6 +134,7 @@ impl Destination {
                 display,
                 min_part_size: 1,
                 uploads: Default::default(),
+                plain_local: false,
             }),
             "s3" | "s3a" => {
                 let (store, uploads) = open_s3(&url, s3, &display)?;
@@ -139,6 +145,7 @@ impl Destination {
                     display,
                     min_part_size: S3_MIN_PART_SIZE,
                     uploads: crate::uploads::UploadLister::S3(uploads),
+                    plain_local: false,
                 })
             }
             "gs" | "az" | "azure" | "abfs" | "abfss" => {
@@ -165,6 +172,7 @@ impl Destination {
                     // GCS and Azure take smaller blocks; 5 MiB suits all three.
                     min_part_size: S3_MIN_PART_SIZE,
                     uploads: Default::default(),
+                    plain_local: false,
                 })
             }
             other => Err(StoreError::BadUrl {
@@ -211,6 +219,7 @@ impl Destination {
             display,
             min_part_size: 1,
             uploads: crate::uploads::UploadLister::Local(root),
+            plain_local: true,
         })
     }
 }
