@@ -42,6 +42,25 @@ fn write(fx: &Fixture, lsn: u64) {
         .unwrap();
 }
 
+/// A fixture whose partition 1 is snapshotted, sealed with `keys`, once
+/// after each of `lsns` is written; the outcomes.
+async fn sealed_snapshots(
+    fx: &Fixture,
+    keys: &Arc<Keyring>,
+    lsns: &[u64],
+) -> Vec<rocksnap::SnapshotOutcome> {
+    let supervisor = fx
+        .supervisor(config(fx, Some(keys.clone()), 2 * SEGMENT_SIZE))
+        .await;
+    let mut outcomes = Vec::new();
+    for &lsn in lsns {
+        write(fx, lsn);
+        outcomes.push(snapshot(&supervisor, 1, None).await.unwrap());
+    }
+    supervisor.stop(None);
+    outcomes
+}
+
 fn config(fx: &Fixture, keys: Option<Arc<Keyring>>, part_size: usize) -> PipelineConfig {
     PipelineConfig {
         part_size,
@@ -101,13 +120,8 @@ fn live_entries(db: &Path) -> Vec<rocksnap::partition::Entry> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_snapshots_restore_with_their_keys_and_leak_nothing() {
     let fx = Fixture::new(&[1]);
-    write(&fx, 10);
     let (_, keys) = keyring(&["k1"]);
-    let supervisor = fx
-        .supervisor(config(&fx, Some(keys.clone()), 2 * SEGMENT_SIZE))
-        .await;
-    let published = snapshot(&supervisor, 1, None).await.unwrap();
-    supervisor.stop(None);
+    let published = sealed_snapshots(&fx, &keys, &[10]).await.remove(0);
 
     // What is stored: sealed files, no user key or value in the clear.
     let pointer = fx.latest(1);
@@ -189,15 +203,8 @@ async fn encrypted_snapshots_restore_with_their_keys_and_leak_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_with_sealed_files_is_refused() {
     let fx = Fixture::new(&[1]);
-    write(&fx, 10);
     let (_, keys) = keyring(&["k1"]);
-    let supervisor = fx
-        .supervisor(config(&fx, Some(keys.clone()), 2 * SEGMENT_SIZE))
-        .await;
-    snapshot(&supervisor, 1, None).await.unwrap();
-    write(&fx, 20);
-    snapshot(&supervisor, 1, None).await.unwrap();
-    supervisor.stop(None);
+    sealed_snapshots(&fx, &keys, &[10, 20]).await;
     let pointer = fx.latest(1);
     let folder = fx.repo_dir.join("1").join(&pointer.path);
     let meta = fx.metadata(1, &pointer.path);
@@ -316,21 +323,11 @@ async fn tampering_with_sealed_files_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_keys_keep_older_snapshots_readable() {
     let fx = Fixture::new(&[1]);
-    write(&fx, 10);
     let (old_text, old) = keyring(&["2025"]);
-    let supervisor = fx
-        .supervisor(config(&fx, Some(old.clone()), 2 * SEGMENT_SIZE))
-        .await;
-    let first = snapshot(&supervisor, 1, None).await.unwrap();
-    supervisor.stop(None);
+    let first = sealed_snapshots(&fx, &old, &[10]).await.remove(0);
     let rotated_text = format!("{}\n{old_text}", Keyring::generate_line("2026"));
     let rotated = Arc::new(Keyring::parse(&rotated_text).unwrap());
-    write(&fx, 20);
-    let supervisor = fx
-        .supervisor(config(&fx, Some(rotated.clone()), 2 * SEGMENT_SIZE))
-        .await;
-    let second = snapshot(&supervisor, 1, None).await.unwrap();
-    supervisor.stop(None);
+    let second = sealed_snapshots(&fx, &rotated, &[20]).await.remove(0);
     let meta = fx.metadata(1, &fx.latest(1).path);
     assert!(meta
         .files
@@ -345,10 +342,7 @@ async fn rotated_keys_keep_older_snapshots_readable() {
         assert_eq!(outcome.restored_lsn, Some(Lsn(lsn)));
     }
     // The old key retired: its snapshot names the key it needs.
-    let (_, only_new) = (
-        (),
-        Arc::new(Keyring::parse(rotated_text.lines().next().unwrap()).unwrap()),
-    );
+    let only_new = Arc::new(Keyring::parse(rotated_text.lines().next().unwrap()).unwrap());
     let err = restore_into(
         &fx,
         &fx.dir.path().join("restored-old"),

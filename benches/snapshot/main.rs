@@ -147,7 +147,10 @@ fn main() {
             ("rocksnap restore", "restore"),
             ("rocksnap restore, encrypted", "restore_encrypted"),
             ("sequential download", "sequential_download"),
-            ("lower bound of the model (8 connections)", "restore_lower_bound"),
+            (
+                "lower bound of the model (8 connections)",
+                "restore_lower_bound",
+            ),
         ] {
             t.add(
                 "remote-like restore",
