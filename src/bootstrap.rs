@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::partition::{cf_name, PartitionError, PartitionStore};
 use crate::repository::Repository;
-use crate::restore::{restore, RestoreError, RestoreOptions, RestoreTarget};
+use crate::restore::{restore_partitions, RestoreError, RestoreOptions, RestoreTarget};
 
 /// When a node bootstraps its partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
@@ -122,6 +122,30 @@ pub async fn bootstrap(
         }
         v
     };
+    // The empty ones are restored together: one opening of the database,
+    // their downloads sharing the options' bound.
+    let to_restore: Vec<PartitionId> = if mode == BootstrapMode::Never {
+        Vec::new()
+    } else {
+        empty
+            .iter()
+            .filter(|(_, _, is_empty)| *is_empty)
+            .map(|(p, _, _)| *p)
+            .collect()
+    };
+    let mut restored: std::collections::HashMap<PartitionId, Result<_, RestoreError>> =
+        if to_restore.is_empty() {
+            Default::default()
+        } else {
+            let results =
+                restore_partitions(repo, db, &to_restore, RestoreTarget::LatestOrOlder, opts)
+                    .await
+                    .map_err(|source| BootstrapError::Restore {
+                        partition: to_restore[0],
+                        source,
+                    })?;
+            to_restore.iter().copied().zip(results).collect()
+        };
     let mut out = Vec::with_capacity(partitions.len());
     for (partition, applied_lsn, is_empty) in empty {
         let origin = if !is_empty {
@@ -129,7 +153,10 @@ pub async fn bootstrap(
         } else if mode == BootstrapMode::Never {
             Origin::NotBootstrapped
         } else {
-            match restore(repo, db, partition, RestoreTarget::LatestOrOlder, opts).await {
+            match restored
+                .remove(&partition)
+                .expect("restored with the others")
+            {
                 Ok(o) => Origin::Snapshot {
                     snapshot_id: o.snapshot_id,
                     restored_lsn: o.restored_lsn,

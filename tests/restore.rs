@@ -451,3 +451,71 @@ async fn a_full_staging_disk_is_a_clear_error() {
     assert_eq!(dump_path(&db, "data-1"), before, "the database was touched");
     assert!(left.is_empty(), "staged files were left: {left:?}");
 }
+
+/// Several partitions restored together into one database: each ends equal
+/// to its snapshot (or, with a damaged newest one, to its older one), a
+/// partition with no snapshot fails alone, and a partition the database
+/// already held is replaced as one restore would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_restore_together_each_on_its_own() {
+    let fx = Fixture::new(&[1, 2, 3, 4]);
+    for p in 1..=3 {
+        fx.write(p, 10, 300, 500);
+    }
+    let supervisor = fx.supervisor(fx.config()).await;
+    for p in 1..=3 {
+        snapshot(&supervisor, p, None).await.unwrap();
+    }
+    let older = fx.partitions.entries("data-3").unwrap();
+    fx.write(3, 20, 300, 500);
+    snapshot(&supervisor, 3, None).await.unwrap();
+    supervisor.stop(None);
+    // Partition 3's newest snapshot loses a file.
+    let latest = fx.latest(3);
+    let meta = fx.metadata(3, &latest.path);
+    std::fs::remove_file(
+        fx.repo_dir
+            .join("3")
+            .join(&latest.path)
+            .join(meta.files[0].file_name().unwrap()),
+    )
+    .unwrap();
+    let (db, _) = target_db(&fx);
+    let ids: Vec<PartitionId> = (1..=4).map(PartitionId).collect();
+    let results = rocksnap::restore::restore_partitions(
+        &fx.repository,
+        &db,
+        &ids,
+        RestoreTarget::LatestOrOlder,
+        &opts(&fx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(results.len(), 4);
+    for (p, result) in (1..=4u64).zip(&results) {
+        match p {
+            1 | 2 => {
+                let o = result.as_ref().unwrap();
+                assert_eq!(o.restored_lsn, Some(Lsn(10)));
+                assert!(o.skipped.is_empty());
+            }
+            3 => {
+                let o = result.as_ref().unwrap();
+                assert_eq!(o.restored_lsn, Some(Lsn(10)), "fell back");
+                assert_eq!(o.skipped.len(), 1);
+            }
+            _ => assert!(
+                matches!(result, Err(RestoreError::NoSnapshot { .. })),
+                "{result:?}"
+            ),
+        }
+    }
+    for p in 1..=2u64 {
+        let cf = format!("data-{p}");
+        assert!(
+            dump_path(&db, &cf) == dump(&fx.partitions, &cf),
+            "partition {p}"
+        );
+    }
+    assert!(dump_path(&db, "data-3") == older);
+}

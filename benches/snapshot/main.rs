@@ -32,7 +32,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::RngCore;
 use rocksnap::format::FormatVersion;
-use rocksnap::restore::{restore, RestoreOptions, RestoreTarget};
+use rocksnap::restore::{RestoreOptions, RestoreTarget};
 use rocksnap::{
     Destination, Lsn, OpenMode, PartitionId, PartitionStore, PipelineConfig, Repository,
     SnapshotRequest, Supervisor, SupervisorArgs,
@@ -465,22 +465,11 @@ fn child(mode: &str) {
                     Destination::open(repo.to_str().unwrap(), OpenMode::MustExist).unwrap(),
                 );
                 let t = Instant::now();
-                let mut bytes = 0;
-                for p in repository.list_partitions().await.unwrap() {
-                    let o = restore(
-                        &repository,
-                        &db,
-                        p,
-                        RestoreTarget::Latest,
-                        &RestoreOptions {
-                            keyring: bench_keyring(),
-                            ..RestoreOptions::default()
-                        },
-                    )
-                    .await
-                    .unwrap();
-                    bytes += o.bytes;
-                }
+                let opts = RestoreOptions {
+                    keyring: bench_keyring(),
+                    ..RestoreOptions::default()
+                };
+                let bytes = restore_all(&repository, &db, &opts).await;
                 json!({"seconds": t.elapsed().as_secs_f64(), "bytes": bytes})
             }
             "remote" => remote(&db).await,
@@ -490,6 +479,18 @@ fn child(mode: &str) {
     });
     v["peak_rss"] = json!(peak_rss());
     println!("{v}");
+}
+
+/// Restores every partition of the repository into `db` together, as a
+/// node's bootstrap does (downloads sharing `opts`' one bound); the bytes.
+async fn restore_all(repository: &Repository, db: &Path, opts: &RestoreOptions) -> u64 {
+    let ids = repository.list_partitions().await.unwrap();
+    rocksnap::restore::restore_partitions(repository, db, &ids, RestoreTarget::Latest, opts)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().bytes)
+        .sum()
 }
 
 /// The keyring a child is given for the encrypted rows, if any.
@@ -638,34 +639,24 @@ async fn remote(db: &Path) -> Value {
     // Restore from the model against a sequential download of the same files.
     let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
     let t = Instant::now();
-    for p in repository.list_partitions().await.unwrap() {
-        restore(
-            &repository,
-            &restored.path().join("db"),
-            p,
-            RestoreTarget::Latest,
-            &RestoreOptions::default(),
-        )
-        .await
-        .unwrap();
-    }
+    restore_all(
+        &repository,
+        &restored.path().join("db"),
+        &RestoreOptions::default(),
+    )
+    .await;
     let restore_s = t.elapsed().as_secs_f64();
     let sealed_restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
     let t = Instant::now();
-    for p in sealed_repository.list_partitions().await.unwrap() {
-        restore(
-            &sealed_repository,
-            &sealed_restored.path().join("db"),
-            p,
-            RestoreTarget::Latest,
-            &RestoreOptions {
-                keyring: Some(keyring.clone()),
-                ..RestoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-    }
+    restore_all(
+        &sealed_repository,
+        &sealed_restored.path().join("db"),
+        &RestoreOptions {
+            keyring: Some(keyring.clone()),
+            ..RestoreOptions::default()
+        },
+    )
+    .await;
     let restore_encrypted = t.elapsed().as_secs_f64();
     drop(sealed_restored);
     let t = Instant::now();

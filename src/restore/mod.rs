@@ -157,10 +157,68 @@ pub async fn restore(
     result
 }
 
+/// Restores several partitions into the database at `db` (which nothing
+/// else may have open) at once, each from `target` as [`restore`] does:
+/// the database is opened once; the partitions' snapshots are downloaded,
+/// checked and imported into scratch databases concurrently, their ranged
+/// downloads sharing `opts.budget` (or, without one, `opts.concurrency`
+/// ranges in all, as one restore); each is swapped in under its own column
+/// family's gate (each partition's default column family; `opts.cf` is
+/// not used). One result per partition, in their order; an `Err` only if
+/// the database cannot be opened.
+pub async fn restore_partitions(
+    repo: &Repository,
+    db: &Path,
+    partitions: &[PartitionId],
+    target: RestoreTarget,
+    opts: &RestoreOptions,
+) -> Result<Vec<Result<RestoreOutcome, RestoreError>>, RestoreError> {
+    let store = {
+        let db = db.to_path_buf();
+        tokio::task::spawn_blocking(move || PartitionStore::open(&db, &[]))
+            .await
+            .expect("open task")?
+    };
+    let opts = RestoreOptions {
+        cf: None,
+        budget: Some(
+            opts.budget
+                .clone()
+                .unwrap_or_else(|| crate::flow::MemoryBudget::new(opts.concurrency)),
+        ),
+        ..opts.clone()
+    };
+    let results = futures::future::join_all(partitions.iter().map(|&partition| {
+        let (store, opts) = (&store, &opts);
+        async move {
+            let started = Instant::now();
+            let result = restore_inner(repo, Live::Replace(store), partition, target, opts).await;
+            m::restore_duration().record(started.elapsed().as_secs_f64());
+            match &result {
+                Ok(o) => {
+                    m::restores(partition.0, "restored").increment(1);
+                    m::restore_fallbacks(partition.0).increment(o.skipped.len() as u64);
+                }
+                Err(_) => m::restores(partition.0, "failed").increment(1),
+            }
+            result
+        }
+    }))
+    .await;
+    // Closed before the caller opens it.
+    tokio::task::spawn_blocking(move || drop(store))
+        .await
+        .expect("close task");
+    Ok(results)
+}
+
 /// The database a restore swaps into.
 enum Live<'a> {
     /// By path; the restore opens it, and nothing else may have it open.
     Closed(&'a Path),
+    /// Opened by this module for several restores at once: each swaps
+    /// under its column family's gate, replacing whatever is there.
+    Replace(&'a PartitionStore),
     /// Open and serving: the swap holds the column family's gate, so the
     /// partition's writes and exports wait for it.
     Open(&'a PartitionStore),
@@ -170,7 +228,7 @@ impl Live<'_> {
     fn path(&self) -> &Path {
         match self {
             Live::Closed(p) => p,
-            Live::Open(s) => s.path(),
+            Live::Open(s) | Live::Replace(s) => s.path(),
         }
     }
 }
@@ -216,6 +274,16 @@ async fn restore_inner(
                 tokio::task::spawn_blocking(move || swap_into(&db, &cf, prepared))
                     .await
                     .expect("swap task")?
+            }
+            Live::Replace(store) => {
+                let store = (*store).clone();
+                tokio::task::spawn_blocking(move || {
+                    let gate = store.gate(&cf);
+                    let _alone = gate.write().expect("not poisoned");
+                    swap_in(&store, &cf, prepared)
+                })
+                .await
+                .expect("swap task")?
             }
             Live::Open(store) => {
                 let store = (*store).clone();
