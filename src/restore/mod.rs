@@ -146,6 +146,15 @@ pub async fn restore(
 ) -> Result<RestoreOutcome, RestoreError> {
     let started = Instant::now();
     let result = restore_inner(repo, Live::Closed(db), partition, target, opts).await;
+    counted(partition, started, result)
+}
+
+/// Records a restore's duration and outcome in the metrics.
+fn counted(
+    partition: PartitionId,
+    started: Instant,
+    result: Result<RestoreOutcome, RestoreError>,
+) -> Result<RestoreOutcome, RestoreError> {
     m::restore_duration().record(started.elapsed().as_secs_f64());
     match &result {
         Ok(o) => {
@@ -193,15 +202,7 @@ pub async fn restore_partitions(
         async move {
             let started = Instant::now();
             let result = restore_inner(repo, Live::Replace(store), partition, target, opts).await;
-            m::restore_duration().record(started.elapsed().as_secs_f64());
-            match &result {
-                Ok(o) => {
-                    m::restores(partition.0, "restored").increment(1);
-                    m::restore_fallbacks(partition.0).increment(o.skipped.len() as u64);
-                }
-                Err(_) => m::restores(partition.0, "failed").increment(1),
-            }
-            result
+            counted(partition, started, result)
         }
     }))
     .await;
