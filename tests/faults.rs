@@ -118,10 +118,23 @@ async fn each_kind_failing_once_is_retried(kind: Kind) {
         supervisor.stop(None);
     }
 
-    // Reads and listings during a restore (which lists for older snapshots).
+    // Reads and listings during a restore (one of a snapshot named by its
+    // id lists the partition to find it).
     for (case, op) in [Op::Get, Op::List].into_iter().enumerate() {
         let backend = kind.fresh(100 + case).await;
         let fx = setup(&backend).await;
+        let id = backend
+            .repository()
+            .read_pointer(PartitionId(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .pointer
+            .snapshot_id;
+        let target = match op {
+            Op::List => RestoreTarget::Snapshot(id),
+            _ => RestoreTarget::LatestOrOlder,
+        };
         let (store, repo) = faulty(&backend);
         store.inject(op, When::Nth(1), Fault::Fail);
         let opts = RestoreOptions {
@@ -129,15 +142,9 @@ async fn each_kind_failing_once_is_retried(kind: Kind) {
             ..RestoreOptions::default()
         };
         let db = fx.dir.path().join("restored");
-        restore(
-            &repo,
-            &db,
-            PartitionId(1),
-            RestoreTarget::LatestOrOlder,
-            &opts,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{} {op:?}: {e}", backend.name()));
+        restore(&repo, &db, PartitionId(1), target, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{} {op:?}: {e}", backend.name()));
         assert_eq!(store.injected(), 1, "{op:?}: the fault was not met");
     }
 }

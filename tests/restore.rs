@@ -519,3 +519,76 @@ async fn partitions_restore_together_each_on_its_own() {
     }
     assert!(dump_path(&db, "data-3") == older);
 }
+
+/// Starting a restore costs the same requests however many snapshots the
+/// partition has: the pointer names what to try, and the folder is listed
+/// only when the pointer's own snapshot (V1: no retained list) is unusable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_lists_the_bucket_only_to_fall_back() {
+    use common::faulty::Op;
+    for format in [
+        rocksnap::format::FormatVersion::V1,
+        rocksnap::format::FormatVersion::V2,
+    ] {
+        let fx = Fixture::new(&[1]);
+        let supervisor = fx
+            .supervisor(PipelineConfig {
+                format,
+                ..fx.config()
+            })
+            .await;
+        for lsn in 1..=12 {
+            fx.write(1, lsn, 20, 100);
+            snapshot(&supervisor, 1, None).await.unwrap();
+        }
+        supervisor.stop(None);
+        let (store, repo) = fx.faulty_repository();
+        let db = fx.dir.path().join(format!("restored-{format:?}"));
+        let outcome = restore(
+            &repo,
+            &db,
+            PartitionId(1),
+            RestoreTarget::LatestOrOlder,
+            &opts(&fx),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.restored_lsn, Some(Lsn(12)));
+        assert_eq!(
+            store.count(Op::List),
+            0,
+            "{format:?}: listed to start a restore"
+        );
+
+        // The newest snapshot's metadata gone: the next older one, listed for (V1)
+        // or named by the retained list (V2).
+        let latest = fx.latest(1);
+        std::fs::remove_file(
+            fx.repo_dir
+                .join("1")
+                .join(&latest.path)
+                .join("metadata.json"),
+        )
+        .unwrap();
+        let lists_before = store.count(Op::List);
+        let db = fx.dir.path().join(format!("fallback-{format:?}"));
+        let outcome = restore(
+            &repo,
+            &db,
+            PartitionId(1),
+            RestoreTarget::LatestOrOlder,
+            &opts(&fx),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.restored_lsn, Some(Lsn(11)), "{format:?}");
+        assert_eq!(outcome.skipped.len(), 1);
+        let listed = store.count(Op::List) - lists_before;
+        match format {
+            rocksnap::format::FormatVersion::V1 => assert_eq!(listed, 1, "listed once"),
+            rocksnap::format::FormatVersion::V2 => {
+                assert_eq!(listed, 0, "the retained list names it")
+            }
+        }
+    }
+}

@@ -35,9 +35,13 @@ pub(super) async fn candidates(
             let pointer = repo.read_pointer(partition).await?.ok_or_else(no_pointer)?;
             vec![newest(&pointer)]
         }
+        // The pointer alone names what to try: its retained list, or (a
+        // pointer without one) its snapshot, the older ones being listed
+        // only if it is unusable (`older_than`). Starting a restore costs
+        // the same requests however many snapshots the bucket holds.
         RestoreTarget::LatestOrOlder => {
             let pointer = repo.read_pointer(partition).await?.ok_or_else(no_pointer)?;
-            fallbacks(&pointer, listed().await?)
+            retained_fallbacks(&pointer)
         }
         RestoreTarget::Snapshot(id) => vec![listed()
             .await?
@@ -77,6 +81,38 @@ fn newest(pointer: &VersionedPointer) -> SnapshotFolder {
 
 /// The pointer's snapshot first (the listing may sort it elsewhere), then
 /// the older snapshots it keeps, newest first.
+/// The pointer's snapshot, then the older ones its retained list names,
+/// newest first; just the pointer's snapshot if it keeps no list.
+fn retained_fallbacks(pointer: &VersionedPointer) -> Vec<SnapshotFolder> {
+    let first = newest(pointer);
+    let older = pointer
+        .pointer
+        .retained
+        .iter()
+        .filter(|r| r.min_applied_lsn <= first.lsn && r.snapshot_id != first.snapshot_id)
+        .map(|r| SnapshotFolder {
+            name: r.path.clone(),
+            lsn: r.min_applied_lsn,
+            snapshot_id: r.snapshot_id,
+        });
+    std::iter::once(first.clone()).chain(older).collect()
+}
+
+/// For a pointer that keeps no retained list, once its snapshot proved
+/// unusable: every complete-looking older snapshot, newest first, listed.
+pub(super) async fn older_than(
+    repo: &Repository,
+    partition: PartitionId,
+    first: &SnapshotFolder,
+) -> Result<Vec<SnapshotFolder>, RestoreError> {
+    let mut all = repo.list_snapshots(partition).await?;
+    all.reverse();
+    Ok(all
+        .into_iter()
+        .filter(|f| f.lsn <= first.lsn && f.name != first.name)
+        .collect())
+}
+
 fn fallbacks(pointer: &VersionedPointer, listed: Vec<SnapshotFolder>) -> Vec<SnapshotFolder> {
     let first = newest(pointer);
     let retained: Option<HashSet<SnapshotId>> = (!pointer.pointer.retained.is_empty()).then(|| {

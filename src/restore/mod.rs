@@ -248,13 +248,28 @@ async fn restore_inner(
         .staging_dir
         .clone()
         .unwrap_or_else(|| default_staging_dir(db));
-    let candidates = candidates(repo, partition, target).await?;
+    let mut candidates = candidates(repo, partition, target).await?;
+    // A pointer with no retained list names one snapshot: the older ones
+    // are listed only if it proves unusable.
+    let mut may_list = target == RestoreTarget::LatestOrOlder && candidates.len() == 1;
     let mut skipped = Vec::new();
-    for (i, folder) in candidates.iter().enumerate() {
+    let mut i = 0;
+    while i < candidates.len() {
+        let folder = candidates[i].clone();
+        i += 1;
         let staging = staging_dir(&staging_root, partition)?;
-        let prepared = match prepare(repo, partition, folder, &cf, staging, opts, false).await {
+        let prepared = match prepare(repo, partition, &folder, &cf, staging, opts, false).await {
             Ok(p) => p,
-            Err(RestoreError::Unusable { snapshot, reason }) if i + 1 < candidates.len() => {
+            Err(RestoreError::Unusable { snapshot, reason })
+                if i < candidates.len() || may_list =>
+            {
+                if i == candidates.len() {
+                    may_list = false;
+                    candidates.extend(candidates::older_than(repo, partition, &folder).await?);
+                    if i == candidates.len() {
+                        return Err(RestoreError::Unusable { snapshot, reason });
+                    }
+                }
                 tracing::warn!(partition = %partition, snapshot = %snapshot, %reason,
                     "snapshot is unusable; falling back to the next older one");
                 skipped.push(SkippedSnapshot {
