@@ -349,44 +349,48 @@ async fn deep_verify_reads_what_sizes_cannot_see() {
 /// hold an LSN whose log the host has already trimmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_stays_within_the_retained_snapshots() {
-    let fx = Fixture::new(&[1]);
-    let supervisor = fx
-        .supervisor(PipelineConfig {
-            format: rocksnap::format::FormatVersion::V2,
-            retention: rocksnap::Retention {
-                keep_last: 2,
-                max_age: None,
-            },
-            ..fx.config()
-        })
-        .await;
-    let mut ids = Vec::new();
-    for lsn in [10, 20, 30] {
-        fx.write(1, lsn, 200, 1000);
-        // Compacted: each snapshot's files are its own.
-        let db = fx.partitions.db();
-        db.compact_range_cf(
-            &db.cf_handle("data-1").unwrap(),
-            None::<&[u8]>,
-            None::<&[u8]>,
-        );
-        ids.push(snapshot(&supervisor, 1, None).await.unwrap());
-    }
-    supervisor.stop(None);
-    let latest = fx.latest(1);
-    assert_eq!(latest.retained.len(), 2);
-    // Both retained snapshots are damaged; the dropped first one is intact.
-    for r in &latest.retained {
-        for f in fx.metadata(1, &r.path).files {
-            flip_byte(&fx.repo_dir.join("1").join(f.key.unwrap()), 100);
+    // Two retained, and one alone (a retained list of one names no
+    // fallback: the partition is not listed for one either).
+    for keep_last in [2, 1] {
+        let fx = Fixture::new(&[1]);
+        let supervisor = fx
+            .supervisor(PipelineConfig {
+                format: rocksnap::format::FormatVersion::V2,
+                retention: rocksnap::Retention {
+                    keep_last,
+                    max_age: None,
+                },
+                ..fx.config()
+            })
+            .await;
+        let mut ids = Vec::new();
+        for lsn in [10, 20, 30] {
+            fx.write(1, lsn, 200, 1000);
+            // Compacted: each snapshot's files are its own.
+            let db = fx.partitions.db();
+            db.compact_range_cf(
+                &db.cf_handle("data-1").unwrap(),
+                None::<&[u8]>,
+                None::<&[u8]>,
+            );
+            ids.push(snapshot(&supervisor, 1, None).await.unwrap());
         }
+        supervisor.stop(None);
+        let latest = fx.latest(1);
+        assert_eq!(latest.retained.len(), keep_last);
+        // Every retained snapshot is damaged; the dropped first one is intact.
+        for r in &latest.retained {
+            for f in fx.metadata(1, &r.path).files {
+                flip_byte(&fx.repo_dir.join("1").join(f.key.unwrap()), 100);
+            }
+        }
+        let err = restore_fails(&fx, RestoreTarget::LatestOrOlder).await;
+        assert!(matches!(err, RestoreError::Unusable { .. }), "{err}");
+        assert!(
+            !err.to_string().contains(&ids[0].snapshot_id.to_string()),
+            "fell back to a snapshot the pointer no longer retains: {err}"
+        );
     }
-    let err = restore_fails(&fx, RestoreTarget::LatestOrOlder).await;
-    assert!(matches!(err, RestoreError::Unusable { .. }), "{err}");
-    assert!(
-        !err.to_string().contains(&ids[0].snapshot_id.to_string()),
-        "fell back to a snapshot the pointer no longer retains: {err}"
-    );
 }
 
 /// Sequence numbers become the database's own on import: metadata that

@@ -13,11 +13,28 @@ use crate::format::{PartitionId, SnapshotId};
 use crate::repository::{Repository, SnapshotFolder, VersionedPointer};
 
 /// The snapshots to try, in order.
+/// What a restore tries: these folders, newest first, and whether the
+/// older ones are to be listed if all of them prove unusable (a pointer
+/// that keeps no retained list names only its own snapshot).
+pub(super) struct Candidates {
+    pub folders: Vec<SnapshotFolder>,
+    pub list_older: bool,
+}
+
 pub(super) async fn candidates(
     repo: &Repository,
     partition: PartitionId,
     target: RestoreTarget,
 ) -> Result<Vec<SnapshotFolder>, RestoreError> {
+    Ok(plan(repo, partition, target).await?.folders)
+}
+
+pub(super) async fn plan(
+    repo: &Repository,
+    partition: PartitionId,
+    target: RestoreTarget,
+) -> Result<Candidates, RestoreError> {
+    let mut list_older = false;
     let listed = || async {
         let mut all = repo.list_snapshots(partition).await?;
         all.reverse(); // newest first
@@ -41,6 +58,7 @@ pub(super) async fn candidates(
         // the same requests however many snapshots the bucket holds.
         RestoreTarget::LatestOrOlder => {
             let pointer = repo.read_pointer(partition).await?.ok_or_else(no_pointer)?;
+            list_older = pointer.pointer.retained.is_empty();
             retained_fallbacks(&pointer)
         }
         RestoreTarget::Snapshot(id) => vec![listed()
@@ -67,7 +85,10 @@ pub(super) async fn candidates(
             v
         }
     };
-    Ok(chosen)
+    Ok(Candidates {
+        folders: chosen,
+        list_older,
+    })
 }
 
 /// The snapshot the pointer names.

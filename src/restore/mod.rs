@@ -248,10 +248,10 @@ async fn restore_inner(
         .staging_dir
         .clone()
         .unwrap_or_else(|| default_staging_dir(db));
-    let mut candidates = candidates(repo, partition, target).await?;
-    // A pointer with no retained list names one snapshot: the older ones
-    // are listed only if it proves unusable.
-    let mut may_list = target == RestoreTarget::LatestOrOlder && candidates.len() == 1;
+    let candidates::Candidates {
+        folders: mut candidates,
+        list_older: mut may_list,
+    } = candidates::plan(repo, partition, target).await?;
     let mut skipped = Vec::new();
     let mut i = 0;
     while i < candidates.len() {
