@@ -171,6 +171,18 @@ impl Keyring {
         Self::parse(&text)
     }
 
+    /// The keyring of a file if one is named, else of `ROCKSNAP_KEYRING`
+    /// if it is set and not empty; `None` if neither.
+    pub fn from_file_or_env(path: Option<&Path>) -> Result<Option<Self>, CryptoError> {
+        match path {
+            Some(path) => Self::load(path).map(Some),
+            None => match std::env::var(KEYRING_ENV) {
+                Ok(text) if !text.trim().is_empty() => Self::parse(&text).map(Some),
+                _ => Ok(None),
+            },
+        }
+    }
+
     /// A fresh random key, in the keyring's text form, for `id`.
     pub fn generate_line(id: &str) -> String {
         let mut key = [0u8; 32];
@@ -347,6 +359,21 @@ impl FileKey {
         start_key: &[u8],
         end_key: &[u8],
     ) -> FileEncryption {
+        let (kek_id, wrapped_key) = self.wrap(keyring);
+        FileEncryption {
+            kek_id,
+            wrapped_key,
+            file_id: hex::encode(self.file_id),
+            segment_size: SEGMENT_SIZE as u32,
+            plaintext_size,
+            start_key: self.seal_user_key(START_KEY_INDEX, start_key),
+            end_key: self.seal_user_key(END_KEY_INDEX, end_key),
+        }
+    }
+
+    /// The data key wrapped with the keyring's current key: its id, and
+    /// base64 of nonce ‖ ciphertext ‖ tag.
+    fn wrap(&self, keyring: &Keyring) -> (String, String) {
         let kek_id = keyring.current_id();
         let kek = keyring.key(kek_id).expect("the current key is held");
         let mut wrap_nonce = [0u8; NONCE_LEN];
@@ -362,15 +389,7 @@ impl FileKey {
         .expect("sealing does not fail");
         let mut stored = wrap_nonce.to_vec();
         stored.extend_from_slice(&wrapped);
-        FileEncryption {
-            kek_id: kek_id.to_string(),
-            wrapped_key: b64().encode(stored),
-            file_id: hex::encode(self.file_id),
-            segment_size: SEGMENT_SIZE as u32,
-            plaintext_size,
-            start_key: self.seal_user_key(START_KEY_INDEX, start_key),
-            end_key: self.seal_user_key(END_KEY_INDEX, end_key),
-        }
+        (kek_id.to_string(), b64().encode(stored))
     }
 
     /// The data key of an entry, unwrapped with the keyring.
@@ -423,10 +442,10 @@ impl FileKey {
     /// keyring's current key; the sealed user keys (under the data key)
     /// are unchanged.
     pub fn rewrap(&self, keyring: &Keyring, entry: &FileEncryption) -> FileEncryption {
-        let fresh = self.entry(keyring, entry.plaintext_size, &[], &[]);
+        let (kek_id, wrapped_key) = self.wrap(keyring);
         FileEncryption {
-            kek_id: fresh.kek_id,
-            wrapped_key: fresh.wrapped_key,
+            kek_id,
+            wrapped_key,
             ..entry.clone()
         }
     }

@@ -305,11 +305,12 @@ fn copy_and_sum(
             actual: copied,
         });
     }
-    let mut copy = std::fs::File::open(dest).map_err(local)?;
+    // Read back through the same handle, from the start.
+    std::io::Seek::rewind(&mut to).map_err(local)?;
     let mut buf = vec![0u8; part.clamp(64 * 1024, 8 << 20) as usize];
     let mut crc = 0u32;
     loop {
-        let n = copy.read(&mut buf).map_err(local)?;
+        let n = to.read(&mut buf).map_err(local)?;
         if n == 0 {
             break;
         }

@@ -44,6 +44,16 @@ fn faulty(backend: &Backend) -> (FaultyStore, Repository) {
     (store, repo)
 }
 
+/// Partition 1's pointer, which the test expects to exist.
+async fn pointer(backend: &Backend) -> rocksnap::repository::VersionedPointer {
+    backend
+        .repository()
+        .read_pointer(PartitionId(1))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 async fn metadata_count(backend: &Backend) -> usize {
     let repo = backend.repository();
     let mut n = 0;
@@ -100,12 +110,7 @@ async fn each_kind_failing_once_is_retried(kind: Kind) {
             1,
             "{op:?} {fault:?}: the fault was not met"
         );
-        let latest = backend
-            .repository()
-            .read_pointer(PartitionId(1))
-            .await
-            .unwrap()
-            .unwrap();
+        let latest = pointer(&backend).await;
         assert_eq!(
             latest.pointer.snapshot_id, outcome.snapshot_id,
             "{op:?} {fault:?}"
@@ -123,14 +128,7 @@ async fn each_kind_failing_once_is_retried(kind: Kind) {
     for (case, op) in [Op::Get, Op::List].into_iter().enumerate() {
         let backend = kind.fresh(100 + case).await;
         let fx = setup(&backend).await;
-        let id = backend
-            .repository()
-            .read_pointer(PartitionId(1))
-            .await
-            .unwrap()
-            .unwrap()
-            .pointer
-            .snapshot_id;
+        let id = pointer(&backend).await.pointer.snapshot_id;
         let target = match op {
             Op::List => RestoreTarget::Snapshot(id),
             _ => RestoreTarget::LatestOrOlder,
@@ -156,12 +154,7 @@ async fn each_kind_failing_always_fails_cleanly(kind: Kind) {
     {
         let backend = kind.fresh(case).await;
         let fx = setup(&backend).await;
-        let before = backend
-            .repository()
-            .read_pointer(PartitionId(1))
-            .await
-            .unwrap()
-            .unwrap();
+        let before = pointer(&backend).await;
         let metadata_before = metadata_count(&backend).await;
         let (store, repo) = faulty(&backend);
         store.inject(op, When::FromNth(1), Fault::Fail);
@@ -171,12 +164,7 @@ async fn each_kind_failing_always_fails_cleanly(kind: Kind) {
         let err = snapshot(&supervisor, 1, None).await.unwrap_err();
         assert!(err.to_string().contains("injected fault"), "{op:?}: {err}");
         assert!(store.injected() > 1, "{op:?}: not retried");
-        let after = backend
-            .repository()
-            .read_pointer(PartitionId(1))
-            .await
-            .unwrap()
-            .unwrap();
+        let after = pointer(&backend).await;
         assert_eq!(after.pointer, before.pointer, "{op:?}: the pointer moved");
         assert_eq!(
             metadata_count(&backend).await,
@@ -228,12 +216,7 @@ async fn s3_each_kind_failing_always_fails_cleanly() {
 async fn failed_aborts_and_deletes_are_left_to_collection(kind: Kind) {
     let backend = kind.fresh(200).await;
     let fx = setup(&backend).await;
-    let before = backend
-        .repository()
-        .read_pointer(PartitionId(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let before = pointer(&backend).await;
     let (store, repo) = faulty(&backend);
     store.inject(Op::Part, When::FromNth(1), Fault::Fail);
     store.inject(Op::Abort, When::FromNth(1), Fault::Fail);
@@ -252,12 +235,7 @@ async fn failed_aborts_and_deletes_are_left_to_collection(kind: Kind) {
             "the failed aborts left nothing open"
         );
     }
-    let after = backend
-        .repository()
-        .read_pointer(PartitionId(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let after = pointer(&backend).await;
     assert_eq!(after.pointer, before.pointer, "the pointer moved");
 
     // A collection with failing deletes: an error, and nothing else changes.
@@ -288,12 +266,7 @@ async fn failed_aborts_and_deletes_are_left_to_collection(kind: Kind) {
         assert!(!report.aborted_uploads.is_empty());
     }
     assert_eq!(backend.open_uploads().await, 0, "an upload is still open");
-    let latest = backend
-        .repository()
-        .read_pointer(PartitionId(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let latest = pointer(&backend).await;
     rocksnap::restore::verify(
         &backend.repository(),
         PartitionId(1),

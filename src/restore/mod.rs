@@ -291,32 +291,27 @@ async fn restore_inner(
                     .await
                     .expect("swap task")?
             }
-            Live::Replace(store) => {
+            Live::Open(store) | Live::Replace(store) => {
                 let store = (*store).clone();
-                tokio::task::spawn_blocking(move || {
-                    let gate = store.gate(&cf);
-                    let _alone = gate.write().expect("not poisoned");
-                    swap_in(&store, &cf, prepared)
-                })
-                .await
-                .expect("swap task")?
-            }
-            Live::Open(store) => {
-                let store = (*store).clone();
+                // A fast-forward replaces the partition only if it is still
+                // behind; a restore replaces it whatever it holds.
+                let only_if_behind = matches!(live, Live::Open(_));
                 tokio::task::spawn_blocking(move || {
                     let gate = store.gate(&cf);
                     let _alone = gate.write().expect("not poisoned");
                     tracing::debug!(%partition, %cf, "swap holds the partition's gate");
                     // Checked again alone: another fast-forward (a retry)
                     // may have swapped already, and writes gone on since.
-                    let live = if store.has_column_family(&cf) {
-                        store.applied_lsn(&cf)?
-                    } else {
-                        None
-                    };
-                    if let (Some(live), Some(new)) = (live, prepared.restored_lsn) {
-                        if live >= new {
-                            return Err(RestoreError::Overtaken { partition, live });
+                    if only_if_behind {
+                        let live = if store.has_column_family(&cf) {
+                            store.applied_lsn(&cf)?
+                        } else {
+                            None
+                        };
+                        if let (Some(live), Some(new)) = (live, prepared.restored_lsn) {
+                            if live >= new {
+                                return Err(RestoreError::Overtaken { partition, live });
+                            }
                         }
                     }
                     swap_in(&store, &cf, prepared)

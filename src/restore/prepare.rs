@@ -39,7 +39,6 @@ pub(crate) struct Checked {
     /// keyring, each file's plaintext size and user keys in place.
     pub(crate) meta: SnapshotMetadata,
     import: Vec<ImportFile>,
-    #[allow(dead_code)]
     staging: StagingDir,
     /// Encrypted and checked without its keyring: only the stored bytes'
     /// sizes and checksums were checked, nothing was opened.

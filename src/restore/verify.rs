@@ -2,10 +2,11 @@
 
 use serde::Serialize;
 
+use super::prepare::{check, Checked};
 use super::{candidates, staging_dir, RestoreError, RestoreOptions, RestoreTarget};
 use crate::format::{Lsn, PartitionId, SnapshotId};
 use crate::partition::cf_name;
-use crate::repository::Repository;
+use crate::repository::{Repository, SnapshotFolder};
 
 /// What `verify` found.
 #[derive(Debug, Clone, Serialize)]
@@ -43,11 +44,7 @@ pub async fn verify(
     opts: &RestoreOptions,
 ) -> Result<VerifyReport, RestoreError> {
     let target = snapshot.map_or(RestoreTarget::Latest, RestoreTarget::Snapshot);
-    let folder = candidates(repo, partition, target).await?.remove(0);
-    let root = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let staging = staging_dir(&root, partition)?;
-    let checked =
-        super::prepare::check(repo, partition, &folder, staging, opts, deep, true).await?;
+    let (folder, checked) = checked(repo, partition, target, deep, opts).await?;
     if checked.sealed {
         // Encrypted and no keyring: the stored bytes' sizes and checksums.
         let meta = &checked.meta;
@@ -89,10 +86,22 @@ pub(crate) async fn check_snapshot(
     deep: bool,
     opts: &RestoreOptions,
 ) -> Result<crate::format::SnapshotMetadata, RestoreError> {
+    Ok(checked(repo, partition, target, deep, opts).await?.1.meta)
+}
+
+/// The target's folder, downloaded into a staging directory under the
+/// options' (or the system's temporary) directory and checked; an
+/// encrypted snapshot without its keyring has its stored bytes checked.
+async fn checked(
+    repo: &Repository,
+    partition: PartitionId,
+    target: RestoreTarget,
+    deep: bool,
+    opts: &RestoreOptions,
+) -> Result<(SnapshotFolder, Checked), RestoreError> {
     let folder = candidates(repo, partition, target).await?.remove(0);
     let root = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
     let staging = staging_dir(&root, partition)?;
-    let checked =
-        super::prepare::check(repo, partition, &folder, staging, opts, deep, true).await?;
-    Ok(checked.meta)
+    let checked = check(repo, partition, &folder, staging, opts, deep, true).await?;
+    Ok((folder, checked))
 }

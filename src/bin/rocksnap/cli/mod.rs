@@ -231,16 +231,10 @@ impl KeyringArgs {
         &self,
     ) -> Result<Option<std::sync::Arc<rocksnap::crypto::Keyring>>, rocksnap::crypto::CryptoError>
     {
-        let keyring = match &self.keyring {
-            Some(path) => Some(rocksnap::crypto::Keyring::load(path)?),
-            None => match std::env::var(rocksnap::crypto::KEYRING_ENV) {
-                Ok(text) if !text.trim().is_empty() => {
-                    Some(rocksnap::crypto::Keyring::parse(&text)?)
-                }
-                _ => None,
-            },
-        };
-        Ok(keyring.map(std::sync::Arc::new))
+        Ok(
+            rocksnap::crypto::Keyring::from_file_or_env(self.keyring.as_deref())?
+                .map(std::sync::Arc::new),
+        )
     }
 }
 

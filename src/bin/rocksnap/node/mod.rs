@@ -149,17 +149,16 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     // Encrypted: the keyring from the file named, else from the environment.
     let keyring = match &config.encryption {
         None => None,
-        Some(e) => Some(std::sync::Arc::new(match &e.keyring {
-            Some(path) => rocksnap::crypto::Keyring::load(path)?,
-            None => rocksnap::crypto::Keyring::parse(
-                &std::env::var(rocksnap::crypto::KEYRING_ENV).map_err(|_| {
+        Some(e) => {
+            let keyring = rocksnap::crypto::Keyring::from_file_or_env(e.keyring.as_deref())?
+                .ok_or_else(|| {
                     format!(
                         "[encryption] names no keyring file and {} is not set",
                         rocksnap::crypto::KEYRING_ENV
                     )
-                })?,
-            )?,
-        })),
+                })?;
+            Some(std::sync::Arc::new(keyring))
+        }
     };
     // One memory bound for every transfer of the node: the pipeline's parts
     // in flight, and the ranges restores and scrubs fetch.
