@@ -572,3 +572,81 @@ async fn rekey_rewraps_data_keys_and_retires_the_old_key() {
         assert!(live_entries(&db) == fx.partitions.entries("data-1").unwrap());
     }
 }
+
+/// A rekey that races a new snapshot for the pointer loses cleanly: the
+/// pointer stays at the newer snapshot (never back), what the rekey wrote
+/// is named by nothing and collection removes it, and every retained
+/// snapshot still restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_racing_a_new_snapshot_loses_without_harm() {
+    use common::faulty::{Fault, Gate, Op, When};
+    let fx = Fixture::new(&[1]);
+    let (old_text, old) = keyring(&["old"]);
+    let v2 = PipelineConfig {
+        format: FormatVersion::V2,
+        ..config(&fx, Some(old.clone()), 2 * SEGMENT_SIZE)
+    };
+    let supervisor = fx.supervisor(v2).await;
+    for lsn in [10, 20] {
+        write(&fx, lsn);
+        snapshot(&supervisor, 1, None).await.unwrap();
+    }
+
+    // The rekey is held at its first write (the first rekeyed metadata).
+    let (store, repo) = fx.faulty_repository();
+    let gate = Gate::closed();
+    store.inject(Op::Put, When::Nth(1), Fault::Hold(gate.clone()));
+    let both = Arc::new(
+        Keyring::parse(&format!("{}\n{old_text}", Keyring::generate_line("new"))).unwrap(),
+    );
+    let rekey = {
+        let both = both.clone();
+        tokio::spawn(async move { rocksnap::rekey::rekey(&repo, PartitionId(1), &both).await })
+    };
+    common::wait_until("the rekey is held", || gate.waiting() == 1).await;
+    // Meanwhile a new snapshot is published.
+    write(&fx, 30);
+    let newer = snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    gate.open();
+    let err = rekey.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rocksnap::rekey::RekeyError::Repository(
+                rocksnap::repository::RepoError::Conflict { .. }
+            )
+        ),
+        "{err}"
+    );
+    let pointer = fx.latest(1);
+    assert_eq!(
+        pointer.snapshot_id, newer.snapshot_id,
+        "the pointer moved back"
+    );
+    assert_eq!(pointer.min_applied_lsn, Lsn(30));
+
+    // What the rekey wrote is garbage; collection takes it, and every
+    // retained snapshot restores as before.
+    let folders_before = fx.repository.list_snapshots(PartitionId(1)).await.unwrap();
+    rocksnap::gc::collect(
+        &fx.repository,
+        PartitionId(1),
+        &common::collection(std::time::Duration::ZERO, None),
+    )
+    .await
+    .unwrap();
+    let folders_after = fx.repository.list_snapshots(PartitionId(1)).await.unwrap();
+    let kept: Vec<_> = pointer.kept().iter().map(|k| k.snapshot_id).collect();
+    assert!(
+        folders_after.len() < folders_before.len(),
+        "the rekey's metadata stayed"
+    );
+    assert!(folders_after.iter().all(|f| kept.contains(&f.snapshot_id)));
+    for id in kept {
+        let db = fx.dir.path().join(format!("restored-{id}"));
+        restore_into(&fx, &db, RestoreTarget::Snapshot(id), Some(old.clone()))
+            .await
+            .unwrap();
+    }
+}
