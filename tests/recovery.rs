@@ -29,48 +29,8 @@ struct Crash {
 /// A database whose partition 1 a restore was replacing when it died:
 /// `dropped` says whether the live column family was already dropped.
 fn crashed_restore(dropped: bool) -> Crash {
-    let dir = tempfile::tempdir().unwrap();
-    // The snapshot being restored: a database of its own.
-    let source = PartitionStore::open(&dir.path().join("source"), &[PartitionId(1)]).unwrap();
-    let records: Vec<_> = (0..50)
-        .map(|i| (common::key(9, i), common::value(9, i, 100)))
-        .collect();
-    source.apply(PartitionId(1), Lsn(9), records).unwrap();
-    let new_entries = source.entries("data-1").unwrap();
-
-    let db = dir.path().join("db");
-    let live = PartitionStore::open(&db, &[PartitionId(1)]).unwrap();
-    live.apply(
-        PartitionId(1),
-        Lsn(3),
-        [(b"old".to_vec(), b"value".to_vec())],
-    )
-    .unwrap();
-    let old_entries = live.entries("data-1").unwrap();
-
-    // The restore's staging directory, as it holds it at the swap.
-    let staging = rocksnap::default_staging_dir(&db).join("restore-1-crashed");
-    std::fs::create_dir_all(&staging).unwrap();
-    let new = source
-        .export_column_family("data-1", &staging.join("new"))
-        .unwrap();
-    let previous = live
-        .export_column_family("data-1", &staging.join("previous"))
-        .unwrap();
-    let (new_files, previous_files) = (import_files(&new), import_files(&previous));
-    RestoreIntent::new(
-        "data-1",
-        &new.comparator_name,
-        &new_files,
-        Some((previous.comparator_name.as_str(), &previous_files)),
-        &staging,
-    )
-    .write(&db)
-    .unwrap();
-    if dropped {
-        live.drop_column_family("data-1").unwrap();
-    }
-    drop(live);
+    let (dir, db, mut partitions) = crashed_restores(&[(1, dropped)]);
+    let (staging, new_entries, old_entries) = partitions.remove(0);
     Crash {
         _dir: dir,
         db,
@@ -78,6 +38,67 @@ fn crashed_restore(dropped: bool) -> Crash {
         new_entries,
         old_entries,
     }
+}
+
+/// A database several restores were replacing partitions of at once when
+/// the process died (as `restore_partitions` swaps them): for each
+/// `(partition, dropped)`, its staging directory and its new and old entries.
+#[allow(clippy::type_complexity)]
+fn crashed_restores(
+    partitions: &[(u64, bool)],
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    Vec<(PathBuf, Vec<Entry>, Vec<Entry>)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<PartitionId> = partitions.iter().map(|(p, _)| PartitionId(*p)).collect();
+    // The snapshots being restored: a database of their own.
+    let source = PartitionStore::open(&dir.path().join("source"), &ids).unwrap();
+    let db = dir.path().join("db");
+    let live = PartitionStore::open(&db, &ids).unwrap();
+    let mut out = Vec::new();
+    for &(p, dropped) in partitions {
+        let cf = format!("data-{p}");
+        let records: Vec<_> = (0..50)
+            .map(|i| (common::key(9, i), common::value(9 + p, i, 100)))
+            .collect();
+        source.apply(PartitionId(p), Lsn(9), records).unwrap();
+        let new_entries = source.entries(&cf).unwrap();
+        live.apply(
+            PartitionId(p),
+            Lsn(3),
+            [(b"old".to_vec(), b"value".to_vec())],
+        )
+        .unwrap();
+        let old_entries = live.entries(&cf).unwrap();
+
+        // The restore's staging directory, as it holds it at the swap.
+        let staging = rocksnap::default_staging_dir(&db).join(format!("restore-{p}-crashed"));
+        std::fs::create_dir_all(&staging).unwrap();
+        let new = source
+            .export_column_family(&cf, &staging.join("new"))
+            .unwrap();
+        let previous = live
+            .export_column_family(&cf, &staging.join("previous"))
+            .unwrap();
+        let (new_files, previous_files) = (import_files(&new), import_files(&previous));
+        RestoreIntent::new(
+            &cf,
+            &new.comparator_name,
+            &new_files,
+            Some((previous.comparator_name.as_str(), &previous_files)),
+            &staging,
+        )
+        .write(&db)
+        .unwrap();
+        if dropped {
+            live.drop_column_family(&cf).unwrap();
+        }
+        out.push((staging, new_entries, old_entries));
+    }
+    drop(live);
+    (dir, db, out)
 }
 
 fn intents(db: &Path) -> Vec<String> {
@@ -101,6 +122,27 @@ fn a_restore_killed_before_the_drop_leaves_the_partition_as_it_was() {
     assert_eq!(store.entries("data-1").unwrap(), crash.old_entries);
     assert!(intents(&crash.db).is_empty());
     assert!(!crash.staging.exists());
+}
+
+/// Partitions restored together die together: each one's intent is
+/// settled on its own at the next open, finished where its column family
+/// was dropped and left as it was where it was not.
+#[test]
+fn restores_killed_together_are_each_settled_at_open() {
+    let (_dir, db, partitions) = crashed_restores(&[(1, true), (2, false), (3, true)]);
+    assert_eq!(intents(&db).len(), 3);
+    let ids: Vec<PartitionId> = (1..=3).map(PartitionId).collect();
+    let store = PartitionStore::open(&db, &ids).unwrap();
+    for (p, (staging, new_entries, old_entries)) in (1..=3u64).zip(&partitions) {
+        let expected = if p == 2 { old_entries } else { new_entries };
+        assert_eq!(
+            &store.entries(&format!("data-{p}")).unwrap(),
+            expected,
+            "partition {p}"
+        );
+        assert!(!staging.exists(), "partition {p}: its files were left");
+    }
+    assert!(intents(&db).is_empty(), "an intent was left");
 }
 
 #[test]
