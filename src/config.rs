@@ -31,7 +31,8 @@ pub struct PipelineConfig {
     pub node_name: String,
     /// Bytes per part; every part but a file's last has exactly this size.
     pub part_size: usize,
-    /// Parts read and not yet stored, across all files: the memory bound is
+    /// Parts being stored at once (requests on the wire), across all files;
+    /// one more is read while they travel: the memory bound is
     /// `part_size × (max_parts_in_flight + 1)`.
     pub max_parts_in_flight: usize,
     /// Files queued at the chunker.

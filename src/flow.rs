@@ -20,19 +20,32 @@ use crate::metrics as m;
 /// to one part size: uploads (the pipeline's parts in flight), and the
 /// downloads of restores, fast-forwards and scrubs. A node hands one
 /// budget to all of them, so that together they stay within one bound.
+///
+/// Of its parts, all but one may be on the wire at once (a request each);
+/// the one more is read from disk, or written to it, while the others
+/// travel, so that the connections never wait for the local work.
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
     parts: usize,
     semaphore: Arc<Semaphore>,
+    requests: Arc<Semaphore>,
 }
 
 impl MemoryBudget {
-    /// A budget of `parts` parts (at least one).
+    /// A budget of `parts` parts (at least one), `parts - 1` of them (at
+    /// least one) in requests at once.
     pub fn new(parts: usize) -> Self {
+        let parts = parts.max(1);
         MemoryBudget {
-            parts: parts.max(1),
-            semaphore: Arc::new(Semaphore::new(parts.max(1))),
+            parts,
+            semaphore: Arc::new(Semaphore::new(parts)),
+            requests: Arc::new(Semaphore::new((parts - 1).max(1))),
         }
+    }
+
+    /// The budget for `requests` transfers at once: `requests + 1` parts.
+    pub fn for_requests(requests: usize) -> Self {
+        Self::new(requests.max(1) + 1)
     }
 
     /// Parts in all.
@@ -47,6 +60,11 @@ impl MemoryBudget {
 
     pub(crate) fn semaphore(&self) -> &Arc<Semaphore> {
         &self.semaphore
+    }
+
+    /// Requests on the wire at once, shared by every transfer of the budget.
+    pub(crate) fn requests(&self) -> &Arc<Semaphore> {
+        &self.requests
     }
 }
 

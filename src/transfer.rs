@@ -1,10 +1,11 @@
 //! Downloads of snapshot files: ranged GETs in parallel, each written at its
 //! offset, with the file's CRC32C built from the ranges' checksums.
 //!
-//! At most `concurrency` ranges are fetched at once across all files, so
-//! memory stays below `part_size × concurrency`. Every file's size is checked
-//! against what the metadata says before anything is fetched, and its
-//! checksum after.
+//! At most `concurrency` ranges are fetched at once across all files, and
+//! one more may be held while it is written, so memory stays below
+//! `part_size × (concurrency + 1)` and no connection waits for the disk.
+//! Every response's object size is checked against what the metadata says,
+//! and each file's checksum once it is whole.
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use futures::future::try_join_all;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use tokio::sync::Semaphore;
 
 use crate::crypto::{FileKey, SEGMENT_SIZE, TAG_LEN};
@@ -44,7 +45,10 @@ impl TransferProgress {
 #[derive(Debug, Clone)]
 pub(crate) struct Downloader {
     store: Arc<dyn ObjectStore>,
-    permits: Arc<Semaphore>,
+    /// Parts held in memory, from the request to the write.
+    memory: Arc<Semaphore>,
+    /// Requests on the wire.
+    requests: Arc<Semaphore>,
     part_size: u64,
     progress: Arc<TransferProgress>,
     rate_limit: Option<RateLimit>,
@@ -67,8 +71,8 @@ pub(crate) struct Download {
 }
 
 impl Downloader {
-    /// A downloader fetching at most `concurrency` ranges at once, or as
-    /// many as `budget` has parts free.
+    /// A downloader fetching at most `concurrency` ranges at once (holding
+    /// one more while it is written), or as many as `budget` allows.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         concurrency: usize,
@@ -78,13 +82,14 @@ impl Downloader {
         rate_limit: Option<RateLimit>,
         retry: RetryPolicy,
     ) -> Self {
+        let budget = budget
+            .cloned()
+            .unwrap_or_else(|| MemoryBudget::for_requests(concurrency));
         Downloader {
             retry,
             store,
-            permits: budget.map_or_else(
-                || Arc::new(Semaphore::new(concurrency.max(1))),
-                |b| b.semaphore().clone(),
-            ),
+            memory: budget.semaphore().clone(),
+            requests: budget.requests().clone(),
             part_size: part_size.max(1) as u64,
             progress,
             rate_limit,
@@ -115,24 +120,10 @@ impl Downloader {
             }
         }
         let retry = self.retry;
-        let meta = retry
-            .run("head", || self.store.head(&d.key))
-            .await
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => DownloadError::Missing {
-                    key: d.key.to_string(),
-                },
-                e => DownloadError::Store {
-                    key: d.key.to_string(),
-                    source: e,
-                },
-            })?;
-        if meta.size != d.size {
-            return Err(DownloadError::Size {
-                key: d.key.to_string(),
-                expected: d.size,
-                actual: meta.size,
-            });
+        // No request of its own for the size: every ranged response says
+        // the object's size. An empty file has no ranges, so it is asked.
+        if d.size == 0 {
+            self.check_size(d).await?;
         }
         let dest = d.dest.clone();
         let size = d.sealed.as_ref().map_or(d.size, |(_, plain)| *plain);
@@ -170,17 +161,40 @@ impl Downloader {
         let crcs = try_join_all(ranges.iter().map(|&(start, end)| {
             let file = file.clone();
             async move {
-                let _permit = self.permits.acquire().await.expect("never closed");
+                // Memory first, held until the range is written; the
+                // request only while it is on the wire.
+                let _memory = self.memory.acquire().await.expect("never closed");
+                let on_the_wire = self.requests.acquire().await.expect("never closed");
                 if let Some(limit) = &self.rate_limit {
                     limit.acquire(end - start).await;
                 }
-                let bytes = retry
-                    .run("ranged get", || self.store.get_range(&d.key, start..end))
-                    .await
-                    .map_err(|e| DownloadError::Store {
+                let fetched = retry
+                    .run("ranged get", || async {
+                        let options = GetOptions::new().with_range(Some(start..end));
+                        let got = self.store.get_opts(&d.key, options).await?;
+                        let size = got.meta.size;
+                        Ok((size, got.bytes().await?))
+                    })
+                    .await;
+                drop(on_the_wire);
+                let (stored_size, bytes) = match fetched {
+                    Ok(fetched) => fetched,
+                    // Missing, or shorter than the range: say which.
+                    Err(e) => {
+                        self.check_size(d).await?;
+                        return Err(DownloadError::Store {
+                            key: d.key.to_string(),
+                            source: e,
+                        });
+                    }
+                };
+                if stored_size != d.size {
+                    return Err(DownloadError::Size {
                         key: d.key.to_string(),
-                        source: e,
-                    })?;
+                        expected: d.size,
+                        actual: stored_size,
+                    });
+                }
                 if bytes.len() as u64 != end - start {
                     return Err(DownloadError::Size {
                         key: d.key.to_string(),
@@ -233,10 +247,37 @@ impl Downloader {
 }
 
 impl Downloader {
+    /// Asks the store for the object's size and checks it: `Missing` or
+    /// `Size` if it is not what the metadata says.
+    async fn check_size(&self, d: &Download) -> Result<(), DownloadError> {
+        let _on_the_wire = self.requests.acquire().await.expect("never closed");
+        let meta = self
+            .retry
+            .run("head", || self.store.head(&d.key))
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => DownloadError::Missing {
+                    key: d.key.to_string(),
+                },
+                e => DownloadError::Store {
+                    key: d.key.to_string(),
+                    source: e,
+                },
+            })?;
+        if meta.size != d.size {
+            return Err(DownloadError::Size {
+                key: d.key.to_string(),
+                expected: d.size,
+                actual: meta.size,
+            });
+        }
+        Ok(())
+    }
+
     /// The fast path of [`Downloader::fetch`] for a plain local store.
     async fn copy_local(&self, root: &std::path::Path, d: &Download) -> Result<u32, DownloadError> {
         // One permit per file: its read-back buffer is one part.
-        let _permit = self.permits.acquire().await.expect("never closed");
+        let _permit = self.memory.acquire().await.expect("never closed");
         // Keys are built from checked plain names, '/'-separated.
         let src = root.join(d.key.as_ref());
         let (dest, key, size, part) = (d.dest.clone(), d.key.to_string(), d.size, self.part_size);

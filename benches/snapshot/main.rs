@@ -437,6 +437,12 @@ fn run_child(mode: &str, db: &Path, repo: &Path, env: &[(&str, &str)]) -> Value 
 fn child(mode: &str) {
     let db = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_DB").unwrap());
     let repo = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_REPO").unwrap());
+    if let Ok(filter) = std::env::var("ROCKSNAP_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut v = rt.block_on(async {
         match mode {
@@ -473,6 +479,7 @@ fn child(mode: &str) {
                 json!({"seconds": t.elapsed().as_secs_f64(), "bytes": bytes})
             }
             "remote" => remote(&db).await,
+            "probe" => probe().await,
             "incremental" => incremental(&db, &repo).await,
             other => panic!("unknown child mode {other}"),
         }
@@ -803,4 +810,88 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+async fn probe() -> Value {
+    if std::env::var("PROBE_SNAP").is_ok() {
+        let db = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_DB").unwrap());
+        let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+        let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
+        let partitions = PartitionStore::open_existing(&db).unwrap();
+        let cpu0 = cpu();
+        let t0 = Instant::now();
+        let (s, _, _) = snapshot_all(partitions.clone(), repository.clone(), PipelineConfig::default()).await;
+        let cpu1 = cpu();
+        timeline(t0);
+        return json!({"seconds": s, "bytes": 0, "user": cpu1.0 - cpu0.0, "sys": cpu1.1 - cpu0.1});
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+    let key = ObjPath::from("x");
+    store.put(&key, PutPayload::from(vec![7u8; 64 << 20])).await.unwrap();
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..128u64).map(|i| {
+        let (store, key, sem) = (store.clone(), key.clone(), sem.clone());
+        async move {
+            let _p = sem.acquire().await.unwrap();
+            let start = (i % 8) * (8 << 20);
+            store.get_range(&key, start..start + (8 << 20)).await.unwrap().len()
+        }
+    }).collect();
+    join_all(tasks).await;
+    let plain = t.elapsed().as_secs_f64();
+    let dir = tempfile::tempdir_in("/var/cache/rocksnap-bench-target").unwrap();
+    let t = Instant::now();
+    let files: Vec<_> = (0..16).map(|f| Arc::new(std::fs::File::create(dir.path().join(f.to_string())).unwrap())).collect();
+    let tasks: Vec<_> = (0..128u64).map(|i| {
+        let (store, key, sem) = (store.clone(), key.clone(), sem.clone());
+        let file = files[(i / 8) as usize].clone();
+        async move {
+            let _p = sem.acquire().await.unwrap();
+            let start = (i % 8) * (8 << 20);
+            let b = store.get_range(&key, start..start + (8 << 20)).await.unwrap();
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let c = crc32c::crc32c(&b);
+                file.write_all_at(&b, start).unwrap();
+                c
+            }).await.unwrap()
+        }
+    }).collect();
+    join_all(tasks).await;
+    let written = t.elapsed().as_secs_f64();
+    json!({"seconds": plain, "bytes": 0, "written": written, "bound": 128.0 * model::request_time(8 << 20).as_secs_f64() / 8.0})
+}
+
+fn cpu() -> (f64, f64) {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    (t(u.ru_utime), t(u.ru_stime))
+}
+
+fn timeline(t0: Instant) {
+    let log = model::LOG.lock().unwrap().clone();
+    let end = log.iter().map(|l| l.1).max().unwrap();
+    let buckets = (end - t0).as_millis() as usize / 10 + 1;
+    let mut busy = vec![0.0f64; buckets];
+    for (s, e, _) in &log {
+        let (a, b) = ((*s - t0).as_secs_f64() * 100.0, (*e - t0).as_secs_f64() * 100.0);
+        let mut i = a.floor() as usize;
+        while (i as f64) < b && i < buckets {
+            let lo = a.max(i as f64); let hi = b.min(i as f64 + 1.0);
+            busy[i] += hi - lo; i += 1;
+        }
+    }
+    let mut line = String::new();
+    for (i, b) in busy.iter().enumerate() { line.push_str(&format!("{:.0}", b.min(9.0))); if i % 100 == 99 { eprintln!("{line}"); line.clear(); } }
+    eprintln!("{line}");
+    let mut kinds: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for (s, e, k) in &log { let v = kinds.entry(k).or_default(); v.0 += 1; v.1 += (*e - *s).as_secs_f64(); }
+    let mut sorted = log.clone();
+    sorted.sort_by_key(|l| l.0);
+    for (s, e, k) in sorted.iter().take(12).chain(sorted.iter().rev().take(12).rev()) {
+        eprintln!("{k:>9} {:7.1} {:7.1}", (*s - t0).as_secs_f64() * 1e3, (*e - t0).as_secs_f64() * 1e3);
+    }
+    eprintln!("{kinds:?} total busy {:.3}", busy.iter().sum::<f64>() / 100.0);
 }

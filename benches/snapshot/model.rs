@@ -3,19 +3,28 @@
 //! per-byte wait for writes that `ThrottledStore` lacks. Each request pays
 //! `LATENCY` and moves its bytes at `BANDWIDTH` per connection, as one
 //! connection to a remote object store does.
+//!
+//! A remote store spends none of the client's CPU: the model keeps a
+//! multipart object as the parts it was sent in (the in-memory store would
+//! copy them into one buffer on completion, on a runtime thread of the
+//! process being measured), and serves ranges from them.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    UploadPart,
 };
 
 pub const LATENCY: Duration = Duration::from_millis(20);
@@ -31,9 +40,16 @@ pub fn request_time(bytes: u64) -> Duration {
     LATENCY + transfer(bytes as usize)
 }
 
+pub static LOG: std::sync::Mutex<Vec<(std::time::Instant, std::time::Instant, &'static str)>> = std::sync::Mutex::new(Vec::new());
+fn rec(start: std::time::Instant, what: &'static str) { LOG.lock().unwrap().push((start, std::time::Instant::now(), what)); }
+
+/// The parts of each completed multipart object, in order.
+type Parts = Arc<Mutex<HashMap<Path, Arc<Vec<Bytes>>>>>;
+
 #[derive(Debug)]
 pub struct RemoteModel {
     inner: Arc<ThrottledStore<InMemory>>,
+    parts: Parts,
 }
 
 impl RemoteModel {
@@ -49,6 +65,7 @@ impl RemoteModel {
         };
         RemoteModel {
             inner: Arc::new(ThrottledStore::new(InMemory::new(), config)),
+            parts: Parts::default(),
         }
     }
 }
@@ -67,8 +84,11 @@ impl ObjectStore for RemoteModel {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        let t = std::time::Instant::now();
         tokio::time::sleep(transfer(payload.content_length())).await;
-        self.inner.put_opts(location, payload, opts).await
+        let r = self.inner.put_opts(location, payload, opts).await;
+        let k: &'static str = Box::leak(format!("put {location}").into_boxed_str());
+        rec(t, k); r
     }
 
     async fn put_multipart_opts(
@@ -76,18 +96,53 @@ impl ObjectStore for RemoteModel {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(ModelUpload { inner }))
+        Ok(Box::new(ModelUpload {
+            store: self.inner.clone(),
+            index: self.parts.clone(),
+            location: location.clone(),
+            opts: PutOptions {
+                attributes: opts.attributes,
+                tags: opts.tags,
+                ..PutOptions::default()
+            },
+            parts: Arc::default(),
+        }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        let parts = self.parts.lock().unwrap().get(location).cloned();
+        let t = std::time::Instant::now();
+        let head = options.head;
+        let Some(parts) = parts.filter(|_| !options.head) else {
+            let r = self.inner.get_opts(location, options).await;
+            rec(t, if head { "head" } else { "get" }); return r;
+        };
+        // The stored object only stands in for the parts: its answer gives
+        // the metadata, the checked preconditions and the range.
+        let stand_in = self.inner.get_opts(location, options).await?;
+        let range = stand_in.range.clone();
+        tokio::time::sleep(transfer((range.end - range.start) as usize)).await;
+        let data = slice(&parts, range.start as usize, range.end as usize);
+        rec(t, "range");
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(futures::stream::once(async { Ok(data) }).boxed()),
+            ..stand_in
+        })
     }
 
     fn delete_stream(
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
+        let index = self.parts.clone();
+        let locations = locations
+            .map(move |l| {
+                if let Ok(path) = &l {
+                    index.lock().unwrap().remove(path);
+                }
+                l
+            })
+            .boxed();
         self.inner.delete_stream(locations)
     }
 
@@ -100,32 +155,86 @@ impl ObjectStore for RemoteModel {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
+        self.inner.copy_opts(from, to, options).await?;
+        let mut index = self.parts.lock().unwrap();
+        match index.get(from).cloned() {
+            Some(parts) => index.insert(to.clone(), parts),
+            None => index.remove(to),
+        };
+        Ok(())
     }
 }
 
+/// Bytes `start..end` of an object stored as `parts`: a slice of one part
+/// where the range lies in one (no copy), else the pieces joined.
+fn slice(parts: &[Bytes], start: usize, end: usize) -> Bytes {
+    let mut offset = 0;
+    let mut pieces = Vec::new();
+    for p in parts {
+        let (lo, hi) = (start.max(offset), end.min(offset + p.len()));
+        if lo < hi {
+            pieces.push(p.slice(lo - offset..hi - offset));
+        }
+        offset += p.len();
+    }
+    match pieces.len() {
+        1 => pieces.pop().unwrap(),
+        _ => pieces.concat().into(),
+    }
+}
+
+/// A multipart upload of the model: parts kept as sent, the object stored
+/// on completion as an untouched stand-in of its size (zeroed pages the
+/// kernel does not back until read) beside the index of its parts.
 #[derive(Debug)]
 struct ModelUpload {
-    inner: Box<dyn MultipartUpload>,
+    store: Arc<ThrottledStore<InMemory>>,
+    index: Parts,
+    location: Path,
+    opts: PutOptions,
+    parts: Arc<Mutex<Vec<Option<Bytes>>>>,
 }
 
 #[async_trait]
 impl MultipartUpload for ModelUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        let wait = transfer(data.content_length());
-        let request = self.inner.put_part(data);
+        let wait = LATENCY + transfer(data.content_length());
+        let parts = self.parts.clone();
+        let slot = {
+            let mut parts = parts.lock().unwrap();
+            parts.push(None);
+            parts.len() - 1
+        };
         Box::pin(async move {
+            let t = std::time::Instant::now();
             tokio::time::sleep(wait).await;
-            request.await
+            rec(t, "part");
+            parts.lock().unwrap()[slot] = Some(Bytes::from(data));
+            Ok(())
         })
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        tokio::time::sleep(LATENCY).await;
-        self.inner.complete().await
+        let parts: Vec<Bytes> = std::mem::take(&mut *self.parts.lock().unwrap())
+            .into_iter()
+            .map(|p| p.expect("every part was stored before completion"))
+            .collect();
+        let size: usize = parts.iter().map(Bytes::len).sum();
+        self.index
+            .lock()
+            .unwrap()
+            .insert(self.location.clone(), Arc::new(parts));
+        // The stored put pays the request's latency.
+        let stand_in = PutPayload::from(vec![0u8; size]);
+        let t = std::time::Instant::now();
+        let r = self.store
+            .put_opts(&self.location, stand_in, self.opts.clone())
+            .await;
+        rec(t, "complete"); r
     }
 
     async fn abort(&mut self) -> Result<()> {
-        self.inner.abort().await
+        self.parts.lock().unwrap().clear();
+        Ok(())
     }
 }

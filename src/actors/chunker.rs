@@ -5,8 +5,8 @@
 //! drops the part, its allocation goes back to a [`BufferPool`] and serves a
 //! later part. Before reading a part the chunker takes an uploader credit, so
 //! with every credit held by a part in flight it waits instead of reading
-//! ahead: memory stays below part size × (credits + 1) however large the
-//! snapshot is. The file's CRC32C is computed while reading, so every byte is
+//! ahead: memory stays below part size × credits (parts in flight + 1)
+//! however large the snapshot is. The file's CRC32C is computed while reading, so every byte is
 //! read from disk exactly once.
 //!
 //! The chunker talks to the uploader by messages only: `Begin` hands over

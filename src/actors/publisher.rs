@@ -1,10 +1,10 @@
 //! The publisher: one per partition, the only writer of its `latest.json`.
 //!
-//! It publishes a snapshot whose files are all stored: it checks the current
-//! pointer first (a pointer it cannot parse, or one of another cluster, is
-//! never overwritten; a newer one is never moved back), writes
-//! `metadata.json` create-only, and then swaps the pointer by
-//! compare-and-swap. A conflict means another writer (an old or a new leader)
+//! It publishes a snapshot whose files are all stored: it writes
+//! `metadata.json` create-only while it reads the current pointer, checks
+//! the pointer (a pointer it cannot parse, or one of another cluster, is
+//! never overwritten; a newer one is never moved back; a refusal deletes
+//! the metadata again), and then swaps the pointer by compare-and-swap. A conflict means another writer (an old or a new leader)
 //! moved the pointer in between: the publisher reads it again and decides
 //! again, never overwrites blindly.
 
@@ -217,7 +217,28 @@ async fn try_publish(
     let mut conflicts = 0;
     let mut uncertain = None;
     for attempt in 0..MAX_SWAP_ATTEMPTS {
-        let current = repo.read_pointer(meta.partition_id).await?;
+        let current = if progress.metadata_written {
+            repo.read_pointer(meta.partition_id).await?
+        } else {
+            // The first time, the pointer is read while `metadata.json` is
+            // written: the swap needs both, and neither waits for the
+            // other. A refusal below deletes the metadata again (`publish`).
+            let (current, written) = tokio::join!(
+                repo.read_pointer(meta.partition_id),
+                repo.put_metadata(meta)
+            );
+            match written {
+                Ok(()) => progress.metadata_written = true,
+                // Someone else's object under our key: never ours to delete.
+                Err(e @ RepoError::Conflict { .. }) => return Err(e.into()),
+                // A write that failed may still have landed.
+                Err(e) => {
+                    progress.metadata_written = true;
+                    return Err(e.into());
+                }
+            }
+            current?
+        };
         if let Some(cur) = &current {
             if cur.pointer.snapshot_id == meta.snapshot_id {
                 // An earlier swap landed although its answer was lost.
@@ -256,18 +277,6 @@ async fn try_publish(
             if let Some(base) = publication.reused_from {
                 if !cur.pointer.kept().iter().any(|k| k.snapshot_id == base) {
                     return Err(PublishError::BaseGone(base));
-                }
-            }
-        }
-        if !progress.metadata_written {
-            match repo.put_metadata(meta).await {
-                Ok(()) => progress.metadata_written = true,
-                // Someone else's object under our key: never ours to delete.
-                Err(e @ RepoError::Conflict { .. }) => return Err(e.into()),
-                // A write that failed may still have landed.
-                Err(e) => {
-                    progress.metadata_written = true;
-                    return Err(e.into());
                 }
             }
         }

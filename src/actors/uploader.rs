@@ -1,4 +1,7 @@
-//! The uploader: stores parts, as many at once as the chunker holds credits.
+//! The uploader: stores parts, as many at once as the budget allows
+//! requests. Each part holds an uploader credit from the moment the chunker
+//! reads it; there is one credit more than requests, so the next part is
+//! read while the others travel and no connection waits for the disk.
 //!
 //! The chunker announces each file (`Begin`, which hands over the port the
 //! file's outcome is reported on), sends its parts, and closes it (`End`
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -132,6 +136,9 @@ pub(crate) struct Uploader;
 pub(crate) struct UploaderArgs {
     pub store: Arc<dyn ObjectStore>,
     pub stats: Arc<PipelineStats>,
+    /// Requests on the wire at once: a part holds its credit from the read
+    /// on, and one of these only while it is sent.
+    pub requests: Arc<Semaphore>,
     pub rate_limit: Option<RateLimit>,
     pub retry: RetryPolicy,
 }
@@ -184,6 +191,7 @@ impl Upload {
 pub(crate) struct UploaderState {
     store: Arc<dyn ObjectStore>,
     stats: Arc<PipelineStats>,
+    requests: Arc<Semaphore>,
     rate_limit: Option<RateLimit>,
     retry: RetryPolicy,
     uploads: HashMap<FileId, Upload>,
@@ -203,6 +211,7 @@ impl Actor for Uploader {
         Ok(UploaderState {
             store: args.store,
             stats: args.stats,
+            requests: args.requests,
             rate_limit: args.rate_limit,
             retry: args.retry,
             uploads: HashMap::new(),
@@ -360,6 +369,7 @@ impl UploaderState {
     ) -> FileId {
         let stats = self.stats.clone();
         let limit = self.rate_limit.clone();
+        let requests = self.requests.clone();
         let Some(u) = self.uploads.get_mut(&file) else {
             return file; // a file already settled: the part is dropped
         };
@@ -394,6 +404,7 @@ impl UploaderState {
             cancel: u.cancel.clone(),
             stats,
             limit,
+            requests,
         };
         spawn_owned(
             &mut self.tasks,
@@ -495,6 +506,7 @@ struct Sending {
     cancel: CancellationToken,
     stats: Arc<PipelineStats>,
     limit: Option<RateLimit>,
+    requests: Arc<Semaphore>,
 }
 
 impl Sending {
@@ -506,9 +518,11 @@ impl Sending {
             cancel,
             stats,
             limit,
+            requests,
         } = self;
         let len = part.len() as u64;
         let send = async {
+            let _on_the_wire = requests.acquire().await.expect("never closed");
             if let Some(limit) = &limit {
                 limit.acquire(len).await;
             }

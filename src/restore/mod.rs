@@ -70,7 +70,8 @@ pub enum RestoreTarget {
 pub struct RestoreOptions {
     /// Column family to restore into (default: `data-<partition>`).
     pub cf: Option<String>,
-    /// Ranges fetched at once, across all files.
+    /// Ranges fetched at once, across all files (one more may be held while
+    /// it is written: memory stays below `part_size × (concurrency + 1)`).
     pub concurrency: usize,
     /// Size of each ranged GET.
     pub part_size: usize,
@@ -82,7 +83,8 @@ pub struct RestoreOptions {
     /// Download bandwidth, shared with whatever else holds the same limit.
     pub rate_limit: Option<RateLimit>,
     /// A memory budget shared with the process's other transfers: ranges
-    /// are fetched under its parts instead of `concurrency` of their own.
+    /// are fetched under its parts and requests instead of `concurrency`
+    /// of their own.
     pub budget: Option<crate::flow::MemoryBudget>,
     /// The keys that open encrypted snapshots.
     pub keyring: Option<Arc<crate::crypto::Keyring>>,
@@ -193,7 +195,7 @@ pub async fn restore_partitions(
         budget: Some(
             opts.budget
                 .clone()
-                .unwrap_or_else(|| crate::flow::MemoryBudget::new(opts.concurrency)),
+                .unwrap_or_else(|| crate::flow::MemoryBudget::for_requests(opts.concurrency)),
         ),
         ..opts.clone()
     };

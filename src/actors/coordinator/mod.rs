@@ -184,13 +184,22 @@ impl Job {
         self.request.partition
     }
 
-    /// Exports, then runs the rest under the snapshot's lease: taken before
-    /// anything is stored, renewed while the steps run, given back once
-    /// they are done.
+    /// Exports, then runs the rest under the snapshot's lease: taken
+    /// (while the export runs) before anything is stored, renewed while
+    /// the steps run, given back once they are done.
     async fn run(&self) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
-        let export = self.export().await?;
-        let lease = self.take_lease().await?;
+        let (export, lease) = tokio::join!(self.export(), self.take_lease());
+        let (export, lease) = match (export, lease) {
+            (Ok(export), Ok(lease)) => (export, lease),
+            (Err(e), lease) => {
+                if lease.is_ok() {
+                    self.give_back_lease().await;
+                }
+                return Err(e);
+            }
+            (Ok(_), Err(e)) => return Err(e),
+        };
         let steps = self.steps(export, lease.started_at, started);
         let done = CancellationToken::new();
         let renew = self.keep_lease(lease, &done);
@@ -216,6 +225,12 @@ impl Job {
                 }
             }
         };
+        self.give_back_lease().await;
+        result
+    }
+
+    /// Deletes the snapshot's lease, or leaves it to expire.
+    async fn give_back_lease(&self) {
         if let Err(e) = self
             .repository
             .delete_lease(self.partition(), self.snapshot_id)
@@ -223,7 +238,6 @@ impl Job {
         {
             tracing::warn!(partition = %self.partition(), error = %e, "cannot delete the snapshot's lease; it expires by itself");
         }
-        result
     }
 
     /// Plan, upload, publish.

@@ -109,8 +109,8 @@ pub struct SupervisorArgs {
     /// Counters of the pipeline's memory and progress, shared with the host.
     pub stats: Arc<PipelineStats>,
     /// A memory budget shared with the host's other transfers (downloads,
-    /// scrubs): parts in flight are drawn from it instead of from
-    /// `config.max_parts_in_flight`.
+    /// scrubs): parts and requests in flight are drawn from it instead of
+    /// from `config.max_parts_in_flight`.
     pub budget: Option<MemoryBudget>,
 }
 
@@ -151,6 +151,9 @@ pub struct SupervisorState {
     stats: Arc<PipelineStats>,
     chunker_credits: Credits,
     uploader_credits: Credits,
+    /// Parts on the wire at once, shared by every uploader the supervisor
+    /// starts (the budget's requests).
+    uploader_requests: Arc<tokio::sync::Semaphore>,
     stages: Stages,
     publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
     running: HashMap<PartitionId, Running>,
@@ -219,10 +222,12 @@ impl Actor for Supervisor {
         args.config.check(&args.repository)?;
         let config = Arc::new(args.config);
         let chunker_credits = Credits::new("chunk", config.chunker_queue);
-        let uploader_credits = match &args.budget {
-            Some(budget) => Credits::from_budget("upload", budget),
-            None => Credits::new("upload", config.max_parts_in_flight),
-        };
+        let budget = args
+            .budget
+            .clone()
+            .unwrap_or_else(|| MemoryBudget::for_requests(config.max_parts_in_flight));
+        let uploader_credits = Credits::from_budget("upload", &budget);
+        let uploader_requests = budget.requests().clone();
         Ok(SupervisorState {
             stages: Stages {
                 exporter: spawn_exporter(&myself, &config, &args.partitions).await?,
@@ -231,7 +236,14 @@ impl Actor for Supervisor {
                     chunker_credits.clone(),
                 ),
                 uploader: BoundedMailbox::new(
-                    spawn_uploader(&myself, &config, &args.repository, &args.stats).await?,
+                    spawn_uploader(
+                        &myself,
+                        &config,
+                        &args.repository,
+                        &args.stats,
+                        &uploader_requests,
+                    )
+                    .await?,
                     uploader_credits.clone(),
                 ),
             },
@@ -242,6 +254,7 @@ impl Actor for Supervisor {
             stats: args.stats,
             chunker_credits,
             uploader_credits,
+            uploader_requests,
             publishers: HashMap::new(),
             running: HashMap::new(),
             cancel: CancellationToken::new(),

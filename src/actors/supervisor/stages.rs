@@ -140,7 +140,14 @@ impl SupervisorState {
             Stage::Uploader => {
                 self.stages.uploader.actor().stop(None);
                 self.stages.uploader = BoundedMailbox::new(
-                    spawn_uploader(myself, &self.config, &self.repository, &self.stats).await?,
+                    spawn_uploader(
+                        myself,
+                        &self.config,
+                        &self.repository,
+                        &self.stats,
+                        &self.uploader_requests,
+                    )
+                    .await?,
                     self.uploader_credits.clone(),
                 );
             }
@@ -195,10 +202,12 @@ pub(super) async fn spawn_uploader(
     config: &PipelineConfig,
     repository: &Repository,
     stats: &Arc<PipelineStats>,
+    requests: &Arc<tokio::sync::Semaphore>,
 ) -> Result<ActorRef<UploaderMsg>, ActorProcessingErr> {
     let args = UploaderArgs {
         store: repository.store().clone(),
         stats: stats.clone(),
+        requests: requests.clone(),
         rate_limit: config.rate_limit.clone(),
         retry: repository.retry(),
     };

@@ -162,7 +162,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     };
     // One memory bound for every transfer of the node: the pipeline's parts
     // in flight, and the ranges restores and scrubs fetch.
-    let budget = rocksnap::MemoryBudget::new(config.pipeline.parts_in_flight);
+    let budget = rocksnap::MemoryBudget::for_requests(config.pipeline.parts_in_flight);
     let part_size = config.pipeline.part_size.as_u64() as usize;
     // Partitions with no data are restored before the store is opened for writes.
     let restore_opts = rocksnap::restore::RestoreOptions {
