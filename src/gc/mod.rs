@@ -41,7 +41,7 @@ use serde::Serialize;
 use crate::format::{owner, PartitionId, SnapshotId, LEASES, METADATA};
 use crate::repository::{RepoError, Repository};
 use crate::retention::Retention;
-use confirm::{delete, fence_pointer, lease_states, pointer_unchanged, Fenced};
+use confirm::{delete_all, fence_pointer, lease_states, pointer_unchanged, Fenced};
 use kept::{kept_snapshots, Kept};
 
 /// How often a collection starts over when the pointer keeps moving.
@@ -259,33 +259,41 @@ async fn collect_once(
         return Ok(None);
     }
 
-    // A folder's metadata.json goes first: a collection interrupted half-way
+    // Folders' metadata.json go first, and every one of them is gone
+    // before any other object is deleted: a collection interrupted half-way
     // then leaves files without metadata (garbage, collected next time),
     // never metadata without its files (a folder that looks complete).
     // Leases go last, once what they protected is gone.
-    candidates.sort_by_key(|(o, _)| {
-        let name = o.location.filename();
+    let phase = |o: &ObjectMeta| {
         let in_leases = o
             .location
             .as_ref()
             .strip_prefix(dir.as_ref())
             .is_some_and(|k| k.starts_with(&format!("/{LEASES}/")));
-        match name {
+        match o.location.filename() {
             Some(METADATA) => 0,
             _ if in_leases => 2,
             _ => 1,
         }
-    });
-    for (object, leased) in candidates {
-        if !opts.dry_run && !delete(repo, &object.location, leased, cutoff).await? {
-            report.spared += 1;
-            continue;
+    };
+    candidates.sort_by_key(|(o, _)| phase(o));
+    for step in 0..3 {
+        let objects: Vec<&ObjectMeta> = candidates
+            .iter()
+            .map(|(o, _)| o)
+            .filter(|o| phase(o) == step)
+            .collect();
+        if !opts.dry_run {
+            let keys: Vec<Path> = objects.iter().map(|o| o.location.clone()).collect();
+            delete_all(repo, &keys).await?;
         }
-        report.deleted_bytes += object.size;
-        report.deleted.push(DeletedObject {
-            key: object.location.to_string(),
-            size: object.size,
-        });
+        for object in objects {
+            report.deleted_bytes += object.size;
+            report.deleted.push(DeletedObject {
+                key: object.location.to_string(),
+                size: object.size,
+            });
+        }
     }
     // Uploads a killed process left open, or whose snapshot's lease expired.
     for (upload, _) in uploads_to_abort {
