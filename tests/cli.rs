@@ -118,6 +118,57 @@ fn snapshot_then_list_and_show() {
     let out = rocksnap(&["list", "--from", repo_s]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+
+    // Two more snapshots: `--limit` shows the newest and counts the rest.
+    let mut newer = Vec::new();
+    for _ in 0..2 {
+        let o = ok_json(&[
+            "snapshot",
+            "--db",
+            db_s,
+            "--partition",
+            "7",
+            "--to",
+            repo_s,
+            "--json",
+        ]);
+        newer.push(o["snapshot_id"].as_str().unwrap().to_string());
+    }
+    let limited = ok_json(&[
+        "list",
+        "--from",
+        repo_s,
+        "--partition",
+        "7",
+        "--limit",
+        "2",
+        "--json",
+    ]);
+    let shown: Vec<&str> = limited[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, [newer[0].as_str(), newer[1].as_str()]);
+    assert_eq!(limited[0]["older_not_shown"], 1);
+    let all = ok_json(&[
+        "list",
+        "--from",
+        repo_s,
+        "--partition",
+        "7",
+        "--limit",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(all[0]["snapshots"].as_array().unwrap().len(), 3);
+    assert_eq!(all[0]["older_not_shown"], 0);
+    let text = String::from_utf8_lossy(
+        &rocksnap(&["list", "--from", repo_s, "--limit", "1"]).stdout,
+    )
+    .to_string();
+    assert!(text.contains("2 older snapshots not shown"), "{text}");
 }
 
 #[test]

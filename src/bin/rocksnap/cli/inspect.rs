@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{parse_partition, parse_snapshot_id, CliResult};
 use rocksnap::format::{LatestPointer, Lsn, PartitionId, SnapshotId};
-use rocksnap::repository::{RepoError, Repository};
+use rocksnap::repository::{DescribedSnapshot, RepoError, Repository};
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -15,6 +15,11 @@ pub struct ListArgs {
     /// Only this partition.
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionId>,
+    /// Show the newest N snapshots of each partition (0: all of them).
+    /// Each shown costs one read of its metadata.json; the older ones are
+    /// counted from the listing alone.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -42,8 +47,10 @@ pub struct PartitionListing {
     /// Why `latest.json` could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest_error: Option<String>,
-    /// Oldest first.
+    /// The newest ones (`--limit`), oldest first.
     pub snapshots: Vec<SnapshotListing>,
+    /// Older snapshot folders left out by `--limit`.
+    pub older_not_shown: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,8 +84,9 @@ pub async fn list(args: ListArgs) -> CliResult {
         None => repo.list_partitions().await?,
     };
     let mut listings = Vec::with_capacity(partitions.len());
+    let limit = (args.limit > 0).then_some(args.limit);
     for partition in partitions {
-        listings.push(list_partition(&repo, partition).await?);
+        listings.push(list_partition(&repo, partition, limit).await?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&listings)?);
@@ -97,6 +105,12 @@ pub async fn list(args: ListArgs) -> CliResult {
                 println!("partition {}: latest.json unreadable: {e}", l.partition_id)
             }
             (None, None) => println!("partition {}: no latest.json", l.partition_id),
+        }
+        if l.older_not_shown > 0 {
+            println!(
+                "    ({} older snapshots not shown; --limit 0 shows all)",
+                l.older_not_shown
+            );
         }
         for s in &l.snapshots {
             let mark = if s.latest { "*" } else { " " };
@@ -134,6 +148,7 @@ pub async fn list(args: ListArgs) -> CliResult {
 async fn list_partition(
     repo: &Repository,
     partition: PartitionId,
+    limit: Option<usize>,
 ) -> Result<PartitionListing, RepoError> {
     let (latest, latest_error) = match repo.read_pointer(partition).await {
         Ok(p) => (p.map(|p| p.pointer), None),
@@ -143,7 +158,8 @@ async fn list_partition(
         Err(e) => return Err(e),
     };
     let mut snapshots = Vec::new();
-    for folder in repo.list_snapshots(partition).await? {
+    let (described, older_not_shown) = repo.newest_snapshots(partition, limit).await?;
+    for DescribedSnapshot { folder, metadata } in described {
         let is_latest = latest.as_ref().is_some_and(|l| l.path == folder.name);
         let mut s = SnapshotListing {
             path: folder.name.clone(),
@@ -158,7 +174,7 @@ async fn list_partition(
             encryption: None,
             error: None,
         };
-        match repo.read_metadata(partition, &folder.name).await {
+        match metadata {
             Ok(meta) => {
                 s.complete = true;
                 s.created_at = Some(meta.created_at);
@@ -180,6 +196,7 @@ async fn list_partition(
         latest,
         latest_error,
         snapshots,
+        older_not_shown,
     })
 }
 
