@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{GcError, GcOptions};
 use crate::format::{LatestPointer, PartitionId, RetainedSnapshot};
-use crate::repository::{RepoError, Repository, VersionedPointer};
+use crate::repository::{RepoError, Repository, SnapshotFolder, VersionedPointer};
 
 /// The snapshots kept, newest first, and the pointer they were read from
 /// (after retention was applied to it), whose version the collection's
@@ -17,23 +17,27 @@ pub(super) struct Kept {
 /// The snapshots to keep, newest first, after applying the retention asked
 /// for to the pointer (by compare-and-swap, so that a publisher racing with
 /// us is never overwritten).
+///
+/// `folders` are the partition's snapshot folders, from the collection's
+/// one listing of the partition.
 pub(super) async fn kept_snapshots(
     repo: &Repository,
     partition: PartitionId,
     opts: &GcOptions,
     now: DateTime<Utc>,
+    folders: &[SnapshotFolder],
 ) -> Result<Kept, GcError> {
     for _ in 0..16 {
         let Some(current) = repo.read_pointer(partition).await? else {
             // No pointer: keep every complete snapshot.
-            let kept = complete_snapshots(repo, partition, None, usize::MAX).await?;
+            let kept = complete_snapshots(repo, partition, None, usize::MAX, folders).await?;
             return Ok(Kept {
                 kept,
                 pointer: None,
             });
         };
         if current.pointer.retained.is_empty() {
-            let kept = v1_kept(repo, partition, &current.pointer, opts).await?;
+            let kept = v1_kept(repo, partition, &current.pointer, opts, folders).await?;
             return Ok(Kept {
                 kept,
                 pointer: Some(current),
@@ -87,9 +91,10 @@ async fn v1_kept(
     partition: PartitionId,
     pointer: &LatestPointer,
     opts: &GcOptions,
+    folders: &[SnapshotFolder],
 ) -> Result<Vec<RetainedSnapshot>, GcError> {
     let limit = opts.retention.map_or(usize::MAX, |r| r.keep_last.max(1));
-    complete_snapshots(repo, partition, Some(pointer), limit).await
+    complete_snapshots(repo, partition, Some(pointer), limit, folders).await
 }
 
 /// The pointer's snapshot (if any), then the newest complete snapshots not
@@ -99,11 +104,10 @@ async fn complete_snapshots(
     partition: PartitionId,
     pointer: Option<&LatestPointer>,
     limit: usize,
+    folders: &[SnapshotFolder],
 ) -> Result<Vec<RetainedSnapshot>, GcError> {
     let mut kept: Vec<RetainedSnapshot> = pointer.map(|p| p.kept().remove(0)).into_iter().collect();
-    let mut folders = repo.list_snapshots(partition).await?;
-    folders.reverse();
-    for f in folders {
+    for f in folders.iter().rev() {
         if kept.len() >= limit {
             break;
         }

@@ -148,13 +148,14 @@ async fn collect_once(
     opts: &GcOptions,
 ) -> Result<Option<GcReport>, GcError> {
     let now = opts.now.unwrap_or_else(Utc::now);
-    let Kept { kept, pointer } = kept_snapshots(repo, partition, opts, now).await?;
-    let marked = mark(repo, partition, &kept).await?;
     let layout = repo.layout();
     let dir = layout.partition_dir(partition);
-    // Listed before the leases are read: a writer puts its lease before
-    // any object, so every object listed here has its lease in the reading
-    // below, unless the writer is done with it.
+    // One listing of the partition serves every decision (a request per
+    // 1 000 objects on S3). Listed before the leases are read: a writer
+    // puts its lease before any object, so every object listed here has
+    // its lease in the reading below, unless the writer is done with it.
+    // Listed before the pointer is read: a snapshot published since is in
+    // the pointer, or changes it before the decision is confirmed.
     let objects: Vec<ObjectMeta> =
         repo.store()
             .list(Some(&dir))
@@ -164,6 +165,17 @@ async fn collect_once(
                 key: dir.to_string(),
                 source: e,
             })?;
+    let folder_names: std::collections::BTreeSet<String> = objects
+        .iter()
+        .filter_map(|o| {
+            let below = o.location.as_ref().strip_prefix(dir.as_ref())?;
+            let (folder, _) = below.strip_prefix('/')?.split_once('/')?;
+            Some(folder.to_string())
+        })
+        .collect();
+    let folders = repo.snapshot_folders(partition, folder_names).await;
+    let Kept { kept, pointer } = kept_snapshots(repo, partition, opts, now, &folders).await?;
+    let marked = mark(repo, partition, &kept).await?;
     let leases = lease_states(repo, partition, now, opts.grace).await?;
     let open_uploads = repo.uploads().list(&dir).await.map_err(GcError::Uploads)?;
 

@@ -449,9 +449,25 @@ impl Repository {
             .run("list", || self.store.list_with_delimiter(Some(&dir)))
             .await
             .map_err(|e| RepoError::store("list", &dir, e))?;
+        let names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .map(str::to_string)
+            .collect();
+        Ok(self.snapshot_folders(partition, names).await)
+    }
+
+    /// The snapshot folders among `names` (names of folders of the
+    /// partition, from a listing), oldest first (by LSN, then id).
+    pub(crate) async fn snapshot_folders(
+        &self,
+        partition: PartitionId,
+        names: impl IntoIterator<Item = String>,
+    ) -> Vec<SnapshotFolder> {
         let mut folders: Vec<SnapshotFolder> = Vec::new();
-        for p in &listing.common_prefixes {
-            let Some(name) = p.filename() else { continue };
+        for name in names {
+            let name = name.as_str();
             if let Some((lsn, snapshot_id)) = parse_snapshot_folder(name) {
                 folders.push(SnapshotFolder {
                     name: name.to_string(),
@@ -476,7 +492,7 @@ impl Repository {
             }
         }
         folders.sort_by_key(|f| (f.lsn, f.snapshot_id));
-        Ok(folders)
+        folders
     }
 
     /// The newest `limit` snapshot folders of a partition (every one with
@@ -492,15 +508,17 @@ impl Repository {
         let mut folders = self.list_snapshots(partition).await?;
         let older = folders.len().saturating_sub(limit.unwrap_or(usize::MAX));
         folders.drain(..older);
-        let described = futures::stream::iter(folders)
-            .map(|folder| async move {
-                let metadata = self.read_metadata(partition, &folder.name).await;
-                DescribedSnapshot { folder, metadata }
-            })
-            .buffered(16)
-            .collect()
-            .await;
+        let reads: Vec<_> = folders
+            .into_iter()
+            .map(|folder| self.describe(partition, folder))
+            .collect();
+        let described = futures::stream::iter(reads).buffered(16).collect().await;
         Ok((described, older))
+    }
+
+    async fn describe(&self, partition: PartitionId, folder: SnapshotFolder) -> DescribedSnapshot {
+        let metadata = self.read_metadata(partition, &folder.name).await;
+        DescribedSnapshot { folder, metadata }
     }
 
     /// The LSN up to which the host may trim its log: that of the oldest

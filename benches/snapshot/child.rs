@@ -1,0 +1,382 @@
+//! The measurements, each run in a child process of the benchmark so that
+//! its peak resident size and CPU time are its own. Each prints one JSON
+//! object with at least `seconds`, `bytes` and `peak_rss`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rand::RngCore;
+use rocksnap::format::FormatVersion;
+use rocksnap::restore::{RestoreOptions, RestoreTarget};
+use rocksnap::{
+    Destination, Lsn, OpenMode, PartitionId, PartitionStore, PipelineConfig, Repository,
+    SnapshotRequest, Supervisor, SupervisorArgs,
+};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::{model, Cpu, VALUE};
+
+pub fn run(mode: &str) {
+    let db = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_DB").unwrap());
+    let repo = PathBuf::from(std::env::var_os("ROCKSNAP_BENCH_REPO").unwrap());
+    if let Ok(filter) = std::env::var("ROCKSNAP_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut v = rt.block_on(async {
+        match mode {
+            "idle" => {
+                let _store = PartitionStore::open_existing(&db).unwrap();
+                json!({"seconds": 0.0, "bytes": 0})
+            }
+            "snapshot" => {
+                let config = PipelineConfig {
+                    rate_limit: rate_limit(),
+                    encryption: keyring(),
+                    ..PipelineConfig::default()
+                };
+                let local = Repository::new(
+                    Destination::open(repo.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
+                );
+                let partitions = PartitionStore::open_existing(&db).unwrap();
+                let cpu = Cpu::this_process();
+                let (seconds, bytes) = snapshot_all(partitions, local, config).await;
+                let cpu = Cpu::this_process().since(cpu);
+                json!({"seconds": seconds, "bytes": bytes, "cpu": cpu.json()})
+            }
+            "restore" => {
+                let repository = Repository::new(
+                    Destination::open(repo.to_str().unwrap(), OpenMode::MustExist).unwrap(),
+                );
+                let opts = RestoreOptions {
+                    keyring: keyring(),
+                    ..RestoreOptions::default()
+                };
+                let cpu = Cpu::this_process();
+                let t = Instant::now();
+                let bytes = restore_all(&repository, &db, &opts).await;
+                let seconds = t.elapsed().as_secs_f64();
+                let cpu = Cpu::this_process().since(cpu);
+                json!({"seconds": seconds, "bytes": bytes, "cpu": cpu.json()})
+            }
+            "remote" => remote(&db).await,
+            "remote-snapshot" => remote_snapshot(&db).await,
+            "grid" => crate::curves::grid_child(&db).await,
+            "incremental" => incremental(&db, &repo).await,
+            "foreground" => crate::foreground::child(&db, &repo).await,
+            "population" => crate::population::child(&db).await,
+            other => panic!("unknown child mode {other}"),
+        }
+    });
+    v["peak_rss"] = json!(crate::peak_rss());
+    println!("{v}");
+}
+
+/// The rate limit a child is given, if any.
+pub fn rate_limit() -> Option<rocksnap::RateLimit> {
+    std::env::var("ROCKSNAP_BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .map(rocksnap::RateLimit::new)
+}
+
+/// The keyring a child is given for the encrypted rows, if any.
+fn keyring() -> Option<Arc<rocksnap::crypto::Keyring>> {
+    let text = std::env::var("ROCKSNAP_BENCH_KEYRING").ok()?;
+    Some(Arc::new(rocksnap::crypto::Keyring::parse(&text).unwrap()))
+}
+
+/// Restores every partition of the repository into `db` together, as a
+/// node's bootstrap does (downloads sharing `opts`' one bound); the bytes.
+pub async fn restore_all(repository: &Repository, db: &Path, opts: &RestoreOptions) -> u64 {
+    let ids = repository.list_partitions().await.unwrap();
+    rocksnap::restore::restore_partitions(repository, db, &ids, RestoreTarget::Latest, opts)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().bytes)
+        .sum()
+}
+
+/// Snapshots every partition of `db` at once through one supervisor, as a
+/// node does (its export concurrency); returns seconds and bytes.
+pub async fn snapshot_all(
+    partitions: PartitionStore,
+    repository: Repository,
+    config: PipelineConfig,
+) -> (f64, u64) {
+    let ids = partition_ids(&partitions);
+    let (sup, done) = Supervisor::start(SupervisorArgs::new(config, partitions, repository))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let outcomes = join_all(ids.iter().map(|&partition| {
+        Supervisor::snapshot(
+            &sup,
+            SnapshotRequest {
+                partition,
+                min_lsn: None,
+            },
+        )
+    }))
+    .await;
+    let seconds = t.elapsed().as_secs_f64();
+    let bytes = outcomes.into_iter().map(|o| o.unwrap().bytes).sum();
+    // Wait until the actors let go of the database.
+    sup.stop(None);
+    done.await.unwrap();
+    (seconds, bytes)
+}
+
+pub fn partition_ids(store: &PartitionStore) -> Vec<PartitionId> {
+    let mut ids: Vec<PartitionId> =
+        rocksdb::DB::list_cf(&rocksdb::Options::default(), store.path())
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.strip_prefix("data-")?.parse().ok())
+            .map(PartitionId)
+            .collect();
+    ids.sort();
+    ids
+}
+
+/// Sizes of the SST objects stored under `prefix`.
+pub async fn stored_files(store: &dyn ObjectStore, prefix: &str) -> Vec<u64> {
+    store
+        .list(Some(&ObjPath::from(prefix)))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.location.as_ref().ends_with(".sst"))
+        .map(|m| m.size)
+        .collect()
+}
+
+/// A snapshot of every partition into the remote-like store, and the
+/// model's lower bound for it.
+async fn remote_snapshot(db: &Path) -> Value {
+    let config = PipelineConfig::default();
+    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+    let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
+    let partitions = PartitionStore::open_existing(db).unwrap();
+    let (seconds, bytes) = snapshot_all(partitions, repository, config.clone()).await;
+    let files = stored_files(store.as_ref(), "repo").await;
+    let bound = model::lower_bound(
+        &files,
+        config.part_size as u64,
+        config.max_parts_in_flight,
+        3,
+    );
+    json!({"seconds": seconds, "bytes": bytes, "lower_bound": bound})
+}
+
+/// Everything against the remote-like store, in one process.
+async fn remote(db: &Path) -> Value {
+    let config = PipelineConfig::default();
+    let baselines = std::env::var_os("ROCKSNAP_BENCH_BASELINES").is_some();
+    // rocksnap.
+    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+    let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
+    let partitions = PartitionStore::open_existing(db).unwrap();
+    let cpu = Cpu::this_process();
+    let (rocksnap_s, bytes) =
+        snapshot_all(partitions.clone(), repository.clone(), config.clone()).await;
+    let rocksnap_cpu = Cpu::this_process().since(cpu);
+    // The same, encrypted, into another repository of the same model.
+    let keyring = keyring().expect("the remote child is given a keyring");
+    let sealed_repository = Repository::with_store(store.clone(), ObjPath::from("sealed"));
+    let sealed_config = PipelineConfig {
+        encryption: Some(keyring.clone()),
+        ..config.clone()
+    };
+    let (rocksnap_encrypted, _) =
+        snapshot_all(partitions.clone(), sealed_repository.clone(), sealed_config).await;
+
+    // The model's lower bounds with rocksnap's parts and connections.
+    let sizes = stored_files(store.as_ref(), "repo").await;
+    let lower_bound = model::lower_bound(
+        &sizes,
+        config.part_size as u64,
+        config.max_parts_in_flight,
+        3,
+    );
+    let restore_opts = RestoreOptions::default();
+    let restore_lower_bound = model::lower_bound(
+        &sizes,
+        restore_opts.part_size as u64,
+        restore_opts.concurrency,
+        2,
+    );
+
+    // Restore from the model.
+    let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+    let cpu = Cpu::this_process();
+    let t = Instant::now();
+    restore_all(&repository, &restored.path().join("db"), &restore_opts).await;
+    let restore_s = t.elapsed().as_secs_f64();
+    let restore_cpu = Cpu::this_process().since(cpu);
+    drop(restored);
+    let sealed_restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+    let t = Instant::now();
+    restore_all(
+        &sealed_repository,
+        &sealed_restored.path().join("db"),
+        &RestoreOptions {
+            keyring: Some(keyring.clone()),
+            ..RestoreOptions::default()
+        },
+    )
+    .await;
+    let restore_encrypted = t.elapsed().as_secs_f64();
+    drop(sealed_restored);
+    let mut v = json!({
+        "seconds": rocksnap_s, "bytes": bytes, "rocksnap": rocksnap_s,
+        "rocksnap_cpu": rocksnap_cpu.json(), "lower_bound": lower_bound,
+        "restore": restore_s, "restore_cpu": restore_cpu.json(),
+        "rocksnap_encrypted": rocksnap_encrypted, "restore_encrypted": restore_encrypted,
+        "restore_lower_bound": restore_lower_bound,
+    });
+    if baselines {
+        let b = baselines_on(&store, db, &partitions).await;
+        for (k, x) in b.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+    }
+    v
+}
+
+/// The slow references: one file at a time, as a simple tool would.
+async fn baselines_on(store: &Arc<dyn ObjectStore>, db: &Path, partitions: &PartitionStore) -> Value {
+    // The same exported files.
+    let staging = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+    let mut files: Vec<(PathBuf, u64)> = Vec::new();
+    for p in partition_ids(partitions) {
+        let cf = format!("data-{p}");
+        let e = partitions
+            .export_column_family(&cf, &staging.path().join(&cf))
+            .unwrap();
+        for f in e.files {
+            files.push((
+                Path::new(&f.directory).join(f.name.trim_start_matches('/')),
+                f.size,
+            ));
+        }
+    }
+    // Sequential: one file at a time, 5 MiB parts awaited one by one.
+    let t = Instant::now();
+    for (i, (path, size)) in files.iter().enumerate() {
+        let data = std::fs::read(path).unwrap();
+        let key = ObjPath::from(format!("sequential/{i}.sst"));
+        if *size <= 5 << 20 {
+            store.put(&key, PutPayload::from(data)).await.unwrap();
+        } else {
+            let mut upload = store.put_multipart(&key).await.unwrap();
+            for chunk in data.chunks(5 << 20) {
+                upload
+                    .put_part(PutPayload::from(chunk.to_vec()))
+                    .await
+                    .unwrap();
+            }
+            upload.complete().await.unwrap();
+        }
+    }
+    let sequential = t.elapsed().as_secs_f64();
+    // object_store's BufWriter per file, its default concurrency.
+    let t = Instant::now();
+    for (i, (path, _)) in files.iter().enumerate() {
+        let mut file = tokio::fs::File::open(path).await.unwrap();
+        let mut w = BufWriter::new(store.clone(), ObjPath::from(format!("bufwriter/{i}.sst")));
+        tokio::io::copy(&mut file, &mut w).await.unwrap();
+        w.shutdown().await.unwrap();
+    }
+    let bufwriter = t.elapsed().as_secs_f64();
+    // A sequential download of the same files.
+    let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+    let t = Instant::now();
+    for (i, _) in files.iter().enumerate() {
+        let bytes = store
+            .get(&ObjPath::from(format!("sequential/{i}.sst")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let mut f = tokio::fs::File::create(restored.path().join(format!("{i}.sst")))
+            .await
+            .unwrap();
+        f.write_all(&bytes).await.unwrap();
+        f.sync_all().await.unwrap();
+    }
+    let sequential_download = t.elapsed().as_secs_f64();
+    json!({
+        "sequential": sequential, "bufwriter": bufwriter,
+        "sequential_download": sequential_download,
+    })
+}
+
+/// A full V2 snapshot of partition 0 of a checkpoint of the dataset, 1% new
+/// writes and a flush, then an incremental snapshot.
+async fn incremental(dataset: &Path, repo: &Path) -> Value {
+    let work = repo.with_extension("db");
+    let _ = std::fs::remove_dir_all(&work);
+    {
+        let store = PartitionStore::open_existing(dataset).unwrap();
+        rocksdb::checkpoint::Checkpoint::new(store.db())
+            .unwrap()
+            .create_checkpoint(&work)
+            .unwrap();
+    }
+    let partitions = PartitionStore::open_existing(&work).unwrap();
+    let repository = Repository::new(
+        Destination::open(repo.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
+    );
+    let config = PipelineConfig {
+        format: FormatVersion::V2,
+        ..PipelineConfig::default()
+    };
+    let (sup, _) = Supervisor::start(SupervisorArgs::new(config, partitions.clone(), repository))
+        .await
+        .unwrap();
+    let request = SnapshotRequest {
+        partition: PartitionId(0),
+        min_lsn: None,
+    };
+    let t = Instant::now();
+    let full = Supervisor::snapshot(&sup, request).await.unwrap();
+    let full_s = t.elapsed().as_secs_f64();
+    let lsn = partitions.applied_lsn("data-0").unwrap().unwrap().0 + 1;
+    let records = (full.bytes / 100 / VALUE as u64).max(1);
+    let mut rng = rand::rng();
+    let batch: Vec<(Vec<u8>, Vec<u8>)> = (0..records)
+        .map(|k| {
+            let mut v = vec![0u8; VALUE];
+            rng.fill_bytes(&mut v);
+            (format!("new-{k:012}").into_bytes(), v)
+        })
+        .collect();
+    partitions.apply(PartitionId(0), Lsn(lsn), batch).unwrap();
+    let cf = partitions.db().cf_handle("data-0").unwrap();
+    partitions.db().flush_cf(&cf).unwrap();
+    drop(cf);
+    let t = Instant::now();
+    let inc = Supervisor::snapshot(&sup, request).await.unwrap();
+    let inc_s = t.elapsed().as_secs_f64();
+    sup.stop(None);
+    drop(partitions);
+    let _ = std::fs::remove_dir_all(&work);
+    json!({
+        "seconds": 0.0, "bytes": 0, "full_seconds": full_s, "full_uploaded": full.uploaded_bytes,
+        "inc_seconds": inc_s, "inc_uploaded": inc.uploaded_bytes,
+    })
+}

@@ -1,0 +1,274 @@
+//! Cost curves: how a snapshot's time and memory grow with the number of
+//! partitions, with one partition's size, and with the part size and the
+//! parts in flight.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use object_store::path::Path as ObjPath;
+use object_store::ObjectStore;
+use rocksnap::{PartitionStore, PipelineConfig, Repository};
+use serde_json::{json, Value};
+
+use crate::child::{snapshot_all, stored_files};
+use crate::plot::{self, Axis, Series};
+use crate::table::Checks;
+use crate::{dataset, env_or, mib, model, rss, run_child, secs};
+
+const GIB: u64 = 1 << 30;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// 1 to 256 partitions holding `bytes` together, snapshotted at once by one
+/// supervisor (a node's export concurrency): into a local directory (time,
+/// peak memory) and into the remote-like store (time, the model's bound).
+pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut Checks) -> Value {
+    let runs: usize = env_or("ROCKSNAP_BENCH_CURVE_RUNS", 3).max(1);
+    let counts = [1u64, 4, 16, 64, 256];
+    let mut rows = Vec::new();
+    for &n in &counts {
+        let db = dataset(root, bytes, n);
+        eprintln!("partitions curve: {n} partitions");
+        let idle = run_child("idle", &db, &root.join("unused"), &[]);
+        let repo = root.join("repo");
+        let (mut local, mut remote, mut rss_over) = (Vec::new(), Vec::new(), 0u64);
+        let mut remote_bound = 0.0;
+        for _ in 0..runs {
+            let _ = std::fs::remove_dir_all(&repo);
+            let s = run_child("snapshot", &db, &repo, &[]);
+            local.push(secs(&s).as_secs_f64());
+            rss_over = rss_over.max(rss(&s).saturating_sub(rss(&idle)));
+            std::fs::remove_dir_all(&repo).unwrap();
+            let r = run_child("remote-snapshot", &db, &repo, &[]);
+            remote.push(secs(&r).as_secs_f64());
+            remote_bound = r["lower_bound"].as_f64().unwrap();
+        }
+        rows.push((n, median(local), median(remote), remote_bound, rss_over));
+    }
+    let at = |n: u64| rows.iter().find(|r| r.0 == n).unwrap();
+    let (base_local, base_remote) = (at(4).1, at(4).2);
+    println!(
+        "\npartitions: {} MiB in all, snapshotted at once (median of {runs}; ratios to 4 partitions)\n",
+        bytes >> 20
+    );
+    println!(
+        "{:>10} {:>9} {:>6} {:>13} {:>6} {:>13} {:>16}",
+        "partitions", "local s", "×4", "remote-like s", "×4", "model bound s", "RSS over idle MiB"
+    );
+    let mut json_rows = Vec::new();
+    for &(n, l, r, b, m) in &rows {
+        println!(
+            "{n:>10} {l:>9.3} {:>6.2} {r:>13.3} {:>6.2} {b:>13.3} {:>16.0}",
+            l / base_local,
+            r / base_remote,
+            mib(m)
+        );
+        json_rows.push(json!({
+            "partitions": n, "local_seconds": l, "local_ratio_to_4": l / base_local,
+            "remote_seconds": r, "remote_ratio_to_4": r / base_remote,
+            "remote_lower_bound": b, "peak_rss_over_idle": m,
+        }));
+    }
+    checks.at_most(
+        "partitions: 64 ÷ 4 partitions, local snapshot time",
+        at(64).1 / base_local,
+        1.3,
+    );
+    checks.at_most(
+        "partitions: 64 ÷ 4 partitions, remote-like snapshot time",
+        at(64).2 / base_remote,
+        1.3,
+    );
+    let peak = rows.iter().map(|r| r.4).max().unwrap();
+    checks.at_most(
+        "partitions: peak RSS over idle, any count (MiB)",
+        mib(peak),
+        mib(bound),
+    );
+    let xs: Vec<f64> = rows.iter().map(|r| r.0 as f64).collect();
+    plot::lines(
+        &out.join("partitions.svg"),
+        &format!("Snapshot of {} MiB split in N partitions", bytes >> 20),
+        Axis::log("partitions"),
+        Axis::linear("seconds"),
+        &[
+            Series::new("local directory", &xs, rows.iter().map(|r| r.1)),
+            Series::new("remote-like store", &xs, rows.iter().map(|r| r.2)),
+            Series::new("model lower bound", &xs, rows.iter().map(|r| r.3)),
+        ],
+    );
+    json!({"runs": runs, "rows": json_rows})
+}
+
+/// One partition of 1, 2, 4, 8 GiB (or `ROCKSNAP_BENCH_SIZES_GIB`) into a
+/// local directory: time per GiB and peak memory. A size the disk cannot
+/// hold twice over (dataset and snapshot) is skipped, and said so.
+pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
+    let sizes: Vec<u64> = std::env::var("ROCKSNAP_BENCH_SIZES_GIB")
+        .unwrap_or_else(|_| "1,2,4,8".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for &gib in &sizes {
+        let path = root.join(format!("db-{}-1", gib * GIB));
+        let have = path.with_extension("complete").exists();
+        let need = if have { gib * GIB } else { 2 * gib * GIB } + GIB;
+        if free_bytes(root) < need {
+            eprintln!("size curve: {gib} GiB skipped, the disk has too little room");
+            skipped.push(gib);
+            continue;
+        }
+        let db = dataset(root, gib * GIB, 1);
+        eprintln!("size curve: {gib} GiB");
+        let idle = run_child("idle", &db, &root.join("unused"), &[]);
+        let repo = root.join("repo");
+        let _ = std::fs::remove_dir_all(&repo);
+        let s = run_child("snapshot", &db, &repo, &[]);
+        std::fs::remove_dir_all(&repo).unwrap();
+        let stored = s["bytes"].as_u64().unwrap() as f64 / GIB as f64;
+        let per_gib = secs(&s).as_secs_f64() / stored;
+        let cpu = &s["cpu"];
+        rows.push((
+            gib,
+            secs(&s).as_secs_f64(),
+            per_gib,
+            rss(&s).saturating_sub(rss(&idle)),
+            cpu["user"].as_f64().unwrap() / stored,
+            cpu["sys"].as_f64().unwrap() / stored,
+        ));
+    }
+    if rows.is_empty() {
+        return json!({"skipped_gib": skipped});
+    }
+    let reference = median(rows.iter().map(|r| r.2).collect());
+    println!("\nsize: one partition, local directory (one run each)\n");
+    println!(
+        "{:>6} {:>9} {:>8} {:>8} {:>16} {:>10} {:>10}",
+        "GiB", "seconds", "s/GiB", "÷median", "RSS over idle MiB", "user s/GiB", "sys s/GiB"
+    );
+    let mut json_rows = Vec::new();
+    for &(gib, s, per, m, user, sys) in &rows {
+        println!(
+            "{gib:>6} {s:>9.3} {per:>8.3} {:>8.2} {:>16.0} {user:>10.3} {sys:>10.3}",
+            per / reference,
+            mib(m)
+        );
+        json_rows.push(json!({
+            "gib": gib, "seconds": s, "seconds_per_gib": per, "ratio_to_median": per / reference,
+            "peak_rss_over_idle": m, "user_cpu_per_gib": user, "system_cpu_per_gib": sys,
+        }));
+        checks.within(
+            &format!("size: {gib} GiB, time per GiB ÷ median of sizes"),
+            per / reference,
+            0.9,
+            1.1,
+        );
+    }
+    if !skipped.is_empty() {
+        println!("skipped for lack of disk: {skipped:?} GiB");
+    }
+    let peak = rows.iter().map(|r| r.3).max().unwrap();
+    checks.at_most("size: peak RSS over idle, any size (MiB)", mib(peak), mib(bound));
+    let xs: Vec<f64> = rows.iter().map(|r| r.0 as f64).collect();
+    plot::lines(
+        &out.join("size.svg"),
+        "Snapshot of one partition: time per GiB",
+        Axis::log("GiB"),
+        Axis::from_zero("seconds per GiB"),
+        &[Series::new(
+            "local directory",
+            &xs,
+            rows.iter().map(|r| r.2),
+        )],
+    );
+    json!({"rows": json_rows, "skipped_gib": skipped})
+}
+
+/// Free bytes on the filesystem of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+const PART_SIZES_MIB: [usize; 4] = [5, 8, 16, 32];
+const IN_FLIGHT: [usize; 3] = [4, 8, 16];
+
+/// The child of [`grid`]: every part size × parts in flight, one snapshot
+/// of the dataset each into a fresh remote-like store.
+pub async fn grid_child(db: &Path) -> Value {
+    let partitions = PartitionStore::open_existing(db).unwrap();
+    let mut rows = Vec::new();
+    for part_mib in PART_SIZES_MIB {
+        for in_flight in IN_FLIGHT {
+            let config = PipelineConfig {
+                part_size: part_mib << 20,
+                max_parts_in_flight: in_flight,
+                ..PipelineConfig::default()
+            };
+            let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+            let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
+            let (seconds, _) = snapshot_all(partitions.clone(), repository, config).await;
+            let files = stored_files(store.as_ref(), "repo").await;
+            let bound = model::lower_bound(&files, (part_mib << 20) as u64, in_flight, 3);
+            rows.push(json!({
+                "part_mib": part_mib, "in_flight": in_flight, "seconds": seconds,
+                "lower_bound": bound, "memory_bound_mib": part_mib * (in_flight + 1),
+            }));
+        }
+    }
+    json!({"seconds": 0.0, "bytes": 0, "rows": rows})
+}
+
+/// Part size × parts in flight on the remote-like store: the time of one
+/// snapshot of the dataset, its bound, and the memory each setting needs.
+pub fn grid(v: &Value, out: &Path) -> Value {
+    let rows = v["rows"].as_array().unwrap().clone();
+    println!("\npart size × parts in flight, remote-like store (one snapshot each)\n");
+    println!(
+        "{:>9} {:>9} {:>9} {:>13} {:>8} {:>18}",
+        "part MiB", "in flight", "seconds", "model bound s", "÷bound", "memory bound MiB"
+    );
+    for r in &rows {
+        let (s, b) = (r["seconds"].as_f64().unwrap(), r["lower_bound"].as_f64().unwrap());
+        println!(
+            "{:>9} {:>9} {s:>9.3} {b:>13.3} {:>8.2} {:>18}",
+            r["part_mib"], r["in_flight"], s / b, r["memory_bound_mib"]
+        );
+    }
+    let series: Vec<Series> = PART_SIZES_MIB
+        .iter()
+        .map(|&p| {
+            let of_part: Vec<&Value> = rows.iter().filter(|r| r["part_mib"] == p).collect();
+            let xs: Vec<f64> = of_part
+                .iter()
+                .map(|r| r["in_flight"].as_f64().unwrap())
+                .collect();
+            Series::new(
+                &format!("{p} MiB parts"),
+                &xs,
+                of_part.iter().map(|r| r["seconds"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    plot::lines(
+        &out.join("parts.svg"),
+        "Remote-like snapshot of the dataset: part size × parts in flight",
+        Axis::log("parts in flight"),
+        Axis::from_zero("seconds"),
+        &series,
+    );
+    json!({"rows": rows})
+}
