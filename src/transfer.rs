@@ -158,8 +158,12 @@ impl Downloader {
             .sealed
             .as_ref()
             .map(|(_, plain)| plain.div_ceil(SEGMENT_SIZE as u64).max(1));
+        // One write at a time per file: concurrent writers of one file only
+        // wait on (and spin for) its inode's lock; other files' go on.
+        let writing = tokio::sync::Mutex::new(());
         let crcs = try_join_all(ranges.iter().map(|&(start, end)| {
             let file = file.clone();
+            let writing = &writing;
             async move {
                 // Memory first, held until the range is written; the
                 // request only while it is on the wire.
@@ -205,6 +209,7 @@ impl Downloader {
                 let path = d.dest.clone();
                 let sealed = d.sealed.clone().zip(segments);
                 let key = d.key.to_string();
+                let _writer = writing.lock().await;
                 let crc = tokio::task::spawn_blocking(move || {
                     let crc = (crc32c::crc32c(&bytes), bytes.len());
                     match sealed {
