@@ -164,10 +164,9 @@ fn snapshot_then_list_and_show() {
     ]);
     assert_eq!(all[0]["snapshots"].as_array().unwrap().len(), 3);
     assert_eq!(all[0]["older_not_shown"], 0);
-    let text = String::from_utf8_lossy(
-        &rocksnap(&["list", "--from", repo_s, "--limit", "1"]).stdout,
-    )
-    .to_string();
+    let text =
+        String::from_utf8_lossy(&rocksnap(&["list", "--from", repo_s, "--limit", "1"]).stdout)
+            .to_string();
     assert!(text.contains("2 older snapshots not shown"), "{text}");
 }
 

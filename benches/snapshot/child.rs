@@ -40,10 +40,17 @@ pub fn run(mode: &str) {
                 json!({"seconds": 0.0, "bytes": 0})
             }
             "snapshot" => {
+                let defaults = PipelineConfig::default();
                 let config = PipelineConfig {
                     rate_limit: rate_limit(),
                     encryption: keyring(),
-                    ..PipelineConfig::default()
+                    part_size: crate::env_or("ROCKSNAP_BENCH_PART_MIB", defaults.part_size >> 20)
+                        << 20,
+                    max_parts_in_flight: crate::env_or(
+                        "ROCKSNAP_BENCH_IN_FLIGHT",
+                        defaults.max_parts_in_flight,
+                    ),
+                    ..defaults
                 };
                 let local = Repository::new(
                     Destination::open(repo.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
@@ -257,7 +264,11 @@ async fn remote(db: &Path) -> Value {
 }
 
 /// The slow references: one file at a time, as a simple tool would.
-async fn baselines_on(store: &Arc<dyn ObjectStore>, db: &Path, partitions: &PartitionStore) -> Value {
+async fn baselines_on(
+    store: &Arc<dyn ObjectStore>,
+    db: &Path,
+    partitions: &PartitionStore,
+) -> Value {
     // The same exported files.
     let staging = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
     let mut files: Vec<(PathBuf, u64)> = Vec::new();

@@ -41,8 +41,12 @@ pub async fn child(dataset: &Path, repo: &Path) -> Value {
     let stop = Arc::new(AtomicBool::new(false));
     let latencies: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::default();
     let writer = {
-        let (store, phase, stop, latencies) =
-            (store.clone(), phase.clone(), stop.clone(), latencies.clone());
+        let (store, phase, stop, latencies) = (
+            store.clone(),
+            phase.clone(),
+            stop.clone(),
+            latencies.clone(),
+        );
         std::thread::spawn(move || {
             let mut lsns: Vec<u64> = ids
                 .iter()

@@ -76,6 +76,33 @@ fn main() {
     let db = dataset(&root, bytes, partitions);
     let mut t = Table::default();
     comparisons(&mut t, &db, &root, runs, partitions, rate_mib);
+    // What a process holds beside its parts: a snapshot whose parts can
+    // take at most 10 MiB (5 MiB parts, one in flight and one read).
+    let overhead = {
+        let idle = run_child("idle", &db, &root.join("unused"), &[]);
+        let repo = root.join("repo");
+        let mut v: Vec<u64> = (0..3)
+            .map(|_| {
+                let _ = std::fs::remove_dir_all(&repo);
+                let s = run_child(
+                    "snapshot",
+                    &db,
+                    &repo,
+                    &[
+                        ("ROCKSNAP_BENCH_PART_MIB", "5"),
+                        ("ROCKSNAP_BENCH_IN_FLIGHT", "1"),
+                    ],
+                );
+                rss(&s).saturating_sub(rss(&idle))
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(&repo);
+        v.sort();
+        for &m in &v {
+            t.mem("snapshot with 5 MiB × (1 + 1) parts, over idle", m);
+        }
+        v[1].saturating_sub(10 << 20)
+    };
     if std::env::var_os("ROCKSNAP_BENCH_SKIP_4X").is_none() {
         // Memory must not grow with the snapshot's size.
         let big = dataset(&root, 4 * bytes, partitions);
@@ -99,13 +126,19 @@ fn main() {
         ),
         rate_mib,
     );
-    t.check(&mut checks, bound);
+    println!(
+        "\nfixed overhead (the 5 MiB × (1 + 1) snapshot's median less its 10 MiB of parts): {:.0} MiB",
+        mib(overhead)
+    );
+    results["fixed_overhead_bytes"] = json!(overhead);
+    t.check(&mut checks, bound, overhead);
 
     if wants("partitions") {
-        results["partitions"] = curves::partitions(&root, &out, bytes, bound, &mut checks);
+        results["partitions"] =
+            curves::partitions(&root, &out, bytes, bound, overhead, &mut checks);
     }
     if wants("size") {
-        results["size"] = curves::size(&root, &out, bound, &mut checks);
+        results["size"] = curves::size(&root, &out, bound, overhead, &mut checks);
     }
     if wants("population") {
         let v = run_child("population", &root, &root.join("unused"), &[]);
@@ -137,14 +170,7 @@ fn main() {
 
 /// The comparison rows: local and remote-like snapshot and restore against
 /// their baselines and bounds, encrypted, incremental, rate-limited.
-fn comparisons(
-    t: &mut Table,
-    db: &Path,
-    root: &Path,
-    runs: usize,
-    partitions: u64,
-    rate_mib: u64,
-) {
+fn comparisons(t: &mut Table, db: &Path, root: &Path, runs: usize, partitions: u64, rate_mib: u64) {
     let idle = run_child("idle", db, &root.join("unused"), &[]);
     // One keyring for the encrypted rows, handed to each child.
     let keyring = rocksnap::crypto::Keyring::generate_line("bench");
@@ -178,8 +204,20 @@ fn comparisons(
         let copied = copied.unwrap_or_else(|| copy_tree(&export, &root.join("copy")));
         std::fs::remove_dir_all(&export).unwrap();
         let stored = snap["bytes"].as_u64().unwrap();
-        t.add("local", "rocksnap snapshot", secs(&snap), stored, cpu(&snap));
-        t.add("local", "cp -r of the exported files", copied.0, stored, None);
+        t.add(
+            "local",
+            "rocksnap snapshot",
+            secs(&snap),
+            stored,
+            cpu(&snap),
+        );
+        t.add(
+            "local",
+            "cp -r of the exported files",
+            copied.0,
+            stored,
+            None,
+        );
         t.add("local", "cp -r + sync", copied.1, stored, Some(copied.2));
         t.mem(
             "snapshot peak RSS over idle, S",
@@ -213,7 +251,13 @@ fn comparisons(
         }
         let r = run_child("restore", &restored, &repo, &[]);
         let copied = copied.unwrap_or_else(copy_snapshot);
-        t.add("local restore", "rocksnap restore", secs(&r), stored, cpu(&r));
+        t.add(
+            "local restore",
+            "rocksnap restore",
+            secs(&r),
+            stored,
+            cpu(&r),
+        );
         t.add(
             "local restore",
             "cp -r of the snapshot files",
@@ -252,13 +296,37 @@ fn comparisons(
         };
         let g = "remote-like store";
         row(t, g, "rocksnap snapshot", "rocksnap", Some("rocksnap_cpu"));
-        row(t, g, "rocksnap snapshot, encrypted", "rocksnap_encrypted", None);
-        row(t, g, "sequential 5 MiB parts, one file at a time", "sequential", None);
+        row(
+            t,
+            g,
+            "rocksnap snapshot, encrypted",
+            "rocksnap_encrypted",
+            None,
+        );
+        row(
+            t,
+            g,
+            "sequential 5 MiB parts, one file at a time",
+            "sequential",
+            None,
+        );
         row(t, g, "object_store BufWriter per file", "bufwriter", None);
-        row(t, g, "lower bound of the model (8 connections)", "lower_bound", None);
+        row(
+            t,
+            g,
+            "lower bound of the model (8 connections)",
+            "lower_bound",
+            None,
+        );
         let g = "remote-like restore";
         row(t, g, "rocksnap restore", "restore", Some("restore_cpu"));
-        row(t, g, "rocksnap restore, encrypted", "restore_encrypted", None);
+        row(
+            t,
+            g,
+            "rocksnap restore, encrypted",
+            "restore_encrypted",
+            None,
+        );
         row(t, g, "sequential download", "sequential_download", None);
         row(
             t,

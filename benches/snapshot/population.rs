@@ -111,11 +111,7 @@ impl ObjectStore for PagedModel {
                 async move {
                     state.request("delete").await;
                     let batch = futures::stream::iter(batch).boxed();
-                    state
-                        .inner
-                        .delete_stream(batch)
-                        .collect::<Vec<_>>()
-                        .await
+                    state.inner.delete_stream(batch).collect::<Vec<_>>().await
                 }
             })
             .flat_map(futures::stream::iter)
@@ -228,21 +224,13 @@ pub async fn child(root: &Path) -> Value {
         .await
         .unwrap();
         let prune = (t.elapsed().as_secs_f64(), model.take_requests());
-        let left: Vec<ObjectMeta> = model
-            .state
-            .inner
-            .list(None)
-            .try_collect()
-            .await
-            .unwrap();
+        let left: Vec<ObjectMeta> = model.state.inner.list(None).try_collect().await.unwrap();
         assert_eq!(
             left.len(),
             template.len(),
             "prune left only the latest snapshot"
         );
-        let r = |(s, counts): (f64, BTreeMap<&str, u64>)| {
-            json!({"seconds": s, "requests": counts.values().sum::<u64>(), "by_kind": counts})
-        };
+        let r = |(s, counts): (f64, BTreeMap<&str, u64>)| json!({"seconds": s, "requests": counts.values().sum::<u64>(), "by_kind": counts});
         rows.push(json!({
             "snapshots": population, "objects": objects,
             "deleted": report.deleted.len(),
@@ -269,8 +257,19 @@ async fn template(work: &Path) -> Vec<(String, Bytes)> {
     let mut objects = Vec::new();
     let listed: Vec<ObjectMeta> = seed.list(None).try_collect().await.unwrap();
     for meta in listed {
-        let bytes = seed.get(&meta.location).await.unwrap().bytes().await.unwrap();
-        let key = meta.location.as_ref().strip_prefix("repo/").unwrap().to_string();
+        let bytes = seed
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let key = meta
+            .location
+            .as_ref()
+            .strip_prefix("repo/")
+            .unwrap()
+            .to_string();
         objects.push((key, bytes));
     }
     objects
@@ -353,8 +352,8 @@ pub fn report(v: &Value, out: &Path, checks: &mut Checks) -> Value {
         let kind = |k: &str| r["prune"]["by_kind"][k].as_u64().unwrap_or(0);
         println!(
             "{:>9} {:>9} | {:>8} {:>8.3} | {:>8} {:>8.3} | {:>8} {:>6} {:>7} {:>6} {:>8.3}",
-            r["snapshots"],
-            r["objects"],
+            r["snapshots"].as_u64().unwrap(),
+            r["objects"].as_u64().unwrap(),
             req("restore_start"),
             s("restore_start"),
             req("list"),
@@ -398,14 +397,21 @@ pub fn report(v: &Value, out: &Path, checks: &mut Checks) -> Value {
         .iter()
         .map(|r| r["snapshots"].as_f64().unwrap())
         .collect();
-    let requests = |op: &'static str| rows.iter().map(move |r| r[op]["requests"].as_f64().unwrap());
+    let requests = |op: &'static str| {
+        rows.iter()
+            .map(move |r| r[op]["requests"].as_f64().unwrap())
+    };
     plot::lines(
         &out.join("population.svg"),
         "Requests against the bucket's population (one partition)",
         Axis::log("snapshots in the partition"),
         Axis::log("requests"),
         &[
-            Series::new("read the pointer, restore the latest", &xs, requests("restore_start")),
+            Series::new(
+                "read the pointer, restore the latest",
+                &xs,
+                requests("restore_start"),
+            ),
             Series::new("list --partition (newest 20)", &xs, requests("list")),
             Series::new("prune --keep 1", &xs, requests("prune")),
         ],

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
 use futures::StreamExt;
+use object_store::path::Path;
 
 use super::{GcError, GcOptions, LeaseState};
 use crate::format::{PartitionId, SnapshotId};
