@@ -19,6 +19,20 @@ fn ok_json(args: &[&str]) -> serde_json::Value {
     bin::ok_json(&mut bin::command(args))
 }
 
+/// `rocksnap snapshot` of partition 7 of `db` into `repo`; its JSON outcome.
+fn snapshot_7(db: &str, repo: &str) -> serde_json::Value {
+    ok_json(&[
+        "snapshot",
+        "--db",
+        db,
+        "--partition",
+        "7",
+        "--to",
+        repo,
+        "--json",
+    ])
+}
+
 fn fails_clearly(args: &[&str], expect: &str) {
     bin::fails_clearly(&mut bin::command(args), expect);
 }
@@ -48,16 +62,7 @@ fn snapshot_then_list_and_show() {
     let repo = dir.path().join("repo");
     let (db_s, repo_s) = (db.to_str().unwrap(), repo.to_str().unwrap());
 
-    let outcome = ok_json(&[
-        "snapshot",
-        "--db",
-        db_s,
-        "--partition",
-        "7",
-        "--to",
-        repo_s,
-        "--json",
-    ]);
+    let outcome = snapshot_7(db_s, repo_s);
     assert_eq!(outcome["partition_id"], 7);
     assert_eq!(outcome["min_applied_lsn"], 5);
     let id = outcome["snapshot_id"].as_str().unwrap().to_string();
@@ -122,16 +127,7 @@ fn snapshot_then_list_and_show() {
     // Two more snapshots: `--limit` shows the newest and counts the rest.
     let mut newer = Vec::new();
     for _ in 0..2 {
-        let o = ok_json(&[
-            "snapshot",
-            "--db",
-            db_s,
-            "--partition",
-            "7",
-            "--to",
-            repo_s,
-            "--json",
-        ]);
+        let o = snapshot_7(db_s, repo_s);
         newer.push(o["snapshot_id"].as_str().unwrap().to_string());
     }
     let limited = ok_json(&[
@@ -226,16 +222,7 @@ fn operator_errors_are_one_clear_line() {
     );
 
     // A malformed pointer: list reports it, show refuses it, nothing is changed.
-    ok_json(&[
-        "snapshot",
-        "--db",
-        db_s,
-        "--partition",
-        "7",
-        "--to",
-        repo_s,
-        "--json",
-    ]);
+    snapshot_7(db_s, repo_s);
     let pointer = repo.join("7").join("latest.json");
     std::fs::write(&pointer, b"not json").unwrap();
     let list = ok_json(&["list", "--from", repo_s, "--json"]);
@@ -263,16 +250,7 @@ fn restore_and_verify() {
         repo.to_str().unwrap(),
         restored.to_str().unwrap(),
     );
-    let snap = ok_json(&[
-        "snapshot",
-        "--db",
-        db_s,
-        "--partition",
-        "7",
-        "--to",
-        repo_s,
-        "--json",
-    ]);
+    let snap = snapshot_7(db_s, repo_s);
 
     let report = ok_json(&[
         "verify",

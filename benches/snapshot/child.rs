@@ -336,19 +336,25 @@ async fn baselines_on(
     })
 }
 
-/// A full V2 snapshot of partition 0 of a checkpoint of the dataset, 1% new
-/// writes and a flush, then an incremental snapshot.
-async fn incremental(dataset: &Path, repo: &Path) -> Value {
-    let work = repo.with_extension("db");
-    let _ = std::fs::remove_dir_all(&work);
+/// A checkpoint of the dataset at `work` (replacing what is there), opened:
+/// the runs that write keep the dataset as it is.
+pub fn checkpoint(dataset: &Path, work: &Path) -> PartitionStore {
+    let _ = std::fs::remove_dir_all(work);
     {
         let store = PartitionStore::open_existing(dataset).unwrap();
         rocksdb::checkpoint::Checkpoint::new(store.db())
             .unwrap()
-            .create_checkpoint(&work)
+            .create_checkpoint(work)
             .unwrap();
     }
-    let partitions = PartitionStore::open_existing(&work).unwrap();
+    PartitionStore::open_existing(work).unwrap()
+}
+
+/// A full V2 snapshot of partition 0 of a checkpoint of the dataset, 1% new
+/// writes and a flush, then an incremental snapshot.
+async fn incremental(dataset: &Path, repo: &Path) -> Value {
+    let work = repo.with_extension("db");
+    let partitions = checkpoint(dataset, &work);
     let repository = Repository::new(
         Destination::open(repo.to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
     );

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rocksnap::{Destination, Lsn, OpenMode, PartitionStore, PipelineConfig, Repository};
+use rocksnap::{Destination, Lsn, OpenMode, PipelineConfig, Repository};
 use serde_json::{json, Value};
 
-use crate::child::{partition_ids, rate_limit, snapshot_all};
+use crate::child::{checkpoint, partition_ids, rate_limit, snapshot_all};
 use crate::table::Checks;
 
 const EVERY: Duration = Duration::from_millis(1);
@@ -26,16 +26,8 @@ const LIMITED: usize = 5;
 
 pub async fn child(dataset: &Path, repo: &Path) -> Value {
     let work = repo.with_extension("db");
-    let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(repo);
-    {
-        let store = PartitionStore::open_existing(dataset).unwrap();
-        rocksdb::checkpoint::Checkpoint::new(store.db())
-            .unwrap()
-            .create_checkpoint(&work)
-            .unwrap();
-    }
-    let store = PartitionStore::open_existing(&work).unwrap();
+    let store = checkpoint(dataset, &work);
     let ids = partition_ids(&store);
     let phase = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));

@@ -21,7 +21,8 @@
 //! - `ROCKSNAP_BENCH_CURVES`: which curves to draw, comma-separated, of
 //!   `partitions,size,population,parts,foreground` (default all; `none`);
 //! - `ROCKSNAP_BENCH_SIZES_GIB`: the size curve's sizes (default `1,2,4,8`);
-//! - `ROCKSNAP_BENCH_SKIP_4X=1`: skip the memory run on a 4× dataset;
+//! - `ROCKSNAP_BENCH_SKIP_4X=1`: skip the memory run on a 4× dataset (one
+//!   partition);
 //! - `ROCKSNAP_BENCH_RATE_MIB`: the rate limit checked (default 200 MiB/s).
 
 mod child;
@@ -104,8 +105,9 @@ fn main() {
         v[1].saturating_sub(10 << 20)
     };
     if std::env::var_os("ROCKSNAP_BENCH_SKIP_4X").is_none() {
-        // Memory must not grow with the snapshot's size.
-        let big = dataset(&root, 4 * bytes, partitions);
+        // Memory must not grow with the snapshot's size (one partition:
+        // the size curve's dataset of that size).
+        let big = dataset(&root, 4 * bytes, 1);
         let repo = root.join("repo");
         let _ = std::fs::remove_dir_all(&repo);
         // Over an idle process on the same dataset: RocksDB itself holds
@@ -532,12 +534,20 @@ pub fn run_child(mode: &str, db: &Path, repo: &Path, env: &[(&str, &str)]) -> Va
 }
 
 /// A database of `partitions` column families holding `bytes` of
-/// incompressible values in all, built once under `root` and kept.
+/// incompressible values in all, built once under `root` and kept, each
+/// column family compacted whole, so that no compaction runs (and writes)
+/// while it is measured.
 pub fn dataset(root: &Path, bytes: u64, partitions: u64) -> PathBuf {
     let db = root.join(format!("db-{bytes}-{partitions}"));
     let done = db.with_extension("complete");
-    if done.exists() {
-        return db;
+    match std::fs::read(&done) {
+        Ok(marker) if marker == b"compacted" => return db,
+        Ok(_) => {
+            compact(&db);
+            std::fs::write(done, b"compacted").unwrap();
+            return db;
+        }
+        Err(_) => {}
     }
     let _ = std::fs::remove_dir_all(&db);
     eprintln!(
@@ -577,9 +587,22 @@ pub fn dataset(root: &Path, bytes: u64, partitions: u64) -> PathBuf {
         }
     });
     drop(store);
-    std::fs::write(done, b"").unwrap();
+    compact(&db);
+    std::fs::write(done, b"compacted").unwrap();
     eprintln!("  built in {:.0} s", t.elapsed().as_secs_f64());
     db
+}
+
+/// Every column family of `db` compacted whole.
+fn compact(db: &Path) {
+    eprintln!("compacting {} (once)", db.display());
+    let store = PartitionStore::open_existing(db).unwrap();
+    for name in rocksdb::DB::list_cf(&rocksdb::Options::default(), db).unwrap() {
+        let cf = store.db().cf_handle(&name).unwrap();
+        store
+            .db()
+            .compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+    }
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.
