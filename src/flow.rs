@@ -265,8 +265,10 @@ impl PipelineStats {
 
 /// Part buffers, recycled: when a part's upload ends and the store holds no
 /// reference to its bytes any more, the allocation comes back here for the
-/// next part. A snapshot of any size then reuses the same `bound + 1`
-/// buffers: no allocation, no page faults, no allocator growth per part.
+/// next part. Every buffer has room for a whole part, so any of them fits
+/// any part: a snapshot of any size, of files of any sizes, reuses the same
+/// buffers, one per credit: no allocation, no page faults, no allocator
+/// growth per part.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BufferPool {
     free: Arc<std::sync::Mutex<Vec<BytesMut>>>,

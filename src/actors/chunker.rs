@@ -196,10 +196,14 @@ impl ChunkerState {
             // the many blocking threads: each of those would grow an allocator
             // arena of its own, and memory would no longer track the bound.
             buf.clear();
-            // Sealed, a part grows by a tag per segment.
+            // Room for a whole part (sealed, a part grows by a tag per
+            // segment), whatever this part's length: a recycled buffer then
+            // fits any later part, and the pool never holds more buffers
+            // than there are credits. Sized to each part, files of many
+            // sizes left buffers in the pool that fitted no later part.
             let room = match seal {
-                Some(_) => crate::crypto::stored_size(len as u64) as usize,
-                None => len,
+                Some(_) => crate::crypto::stored_size(part_size as u64) as usize,
+                None => part_size,
             };
             if buf.capacity() < room {
                 if let Some(recycled) = self.pool.take(room) {
