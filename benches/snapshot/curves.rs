@@ -221,7 +221,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, overhead: u64, checks: &mut Che
 }
 
 /// Writes back everything dirty, then reads every file of `db` once.
-fn settle(db: &Path) {
+pub fn settle(db: &Path) {
     assert!(std::process::Command::new("sync")
         .status()
         .unwrap()

@@ -23,7 +23,9 @@
 //! - `ROCKSNAP_BENCH_SIZES_GIB`: the size curve's sizes (default `1,2,4,8`);
 //! - `ROCKSNAP_BENCH_SKIP_4X=1`: skip the memory run on a 4× dataset (one
 //!   partition);
-//! - `ROCKSNAP_BENCH_RATE_MIB`: the rate limit checked (default 200 MiB/s).
+//! - `ROCKSNAP_BENCH_RATE_MIB`: the rate limit checked (default 200 MiB/s);
+//! - `ROCKSNAP_BENCH_DROP_CACHES=1` (root): empty the page cache first, so
+//!   that the run does not start with memory full of what ran before.
 
 mod child;
 mod curves;
@@ -75,34 +77,35 @@ fn main() {
     let started = Instant::now();
 
     let db = dataset(&root, bytes, partitions);
+    if std::env::var_os("ROCKSNAP_BENCH_DROP_CACHES").is_some() {
+        // The run then starts with memory free, not with the page cache of
+        // whatever ran before (reclaiming it costs the writes' CPU).
+        quiet_disk();
+        std::fs::write("/proc/sys/vm/drop_caches", "1")
+            .expect("ROCKSNAP_BENCH_DROP_CACHES needs root");
+        curves::settle(&db);
+    }
     let mut t = Table::default();
     comparisons(&mut t, &db, &root, runs, partitions, rate_mib);
-    // What a process holds beside its parts: a snapshot whose parts can
-    // take at most 10 MiB (5 MiB parts, one in flight and one read).
+    // What a process holds beside its parts: the same snapshot with 5 MiB
+    // parts instead of 8 (its parts can hold at most 45 MiB).
+    let small = (5 * (config.max_parts_in_flight as u64 + 1)) << 20;
     let overhead = {
         let idle = run_child("idle", &db, &root.join("unused"), &[]);
         let repo = root.join("repo");
         let mut v: Vec<u64> = (0..3)
             .map(|_| {
                 let _ = std::fs::remove_dir_all(&repo);
-                let s = run_child(
-                    "snapshot",
-                    &db,
-                    &repo,
-                    &[
-                        ("ROCKSNAP_BENCH_PART_MIB", "5"),
-                        ("ROCKSNAP_BENCH_IN_FLIGHT", "1"),
-                    ],
-                );
+                let s = run_child("snapshot", &db, &repo, &[("ROCKSNAP_BENCH_PART_MIB", "5")]);
                 rss(&s).saturating_sub(rss(&idle))
             })
             .collect();
         let _ = std::fs::remove_dir_all(&repo);
         v.sort();
         for &m in &v {
-            t.mem("snapshot with 5 MiB × (1 + 1) parts, over idle", m);
+            t.mem("snapshot with 5 MiB parts, over idle", m);
         }
-        v[1].saturating_sub(10 << 20)
+        v[1].saturating_sub(small)
     };
     if std::env::var_os("ROCKSNAP_BENCH_SKIP_4X").is_none() {
         // Memory must not grow with the snapshot's size (one partition:
@@ -129,7 +132,8 @@ fn main() {
         rate_mib,
     );
     println!(
-        "\nfixed overhead (the 5 MiB × (1 + 1) snapshot's median less its 10 MiB of parts): {:.0} MiB",
+        "\nfixed overhead (the 5 MiB-part snapshot's median less its {:.0} MiB of parts): {:.0} MiB",
+        mib(small),
         mib(overhead)
     );
     results["fixed_overhead_bytes"] = json!(overhead);
@@ -482,6 +486,7 @@ pub fn mib(b: u64) -> f64 {
 /// commands; removes `dest`.
 fn copy_tree(src: &Path, dest: &Path) -> (Duration, Duration, Cpu) {
     let _ = std::fs::remove_dir_all(dest);
+    quiet_disk();
     let cpu = Cpu::children();
     let t = Instant::now();
     let status = Command::new("cp")
@@ -515,8 +520,17 @@ fn copy_tree(src: &Path, dest: &Path) -> (Duration, Duration, Cpu) {
     (copied, synced, cpu)
 }
 
+/// Writes back whatever is dirty, and lets the filesystem finish what the
+/// last removal started (ext4 mounted with `discard` trims at its next
+/// commit), so that no measurement pays for the one before it.
+fn quiet_disk() {
+    let status = Command::new("sync").status().unwrap();
+    assert!(status.success(), "sync failed");
+}
+
 /// Runs one measurement in a child process of this benchmark; its JSON.
 pub fn run_child(mode: &str, db: &Path, repo: &Path, env: &[(&str, &str)]) -> Value {
+    quiet_disk();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env("ROCKSNAP_BENCH_CHILD", mode)
         .env("ROCKSNAP_BENCH_DB", db)

@@ -375,6 +375,18 @@ impl SupervisorState {
             .get(&partition)
             .cloned()
             .unwrap_or_else(|| PartitionSpec::for_partition(partition));
+        // Refused before anything starts: a snapshot's lease is written
+        // while its export runs, and a partition that is not here should
+        // leave nothing in the repository.
+        if !self.partitions.has_column_family(&spec.cf) {
+            let error = SnapshotError::UnknownPartition {
+                partition,
+                cf: spec.cf,
+            };
+            m::snapshots_failed(partition.0, error.reason()).increment(1);
+            let _ = reply.send(Err(error));
+            return Ok(());
+        }
         self.ensure_stages(myself).await?;
         let publisher = self.publisher(myself, partition).await?;
         let cancel = self.cancel.child_token();
