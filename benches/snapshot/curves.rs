@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::child::{snapshot_all, stored_files};
 use crate::plot::{self, Axis, Series};
 use crate::table::Checks;
-use crate::{dataset, env_or, mib, model, rss, run_child, secs};
+use crate::{dataset, env_or, fixed_overhead, mib, model, rss, run_child, secs};
 
 const GIB: u64 = 1 << 30;
 
@@ -25,21 +25,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// 1 to 256 partitions holding `bytes` together, snapshotted at once by one
 /// supervisor (a node's export concurrency): into a local directory (time,
 /// peak memory) and into the remote-like store (time, the model's bound).
-pub fn partitions(
-    root: &Path,
-    out: &Path,
-    bytes: u64,
-    bound: u64,
-    overhead: u64,
-    checks: &mut Checks,
-) -> Value {
+pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut Checks) -> Value {
     let runs: usize = env_or("ROCKSNAP_BENCH_CURVE_RUNS", 3).max(1);
     let counts = [1u64, 4, 16, 64, 256];
     let mut rows = Vec::new();
     for &n in &counts {
         let db = dataset(root, bytes, n);
         eprintln!("partitions curve: {n} partitions");
+        settle(&db);
         let idle = run_child("idle", &db, &root.join("unused"), &[]);
+        let overhead = fixed_overhead(&db, root, &idle);
         let repo = root.join("repo");
         let (mut local, mut remote, mut rss_over) = (Vec::new(), Vec::new(), 0u64);
         let mut remote_bound = 0.0;
@@ -53,7 +48,14 @@ pub fn partitions(
             remote.push(secs(&r).as_secs_f64());
             remote_bound = r["lower_bound"].as_f64().unwrap();
         }
-        rows.push((n, median(local), median(remote), remote_bound, rss_over));
+        rows.push((
+            n,
+            median(local),
+            median(remote),
+            remote_bound,
+            rss_over,
+            overhead,
+        ));
     }
     let at = |n: u64| rows.iter().find(|r| r.0 == n).unwrap();
     let (base_local, base_remote) = (at(4).1, at(4).2);
@@ -62,21 +64,29 @@ pub fn partitions(
         bytes >> 20
     );
     println!(
-        "{:>10} {:>9} {:>6} {:>13} {:>6} {:>13} {:>16}",
-        "partitions", "local s", "×4", "remote-like s", "×4", "model bound s", "RSS over idle MiB"
+        "{:>10} {:>9} {:>6} {:>13} {:>6} {:>13} {:>17} {:>13}",
+        "partitions",
+        "local s",
+        "×4",
+        "remote-like s",
+        "×4",
+        "model bound s",
+        "RSS over idle MiB",
+        "overhead MiB"
     );
     let mut json_rows = Vec::new();
-    for &(n, l, r, b, m) in &rows {
+    for &(n, l, r, b, m, o) in &rows {
         println!(
-            "{n:>10} {l:>9.3} {:>6.2} {r:>13.3} {:>6.2} {b:>13.3} {:>16.0}",
+            "{n:>10} {l:>9.3} {:>6.2} {r:>13.3} {:>6.2} {b:>13.3} {:>17.0} {:>13.0}",
             l / base_local,
             r / base_remote,
-            mib(m)
+            mib(m),
+            mib(o)
         );
         json_rows.push(json!({
             "partitions": n, "local_seconds": l, "local_ratio_to_4": l / base_local,
             "remote_seconds": r, "remote_ratio_to_4": r / base_remote,
-            "remote_lower_bound": b, "peak_rss_over_idle": m,
+            "remote_lower_bound": b, "peak_rss_over_idle": m, "fixed_overhead": o,
         }));
     }
     checks.at_most(
@@ -89,10 +99,10 @@ pub fn partitions(
         at(64).2 / base_remote,
         1.3,
     );
-    for &(n, _, _, _, m) in &rows {
+    for &(n, _, _, _, m, o) in &rows {
         checks.at_most(
             &format!("partitions: {n}, peak RSS over idle less fixed overhead (MiB)"),
-            mib(m.saturating_sub(overhead)),
+            mib(m.saturating_sub(o)),
             mib(bound),
         );
     }
@@ -114,7 +124,7 @@ pub fn partitions(
 /// One partition of 1, 2, 4, 8 GiB (or `ROCKSNAP_BENCH_SIZES_GIB`) into a
 /// local directory: time per GiB and peak memory. A size the disk cannot
 /// hold twice over (dataset and snapshot) is skipped, and said so.
-pub fn size(root: &Path, out: &Path, bound: u64, overhead: u64, checks: &mut Checks) -> Value {
+pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
     let sizes: Vec<u64> = std::env::var("ROCKSNAP_BENCH_SIZES_GIB")
         .unwrap_or_else(|_| "1,2,4,8".into())
         .split(',')
@@ -145,6 +155,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, overhead: u64, checks: &mut Che
         // the page cache and nothing dirty, as the other rows do.
         settle(&db);
         let idle = run_child("idle", &db, &root.join("unused"), &[]);
+        let overhead = fixed_overhead(&db, root, &idle);
         let repo = root.join("repo");
         let mut samples = Vec::new();
         for _ in 0..runs {
@@ -166,6 +177,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, overhead: u64, checks: &mut Che
             peak.saturating_sub(rss(&idle)),
             cpu["user"].as_f64().unwrap() / stored,
             cpu["sys"].as_f64().unwrap() / stored,
+            overhead,
         ));
     }
     if rows.is_empty() {
@@ -174,19 +186,28 @@ pub fn size(root: &Path, out: &Path, bound: u64, overhead: u64, checks: &mut Che
     let reference = median(rows.iter().map(|r| r.2).collect());
     println!("\nsize: one partition, local directory (median of {runs})\n");
     println!(
-        "{:>6} {:>9} {:>8} {:>8} {:>16} {:>10} {:>10}",
-        "GiB", "seconds", "s/GiB", "÷median", "RSS over idle MiB", "user s/GiB", "sys s/GiB"
+        "{:>6} {:>9} {:>8} {:>8} {:>17} {:>13} {:>10} {:>10}",
+        "GiB",
+        "seconds",
+        "s/GiB",
+        "÷median",
+        "RSS over idle MiB",
+        "overhead MiB",
+        "user s/GiB",
+        "sys s/GiB"
     );
     let mut json_rows = Vec::new();
-    for &(gib, s, per, m, user, sys) in &rows {
+    for &(gib, s, per, m, user, sys, o) in &rows {
         println!(
-            "{gib:>6} {s:>9.3} {per:>8.3} {:>8.2} {:>16.0} {user:>10.3} {sys:>10.3}",
+            "{gib:>6} {s:>9.3} {per:>8.3} {:>8.2} {:>17.0} {:>13.0} {user:>10.3} {sys:>10.3}",
             per / reference,
-            mib(m)
+            mib(m),
+            mib(o)
         );
         json_rows.push(json!({
             "gib": gib, "seconds": s, "seconds_per_gib": per, "ratio_to_median": per / reference,
-            "peak_rss_over_idle": m, "user_cpu_per_gib": user, "system_cpu_per_gib": sys,
+            "peak_rss_over_idle": m, "fixed_overhead": o,
+            "user_cpu_per_gib": user, "system_cpu_per_gib": sys,
         }));
         checks.within(
             &format!("size: {gib} GiB, time per GiB ÷ median of sizes"),
@@ -198,10 +219,10 @@ pub fn size(root: &Path, out: &Path, bound: u64, overhead: u64, checks: &mut Che
     if !skipped.is_empty() {
         println!("skipped for lack of disk: {skipped:?} GiB");
     }
-    for &(gib, _, _, m, _, _) in &rows {
+    for &(gib, _, _, m, _, _, o) in &rows {
         checks.at_most(
             &format!("size: {gib} GiB, peak RSS over idle less fixed overhead (MiB)"),
-            mib(m.saturating_sub(overhead)),
+            mib(m.saturating_sub(o)),
             mib(bound),
         );
     }
@@ -220,12 +241,17 @@ pub fn size(root: &Path, out: &Path, bound: u64, overhead: u64, checks: &mut Che
     json!({"rows": json_rows, "skipped_gib": skipped})
 }
 
-/// Writes back everything dirty, then reads every file of `db` once.
+/// Writes back everything dirty (with `ROCKSNAP_BENCH_DROP_CACHES`, then
+/// empties the page cache), then reads every file of `db` once.
 pub fn settle(db: &Path) {
     assert!(std::process::Command::new("sync")
         .status()
         .unwrap()
         .success());
+    if std::env::var_os("ROCKSNAP_BENCH_DROP_CACHES").is_some() {
+        std::fs::write("/proc/sys/vm/drop_caches", "1")
+            .expect("ROCKSNAP_BENCH_DROP_CACHES needs root");
+    }
     for e in std::fs::read_dir(db).unwrap() {
         let path = e.unwrap().path();
         if path.is_file() {

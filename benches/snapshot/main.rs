@@ -24,8 +24,9 @@
 //! - `ROCKSNAP_BENCH_SKIP_4X=1`: skip the memory run on a 4× dataset (one
 //!   partition);
 //! - `ROCKSNAP_BENCH_RATE_MIB`: the rate limit checked (default 200 MiB/s);
-//! - `ROCKSNAP_BENCH_DROP_CACHES=1` (root): empty the page cache first, so
-//!   that the run does not start with memory full of what ran before.
+//! - `ROCKSNAP_BENCH_DROP_CACHES=1` (root): empty the page cache before the
+//!   comparisons and before each curve dataset, so that no run starts with
+//!   memory full of what ran before (whose reclaim costs CPU).
 
 mod child;
 mod curves;
@@ -77,35 +78,20 @@ fn main() {
     let started = Instant::now();
 
     let db = dataset(&root, bytes, partitions);
-    if std::env::var_os("ROCKSNAP_BENCH_DROP_CACHES").is_some() {
-        // The run then starts with memory free, not with the page cache of
-        // whatever ran before (reclaiming it costs the writes' CPU).
-        quiet_disk();
-        std::fs::write("/proc/sys/vm/drop_caches", "1")
-            .expect("ROCKSNAP_BENCH_DROP_CACHES needs root");
-        curves::settle(&db);
-    }
+    // Nothing dirty, its files read once (with ROCKSNAP_BENCH_DROP_CACHES,
+    // from an empty page cache: the run then starts with memory free, not
+    // with the cache of whatever ran before, whose reclaim costs CPU).
+    curves::settle(&db);
     let mut t = Table::default();
     comparisons(&mut t, &db, &root, runs, partitions, rate_mib);
-    // What a process holds beside its parts: the same snapshot with 5 MiB
-    // parts instead of 8 (its parts can hold at most 45 MiB).
-    let small = (5 * (config.max_parts_in_flight as u64 + 1)) << 20;
+    let idle = run_child("idle", &db, &root.join("unused"), &[]);
     let overhead = {
-        let idle = run_child("idle", &db, &root.join("unused"), &[]);
-        let repo = root.join("repo");
-        let mut v: Vec<u64> = (0..3)
-            .map(|_| {
-                let _ = std::fs::remove_dir_all(&repo);
-                let s = run_child("snapshot", &db, &repo, &[("ROCKSNAP_BENCH_PART_MIB", "5")]);
-                rss(&s).saturating_sub(rss(&idle))
-            })
-            .collect();
-        let _ = std::fs::remove_dir_all(&repo);
+        let mut v: Vec<u64> = (0..3).map(|_| fixed_overhead(&db, &root, &idle)).collect();
         v.sort();
         for &m in &v {
-            t.mem("snapshot with 5 MiB parts, over idle", m);
+            t.mem("snapshot with 5 MiB parts, over idle, less 45 MiB", m);
         }
-        v[1].saturating_sub(small)
+        v[1]
     };
     if std::env::var_os("ROCKSNAP_BENCH_SKIP_4X").is_none() {
         // Memory must not grow with the snapshot's size (one partition:
@@ -132,19 +118,17 @@ fn main() {
         rate_mib,
     );
     println!(
-        "\nfixed overhead (the 5 MiB-part snapshot's median less its {:.0} MiB of parts): {:.0} MiB",
-        mib(small),
+        "\nfixed overhead (the 5 MiB-part snapshot's median less its 45 MiB of parts): {:.0} MiB",
         mib(overhead)
     );
     results["fixed_overhead_bytes"] = json!(overhead);
     t.check(&mut checks, bound, overhead);
 
     if wants("partitions") {
-        results["partitions"] =
-            curves::partitions(&root, &out, bytes, bound, overhead, &mut checks);
+        results["partitions"] = curves::partitions(&root, &out, bytes, bound, &mut checks);
     }
     if wants("size") {
-        results["size"] = curves::size(&root, &out, bound, overhead, &mut checks);
+        results["size"] = curves::size(&root, &out, bound, &mut checks);
     }
     if wants("population") {
         let v = run_child("population", &root, &root.join("unused"), &[]);
@@ -412,6 +396,18 @@ fn encrypted_local(t: &mut Table, db: &Path, root: &Path, sealed: &[(&str, &str)
     );
     std::fs::remove_dir_all(&restored).unwrap();
     std::fs::remove_dir_all(&repo).unwrap();
+}
+
+/// What a snapshot process of `db` holds beside its parts: the peak over
+/// `idle` of the same snapshot with 5 MiB parts instead of 8, less what
+/// those parts can hold (5 MiB × (parts in flight + 1)).
+pub fn fixed_overhead(db: &Path, root: &Path, idle: &Value) -> u64 {
+    let parts = (5 * (PipelineConfig::default().max_parts_in_flight as u64 + 1)) << 20;
+    let repo = root.join("repo");
+    let _ = std::fs::remove_dir_all(&repo);
+    let s = run_child("snapshot", db, &repo, &[("ROCKSNAP_BENCH_PART_MIB", "5")]);
+    let _ = std::fs::remove_dir_all(&repo);
+    rss(&s).saturating_sub(rss(idle)).saturating_sub(parts)
 }
 
 /// CPU seconds, user and system.
