@@ -93,24 +93,11 @@ impl Actor for Coordinator {
     ) -> Result<(), ActorProcessingErr> {
         let args = state.take().expect("started once");
         let (job, report) = Job::new(args);
-        let (result, leftover) = job.run().await;
-        // The outcome first: giving the lease back is no part of it, and
-        // a lease left behind only expires.
+        let result = job.run().await;
         report(result);
-        if leftover == Leftover::Lease {
-            job.give_back_lease().await;
-        }
         myself.stop(None);
         Ok(())
     }
-}
-
-/// What a finished snapshot leaves to give back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leftover {
-    /// Its lease, still in the repository.
-    Lease,
-    Nothing,
 }
 
 /// One snapshot in progress.
@@ -199,15 +186,19 @@ impl Job {
 
     /// Exports, then runs the rest under the snapshot's lease: taken
     /// (while the export runs) before anything is stored, renewed while
-    /// the steps run, and still held when they are done: the caller gives
-    /// it back once it has reported the outcome.
-    async fn run(&self) -> (Result<SnapshotOutcome, SnapshotError>, Leftover) {
+    /// the steps run, given back once they are done.
+    async fn run(&self) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
         let (export, lease) = tokio::join!(self.export(), self.take_lease());
         let (export, lease) = match (export, lease) {
             (Ok(export), Ok(lease)) => (export, lease),
-            (Err(e), Ok(_)) => return (Err(e), Leftover::Lease),
-            (Err(e), Err(_)) | (Ok(_), Err(e)) => return (Err(e), Leftover::Nothing),
+            (Err(e), lease) => {
+                if lease.is_ok() {
+                    self.give_back_lease().await;
+                }
+                return Err(e);
+            }
+            (Ok(_), Err(e)) => return Err(e),
         };
         let steps = self.steps(export, lease.started_at, started);
         let done = CancellationToken::new();
@@ -234,7 +225,8 @@ impl Job {
                 }
             }
         };
-        (result, Leftover::Lease)
+        self.give_back_lease().await;
+        result
     }
 
     /// Deletes the snapshot's lease, or leaves it to expire.
