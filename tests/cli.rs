@@ -130,16 +130,19 @@ fn snapshot_then_list_and_show() {
         let o = snapshot_7(db_s, repo_s);
         newer.push(o["snapshot_id"].as_str().unwrap().to_string());
     }
-    let limited = ok_json(&[
-        "list",
-        "--from",
-        repo_s,
-        "--partition",
-        "7",
-        "--limit",
-        "2",
-        "--json",
-    ]);
+    let list_7 = |limit: &str| {
+        ok_json(&[
+            "list",
+            "--from",
+            repo_s,
+            "--partition",
+            "7",
+            "--limit",
+            limit,
+            "--json",
+        ])
+    };
+    let limited = list_7("2");
     let shown: Vec<&str> = limited[0]["snapshots"]
         .as_array()
         .unwrap()
@@ -148,16 +151,7 @@ fn snapshot_then_list_and_show() {
         .collect();
     assert_eq!(shown, [newer[0].as_str(), newer[1].as_str()]);
     assert_eq!(limited[0]["older_not_shown"], 1);
-    let all = ok_json(&[
-        "list",
-        "--from",
-        repo_s,
-        "--partition",
-        "7",
-        "--limit",
-        "0",
-        "--json",
-    ]);
+    let all = list_7("0");
     assert_eq!(all[0]["snapshots"].as_array().unwrap().len(), 3);
     assert_eq!(all[0]["older_not_shown"], 0);
     let text =
