@@ -214,6 +214,15 @@ pub fn stored_size(plain: u64) -> u64 {
     plain + segments * TAG_LEN as u64
 }
 
+/// Stored size of `size` bytes, sealed or not.
+pub(crate) fn stored_len(size: u64, sealed: bool) -> u64 {
+    if sealed {
+        stored_size(size)
+    } else {
+        size
+    }
+}
+
 /// One file's data key and identity: seals its segments and user keys.
 pub(crate) struct FileKey {
     key: LessSafeKey,

@@ -107,11 +107,7 @@ pub async fn rekey(
                 repo.store()
                     .copy(&key, &to)
                     .await
-                    .map_err(|source| RepoError::Store {
-                        op: "copy",
-                        key: key.to_string(),
-                        source,
-                    })?;
+                    .map_err(|source| RepoError::store("copy", &key, source))?;
                 report.copied_objects += 1;
             }
         }

@@ -143,11 +143,9 @@ impl Downloader {
         })?;
         let file = Arc::new(file);
         // Sealed objects are fetched in whole stored segments.
+        const STORED_SEGMENT: u64 = (SEGMENT_SIZE + TAG_LEN) as u64;
         let step = match &d.sealed {
-            Some(_) => {
-                let stored_segment = (SEGMENT_SIZE + TAG_LEN) as u64;
-                (self.part_size / SEGMENT_SIZE as u64).max(1) * stored_segment
-            }
+            Some(_) => (self.part_size / SEGMENT_SIZE as u64).max(1) * STORED_SEGMENT,
             None => self.part_size,
         };
         let ranges: Vec<(u64, u64)> = (0..d.size)
@@ -159,11 +157,12 @@ impl Downloader {
             .as_ref()
             .map(|(_, plain)| plain.div_ceil(SEGMENT_SIZE as u64).max(1));
         // One write at a time per file: concurrent writers of one file only
-        // wait on (and spin for) its inode's lock; other files' go on.
-        let writing = tokio::sync::Mutex::new(());
+        // wait on (and spin for) its inode's lock; other files' go on. The
+        // checksum and the opening of sealed segments run outside it.
+        let writing = Arc::new(std::sync::Mutex::new(()));
         let crcs = try_join_all(ranges.iter().map(|&(start, end)| {
             let file = file.clone();
-            let writing = &writing;
+            let writing = writing.clone();
             async move {
                 // Memory first, held until the range is written; the
                 // request only while it is on the wire.
@@ -209,24 +208,24 @@ impl Downloader {
                 let path = d.dest.clone();
                 let sealed = d.sealed.clone().zip(segments);
                 let key = d.key.to_string();
-                let _writer = writing.lock().await;
                 let crc = tokio::task::spawn_blocking(move || {
                     let crc = (crc32c::crc32c(&bytes), bytes.len());
+                    let write = |data: &[u8], at: u64| {
+                        let _alone = writing.lock().expect("not poisoned");
+                        file.write_all_at(data, at)
+                            .map_err(|e| DownloadError::Local { path, source: e })
+                    };
                     match sealed {
-                        None => file
-                            .write_all_at(&bytes, start)
-                            .map_err(|e| DownloadError::Local { path, source: e })?,
+                        None => write(&bytes, start)?,
                         Some(((seal, _), segments)) => {
-                            let stored_segment = (SEGMENT_SIZE + TAG_LEN) as u64;
-                            let first = start / stored_segment;
+                            let first = start / STORED_SEGMENT;
                             let mut buf = bytes
                                 .try_into_mut()
                                 .unwrap_or_else(|b| bytes::BytesMut::from(&b[..]));
                             let plain = seal
                                 .open_segments(&key, first, segments, &mut buf)
                                 .map_err(DownloadError::Sealed)?;
-                            file.write_all_at(&buf[..plain], first * SEGMENT_SIZE as u64)
-                                .map_err(|e| DownloadError::Local { path, source: e })?;
+                            write(&buf[..plain], first * SEGMENT_SIZE as u64)?;
                         }
                     }
                     Ok::<_, DownloadError>(crc)

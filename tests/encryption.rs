@@ -14,7 +14,7 @@ use common::{snapshot, Fixture};
 use rocksnap::crypto::{stored_size, Keyring, SEGMENT_SIZE, TAG_LEN};
 use rocksnap::format::{FormatVersion, SnapshotMetadata};
 use rocksnap::restore::{restore, verify, RestoreError, RestoreOptions, RestoreTarget, Unusable};
-use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig, Repository};
+use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig};
 
 const MARKER: &[u8] = b"customer-record-in-the-clear";
 
@@ -478,7 +478,6 @@ async fn encrypted_round_trip_on_s3() {
         &[],
     ));
     assert!(live_entries(&restored) == expected);
-    let _: Repository = backend.repository();
 }
 
 /// `rekey` wraps every retained snapshot's data keys under the keyring's

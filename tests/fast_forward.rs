@@ -253,7 +253,7 @@ mod hold {
     struct State {
         /// Events to stop at: the message the thread is held at while the
         /// entry is present.
-        hold_at: Option<&'static str>,
+        hold_at: Option<(&'static str, String)>,
         held: bool,
         /// Every message seen, with its `cf` field.
         seen: Vec<(String, String)>,
@@ -286,8 +286,12 @@ mod hold {
             event.record(&mut fields);
             let (state, changed) = &*self.0;
             let mut s = state.lock().unwrap();
-            s.seen.push((fields.message.clone(), fields.cf));
-            if s.hold_at == Some(fields.message.as_str()) {
+            let armed = s
+                .hold_at
+                .as_ref()
+                .is_some_and(|(m, cf)| *m == fields.message && *cf == fields.cf);
+            s.seen.push((fields.message, fields.cf));
+            if armed {
                 s.held = true;
                 changed.notify_all();
                 while s.hold_at.is_some() {
@@ -295,6 +299,15 @@ mod hold {
                 }
                 s.held = false;
             }
+        }
+    }
+
+    /// Releases the hold when dropped.
+    pub struct Armed(Hold);
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            self.0.release();
         }
     }
 
@@ -313,8 +326,15 @@ mod hold {
             .clone()
         }
 
-        pub fn arm(&self, message: &'static str) {
-            self.0 .0.lock().unwrap().hold_at = Some(message);
+        /// Holds the next event `message` about column family `cf` until
+        /// released, and forgets what was seen before. Released when the
+        /// returned guard drops too, so that a failing test leaves no thread
+        /// waiting for ever.
+        pub fn arm(&self, message: &'static str, cf: &str) -> Armed {
+            let mut s = self.0 .0.lock().unwrap();
+            s.hold_at = Some((message, cf.to_string()));
+            s.seen.clear();
+            Armed(self.clone())
         }
 
         pub fn release(&self) {
@@ -342,37 +362,39 @@ mod hold {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_requested_during_the_swap_waits_for_it() {
     let hold = hold::Hold::installed();
-    // Another node's partition 1 at LSN 100, snapshotted.
-    let source = Fixture::new(&[1]);
+    // Another node's partition 9 at LSN 100, snapshotted.
+    let source = Fixture::new(&[9]);
     for lsn in [50, 100] {
-        source.write(1, lsn, 200, 500);
+        source.write(9, lsn, 200, 500);
     }
     let supervisor = source.supervisor(source.config()).await;
-    snapshot(&supervisor, 1, None).await.unwrap();
+    snapshot(&supervisor, 9, None).await.unwrap();
     supervisor.stop(None);
-    let expected = source.partitions.entries("data-1").unwrap();
+    let expected = source.partitions.entries("data-9").unwrap();
 
-    // This node: partition 1 at LSN 10 with a key the snapshot lacks, and
+    // This node: partition 9 at LSN 10 with a key the snapshot lacks, and
     // its own snapshotting pipeline.
-    let node = Fixture::new(&[1]);
+    let node = Fixture::new(&[9]);
     node.partitions
         .apply(
-            PartitionId(1),
+            PartitionId(9),
             Lsn(10),
             [(b"stale".to_vec(), b"x".to_vec())],
         )
         .unwrap();
     let pipeline = node.supervisor(node.config()).await;
 
-    // The fast-forward is stopped inside its swap, holding the gate.
-    hold.arm("swap holds the partition's gate");
+    // The fast-forward is stopped inside its swap, holding the gate. (A
+    // partition of its own: the hold is the process's, and the other tests
+    // here fast-forward partition 1 at the same time.)
+    let armed = hold.arm("swap holds the partition's gate", "data-9");
     let swapping = {
         let (store, repo) = (node.partitions.clone(), source.repository.clone());
         tokio::spawn(async move {
             fast_forward(
                 &store,
                 &repo,
-                PartitionId(1),
+                PartitionId(9),
                 Lsn(90),
                 &RestoreOptions::default(),
             )
@@ -384,15 +406,14 @@ async fn a_snapshot_requested_during_the_swap_waits_for_it() {
     // A snapshot requested now reaches the gate and waits there.
     let requested = {
         let pipeline = pipeline.clone();
-        tokio::spawn(async move { snapshot(&pipeline, 1, None).await })
+        tokio::spawn(async move { snapshot(&pipeline, 9, None).await })
     };
     common::wait_until("the export is at the gate", || {
-        hold.has_seen("export waits for the partition's gate", "data-1")
+        hold.has_seen("export waits for the partition's gate", "data-9")
     })
     .await;
-    assert!(hold.is_held());
     assert!(!requested.is_finished(), "the export passed a held gate");
-    hold.release();
+    drop(armed);
 
     let done = swapping.await.unwrap().unwrap();
     assert_eq!(done.applied_lsn, Some(Lsn(100)));
@@ -405,7 +426,7 @@ async fn a_snapshot_requested_during_the_swap_waits_for_it() {
     restore(
         &node.repository,
         &db,
-        PartitionId(1),
+        PartitionId(9),
         RestoreTarget::Snapshot(taken.snapshot_id),
         &RestoreOptions::default(),
     )
@@ -413,7 +434,7 @@ async fn a_snapshot_requested_during_the_swap_waits_for_it() {
     .unwrap();
     let check = PartitionStore::open_existing(&db).unwrap();
     assert!(
-        check.entries("data-1").unwrap() == expected,
+        check.entries("data-9").unwrap() == expected,
         "the snapshot taken during the swap is not the swapped partition"
     );
     pipeline.stop(None);

@@ -120,12 +120,7 @@ async fn gc_keeps_what_is_referenced_even_during_an_upload() {
     let mut ids = Vec::new();
     for lsn in 1..=3u64 {
         fx.write(1, lsn, 300, 4096);
-        let db = fx.partitions.db();
-        db.compact_range_cf(
-            &db.cf_handle("data-1").unwrap(),
-            None::<&[u8]>,
-            None::<&[u8]>,
-        );
+        fx.compact(1);
         ids.push(snapshot(&supervisor, 1, None).await.unwrap());
     }
     let latest = fx.latest(1);

@@ -6,7 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use common::backend::Backend;
 use rocksnap::format::{Lsn, PartitionId};
@@ -158,29 +157,23 @@ async fn killed_mid_upload(backend: Backend, dir: &Path) {
     let first = complete_pointer(&backend).await.unwrap();
 
     // A slow upload (1 MiB/s), killed once its export is staged.
-    let mut child = snapshot_cmd(&backend, &db, Some(first + 10), &["--rate-limit", "1MiB"])
-        .spawn()
-        .unwrap();
+    let mut child = common::bin::Running(
+        snapshot_cmd(&backend, &db, Some(first + 10), &["--rate-limit", "1MiB"])
+            .spawn()
+            .unwrap(),
+    );
     let staging = PathBuf::from(format!("{}.rocksnap-staging", db.display()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the export never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until("the export started", || {
+        std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some())
+    })
+    .await;
     // Killed once its upload is under way: a multipart upload is open.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while backend.open_uploads().await == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.kill().unwrap(); // SIGKILL
-    let _ = child.wait();
+    common::wait_until_async("the upload started", || async {
+        backend.open_uploads().await > 0
+    })
+    .await;
+    child.0.kill().unwrap(); // SIGKILL
+    let _ = child.0.wait();
     assert_eq!(
         complete_pointer(&backend).await,
         Some(first),

@@ -367,12 +367,7 @@ async fn fallback_stays_within_the_retained_snapshots() {
         for lsn in [10, 20, 30] {
             fx.write(1, lsn, 200, 1000);
             // Compacted: each snapshot's files are its own.
-            let db = fx.partitions.db();
-            db.compact_range_cf(
-                &db.cf_handle("data-1").unwrap(),
-                None::<&[u8]>,
-                None::<&[u8]>,
-            );
+            fx.compact(1);
             ids.push(snapshot(&supervisor, 1, None).await.unwrap());
         }
         supervisor.stop(None);

@@ -27,6 +27,24 @@ fn ok_json(env: &[(String, String)], args: &[&str]) -> serde_json::Value {
     bin::ok_json(&mut command(env, args))
 }
 
+/// `rocksnap list` of `url` with every S3 setting on the command line.
+fn list_explicitly<'a>(url: &'a str, endpoint: &'a str) -> [&'a str; 12] {
+    [
+        "list",
+        "--from",
+        url,
+        "--s3-endpoint",
+        endpoint,
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        "k",
+        "--s3-secret-access-key",
+        SECRET_KEY,
+        "--s3-allow-http",
+    ]
+}
+
 fn refused(env: &[(String, String)], args: &[&str], expect: &str) {
     let stderr = bin::fails_clearly(&mut command(env, args), expect);
     assert!(!stderr.contains(SECRET_KEY), "the secret leaked: {stderr}");
@@ -234,23 +252,10 @@ async fn bad_configuration_is_refused_at_start() {
     );
     // Explicit settings work without the environment, and the secret given
     // on the command line does not show in errors.
+    let in_bucket = format!("s3://{bucket}/x");
     let out = run(
         &[],
-        &[
-            "list",
-            "--from",
-            &format!("s3://{bucket}/x"),
-            "--s3-endpoint",
-            endpoint,
-            "--s3-region",
-            "us-east-1",
-            "--s3-access-key-id",
-            "k",
-            "--s3-secret-access-key",
-            SECRET_KEY,
-            "--s3-allow-http",
-            "--json",
-        ],
+        &[&list_explicitly(&in_bucket, endpoint)[..], &["--json"]].concat(),
     );
     assert!(
         out.status.success(),
@@ -259,20 +264,7 @@ async fn bad_configuration_is_refused_at_start() {
     );
     refused(
         &[],
-        &[
-            "list",
-            "--from",
-            "s3://no-such-bucket/x",
-            "--s3-endpoint",
-            endpoint,
-            "--s3-region",
-            "us-east-1",
-            "--s3-access-key-id",
-            "k",
-            "--s3-secret-access-key",
-            SECRET_KEY,
-            "--s3-allow-http",
-        ],
+        &list_explicitly("s3://no-such-bucket/x", endpoint),
         "the bucket does not exist",
     );
 }

@@ -181,6 +181,8 @@ async fn writer_b(db: PathBuf, repo_dir: PathBuf, kill_at: Option<u32>) -> Strin
     };
     let out = tokio::process::Command::from(cmd)
         .stdin(Stdio::null())
+        // Killed if the round fails before it ends.
+        .kill_on_drop(true)
         .output()
         .await
         .unwrap();

@@ -46,10 +46,6 @@ pub fn run(mode: &str) {
                     encryption: keyring(),
                     part_size: crate::env_or("ROCKSNAP_BENCH_PART_MIB", defaults.part_size >> 20)
                         << 20,
-                    max_parts_in_flight: crate::env_or(
-                        "ROCKSNAP_BENCH_IN_FLIGHT",
-                        defaults.max_parts_in_flight,
-                    ),
                     ..defaults
                 };
                 let local = Repository::new(
@@ -170,21 +166,33 @@ pub async fn stored_files(store: &dyn ObjectStore, prefix: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Snapshots every partition into `prefix` of the remote-like `store`:
+/// seconds, bytes, and the model's lower bound for the files it stored
+/// (sizes as stored, in `config`'s parts over its connections).
+pub async fn snapshot_into_model(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    partitions: PartitionStore,
+    config: PipelineConfig,
+) -> (f64, u64, f64) {
+    let repository = Repository::with_store(store.clone(), ObjPath::from(prefix));
+    let (part, connections) = (config.part_size as u64, config.max_parts_in_flight);
+    let (seconds, bytes) = snapshot_all(partitions, repository, config).await;
+    let files = stored_files(store.as_ref(), prefix).await;
+    (
+        seconds,
+        bytes,
+        model::lower_bound(&files, part, connections, 3),
+    )
+}
+
 /// A snapshot of every partition into the remote-like store, and the
 /// model's lower bound for it.
 async fn remote_snapshot(db: &Path) -> Value {
-    let config = PipelineConfig::default();
     let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
-    let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
     let partitions = PartitionStore::open_existing(db).unwrap();
-    let (seconds, bytes) = snapshot_all(partitions, repository, config.clone()).await;
-    let files = stored_files(store.as_ref(), "repo").await;
-    let bound = model::lower_bound(
-        &files,
-        config.part_size as u64,
-        config.max_parts_in_flight,
-        3,
-    );
+    let (seconds, bytes, bound) =
+        snapshot_into_model(&store, "repo", partitions, PipelineConfig::default()).await;
     json!({"seconds": seconds, "bytes": bytes, "lower_bound": bound})
 }
 
@@ -197,8 +205,8 @@ async fn remote(db: &Path) -> Value {
     let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
     let partitions = PartitionStore::open_existing(db).unwrap();
     let cpu = Cpu::this_process();
-    let (rocksnap_s, bytes) =
-        snapshot_all(partitions.clone(), repository.clone(), config.clone()).await;
+    let (rocksnap_s, bytes, lower_bound) =
+        snapshot_into_model(&store, "repo", partitions.clone(), config.clone()).await;
     let rocksnap_cpu = Cpu::this_process().since(cpu);
     // The same, encrypted, into another repository of the same model.
     let keyring = keyring().expect("the remote child is given a keyring");
@@ -210,14 +218,8 @@ async fn remote(db: &Path) -> Value {
     let (rocksnap_encrypted, _) =
         snapshot_all(partitions.clone(), sealed_repository.clone(), sealed_config).await;
 
-    // The model's lower bounds with rocksnap's parts and connections.
+    // The model's lower bound for restore's ranges and connections.
     let sizes = stored_files(store.as_ref(), "repo").await;
-    let lower_bound = model::lower_bound(
-        &sizes,
-        config.part_size as u64,
-        config.max_parts_in_flight,
-        3,
-    );
     let restore_opts = RestoreOptions::default();
     let restore_lower_bound = model::lower_bound(
         &sizes,
@@ -362,9 +364,10 @@ async fn incremental(dataset: &Path, repo: &Path) -> Value {
         format: FormatVersion::V2,
         ..PipelineConfig::default()
     };
-    let (sup, _) = Supervisor::start(SupervisorArgs::new(config, partitions.clone(), repository))
-        .await
-        .unwrap();
+    let (sup, done) =
+        Supervisor::start(SupervisorArgs::new(config, partitions.clone(), repository))
+            .await
+            .unwrap();
     let request = SnapshotRequest {
         partition: PartitionId(0),
         min_lsn: None,
@@ -389,9 +392,11 @@ async fn incremental(dataset: &Path, repo: &Path) -> Value {
     let t = Instant::now();
     let inc = Supervisor::snapshot(&sup, request).await.unwrap();
     let inc_s = t.elapsed().as_secs_f64();
+    // The actors let go of the checkpoint before it is removed.
     sup.stop(None);
+    done.await.unwrap();
     drop(partitions);
-    let _ = std::fs::remove_dir_all(&work);
+    std::fs::remove_dir_all(&work).unwrap();
     json!({
         "seconds": 0.0, "bytes": 0, "full_seconds": full_s, "full_uploaded": full.uploaded_bytes,
         "inc_seconds": inc_s, "inc_uploaded": inc.uploaded_bytes,

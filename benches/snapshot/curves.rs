@@ -5,28 +5,27 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use object_store::path::Path as ObjPath;
 use object_store::ObjectStore;
-use rocksnap::{PartitionStore, PipelineConfig, Repository};
+use rocksnap::{PartitionStore, PipelineConfig};
 use serde_json::{json, Value};
 
-use crate::child::{snapshot_all, stored_files};
+use crate::child::snapshot_into_model;
 use crate::plot::{self, Axis, Series};
 use crate::table::Checks;
-use crate::{dataset, env_or, fixed_overhead, mib, model, rss, run_child, secs};
+use crate::{dataset, env_or, fixed_overhead, median, mib, model, rss, run_child, secs};
 
 const GIB: u64 = 1 << 30;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+/// Runs per point of the partitions and size curves.
+fn curve_runs() -> usize {
+    env_or("ROCKSNAP_BENCH_CURVE_RUNS", 3).max(1)
 }
 
 /// 1 to 256 partitions holding `bytes` together, snapshotted at once by one
 /// supervisor (a node's export concurrency): into a local directory (time,
 /// peak memory) and into the remote-like store (time, the model's bound).
 pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut Checks) -> Value {
-    let runs: usize = env_or("ROCKSNAP_BENCH_CURVE_RUNS", 3).max(1);
+    let runs = curve_runs();
     let counts = [1u64, 4, 16, 64, 256];
     let mut rows = Vec::new();
     for &n in &counts {
@@ -100,11 +99,7 @@ pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut 
         1.3,
     );
     for &(n, _, _, _, m, o) in &rows {
-        checks.at_most(
-            &format!("partitions: {n}, peak RSS over idle less fixed overhead (MiB)"),
-            mib(m.saturating_sub(o)),
-            mib(bound),
-        );
+        checks.memory(&format!("partitions: {n}, peak RSS over idle"), m, o, bound);
     }
     let xs: Vec<f64> = rows.iter().map(|r| r.0 as f64).collect();
     plot::lines(
@@ -130,7 +125,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let runs: usize = env_or("ROCKSNAP_BENCH_CURVE_RUNS", 3).max(1);
+    let runs = curve_runs();
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     // Every dataset is built first, so that no measurement meets another
@@ -220,18 +215,14 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         println!("skipped for lack of disk: {skipped:?} GiB");
     }
     for &(gib, _, _, m, _, _, o) in &rows {
-        checks.at_most(
-            &format!("size: {gib} GiB, peak RSS over idle less fixed overhead (MiB)"),
-            mib(m.saturating_sub(o)),
-            mib(bound),
-        );
+        checks.memory(&format!("size: {gib} GiB, peak RSS over idle"), m, o, bound);
     }
     let xs: Vec<f64> = rows.iter().map(|r| r.0 as f64).collect();
     plot::lines(
         &out.join("size.svg"),
         "Snapshot of one partition: time per GiB",
         Axis::log("GiB"),
-        Axis::from_zero("seconds per GiB"),
+        Axis::linear("seconds per GiB"),
         &[Series::new(
             "local directory",
             &xs,
@@ -244,10 +235,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
 /// Writes back everything dirty (with `ROCKSNAP_BENCH_DROP_CACHES`, then
 /// empties the page cache), then reads every file of `db` once.
 pub fn settle(db: &Path) {
-    assert!(std::process::Command::new("sync")
-        .status()
-        .unwrap()
-        .success());
+    crate::quiet_disk();
     if std::env::var_os("ROCKSNAP_BENCH_DROP_CACHES").is_some() {
         std::fs::write("/proc/sys/vm/drop_caches", "1")
             .expect("ROCKSNAP_BENCH_DROP_CACHES needs root");
@@ -268,11 +256,12 @@ fn free_bytes(path: &Path) -> u64 {
         .arg(path)
         .output()
         .unwrap();
+    assert!(out.status.success(), "df failed");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0)
+        .expect("df prints the bytes available")
 }
 
 const PART_SIZES_MIB: [usize; 4] = [5, 8, 16, 32];
@@ -291,10 +280,8 @@ pub async fn grid_child(db: &Path) -> Value {
                 ..PipelineConfig::default()
             };
             let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
-            let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
-            let (seconds, _) = snapshot_all(partitions.clone(), repository, config).await;
-            let files = stored_files(store.as_ref(), "repo").await;
-            let bound = model::lower_bound(&files, (part_mib << 20) as u64, in_flight, 3);
+            let (seconds, _, bound) =
+                snapshot_into_model(&store, "repo", partitions.clone(), config).await;
             rows.push(json!({
                 "part_mib": part_mib, "in_flight": in_flight, "seconds": seconds,
                 "lower_bound": bound, "memory_bound_mib": part_mib * (in_flight + 1),
@@ -345,7 +332,7 @@ pub fn grid(v: &Value, out: &Path) -> Value {
         &out.join("parts.svg"),
         "Remote-like snapshot of the dataset: part size × parts in flight",
         Axis::log("parts in flight"),
-        Axis::from_zero("seconds"),
+        Axis::linear("seconds"),
         &series,
     );
     json!({"rows": rows})

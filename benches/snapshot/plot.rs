@@ -28,10 +28,6 @@ impl Axis {
         }
     }
 
-    pub fn from_zero(label: &str) -> Self {
-        Self::linear(label)
-    }
-
     fn to_plot(&self, v: f64) -> f64 {
         if self.log {
             v.max(f64::MIN_POSITIVE).log10()

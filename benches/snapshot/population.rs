@@ -325,6 +325,15 @@ async fn populate(model: &PagedModel, template: &[(String, Bytes)], population: 
     objects
 }
 
+/// A prune's requests of one kind in a row of the table. A prune lists,
+/// reads and deletes whatever the population: a kind it never sent means
+/// the figure is missing, not zero.
+fn prune_requests(row: &Value, kind: &str) -> u64 {
+    row["prune"]["by_kind"][kind]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {kind} request counted for a prune"))
+}
+
 /// Prints the population table, draws its picture, checks its targets.
 pub fn report(v: &Value, out: &Path, checks: &mut Checks) -> Value {
     let rows = v["rows"].as_array().unwrap().clone();
@@ -349,7 +358,7 @@ pub fn report(v: &Value, out: &Path, checks: &mut Checks) -> Value {
     for r in &rows {
         let req = |op: &str| r[op]["requests"].as_u64().unwrap();
         let s = |op: &str| r[op]["seconds"].as_f64().unwrap();
-        let kind = |k: &str| r["prune"]["by_kind"][k].as_u64().unwrap_or(0);
+        let kind = |k: &str| prune_requests(r, k);
         println!(
             "{:>9} {:>9} | {:>8} {:>8.3} | {:>8} {:>8.3} | {:>8} {:>6} {:>7} {:>6} {:>8.3}",
             r["snapshots"].as_u64().unwrap(),
@@ -378,7 +387,7 @@ pub fn report(v: &Value, out: &Path, checks: &mut Checks) -> Value {
         );
         // One listing of the partition, a request per page of 1 000
         // objects, and one of its leases.
-        let lists = r["prune"]["by_kind"]["list"].as_u64().unwrap_or(0);
+        let lists = prune_requests(r, "list");
         checks.at_most(
             &format!("population {n}: prune list requests (≤ ⌈objects/1000⌉ + 1)"),
             lists as f64,
@@ -386,7 +395,7 @@ pub fn report(v: &Value, out: &Path, checks: &mut Checks) -> Value {
         );
         // Deleted in three phases (metadata, files, leases), each in
         // batches of 1 000 keys.
-        let deletes = r["prune"]["by_kind"]["delete"].as_u64().unwrap_or(0);
+        let deletes = prune_requests(r, "delete");
         checks.at_most(
             &format!("population {n}: prune delete requests (≤ ⌈deleted/1000⌉ + 2)"),
             deletes as f64,

@@ -116,10 +116,7 @@ impl ChunkerState {
             }
         };
         let parts = size.div_ceil(part_size as u64).max(1);
-        let stored = match &seal {
-            Some(_) => crate::crypto::stored_size(size),
-            None => size,
-        };
+        let stored = crate::crypto::stored_len(size, seal.is_some());
         let begin = UploaderMsg::Begin(FileUpload {
             id,
             key,
@@ -201,10 +198,7 @@ impl ChunkerState {
             // fits any later part, and the pool never holds more buffers
             // than there are credits. Sized to each part, files of many
             // sizes left buffers in the pool that fitted no later part.
-            let room = match seal {
-                Some(_) => crate::crypto::stored_size(part_size as u64) as usize,
-                None => part_size,
-            };
+            let room = crate::crypto::stored_len(part_size as u64, seal.is_some()) as usize;
             if buf.capacity() < room {
                 if let Some(recycled) = self.pool.take(room) {
                     buf = recycled;

@@ -276,19 +276,19 @@ async fn collect_once(
     // then leaves files without metadata (garbage, collected next time),
     // never metadata without its files (a folder that looks complete).
     // Leases go last, once what they protected is gone.
+    let leases_dir = format!("/{LEASES}/");
     let phase = |o: &ObjectMeta| {
         let in_leases = o
             .location
             .as_ref()
             .strip_prefix(dir.as_ref())
-            .is_some_and(|k| k.starts_with(&format!("/{LEASES}/")));
+            .is_some_and(|k| k.starts_with(&leases_dir));
         match o.location.filename() {
             Some(METADATA) => 0,
             _ if in_leases => 2,
             _ => 1,
         }
     };
-    candidates.sort_by_key(|(o, _)| phase(o));
     for step in 0..3 {
         let objects: Vec<&ObjectMeta> = candidates
             .iter()

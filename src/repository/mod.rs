@@ -60,9 +60,9 @@ pub struct Repository {
     store: Arc<dyn ObjectStore>,
     layout: Layout,
     local_root: Option<PathBuf>,
-    /// The directory whose files are the objects, when nothing wraps the
-    /// store: restore copies them with the kernel's help.
-    local_files: Option<PathBuf>,
+    /// Nothing wraps the local store: its files are the objects, and
+    /// restore copies them with the kernel's help.
+    plain_local: bool,
     display: String,
     min_part_size: usize,
     uploads: crate::uploads::UploadLister,
@@ -75,8 +75,8 @@ impl Repository {
             retry: RetryPolicy::default(),
             store: dest.store,
             layout: Layout::new(dest.prefix),
-            local_files: dest.local_root.clone().filter(|_| dest.plain_local),
             local_root: dest.local_root,
+            plain_local: dest.plain_local,
             display: dest.display,
             min_part_size: dest.min_part_size,
             uploads: dest.uploads,
@@ -90,7 +90,7 @@ impl Repository {
             store,
             layout: Layout::new(prefix),
             local_root: None,
-            local_files: None,
+            plain_local: false,
             display: "object store".into(),
             min_part_size: 1,
             uploads: Default::default(),
@@ -112,7 +112,7 @@ impl Repository {
     /// The directory whose files are the objects, if the store is a plain
     /// local directory.
     pub(crate) fn local_files(&self) -> Option<&std::path::Path> {
-        self.local_files.as_deref()
+        self.local_root.as_deref().filter(|_| self.plain_local)
     }
 
     /// The store behind the repository.
@@ -661,7 +661,7 @@ pub enum RepoError {
 }
 
 impl RepoError {
-    fn store(op: &'static str, key: &Path, source: object_store::Error) -> Self {
+    pub(crate) fn store(op: &'static str, key: &Path, source: object_store::Error) -> Self {
         RepoError::Store {
             op,
             key: key.to_string(),

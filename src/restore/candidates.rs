@@ -12,7 +12,6 @@ use super::{RestoreError, RestoreTarget};
 use crate::format::{PartitionId, SnapshotId};
 use crate::repository::{Repository, SnapshotFolder, VersionedPointer};
 
-/// The snapshots to try, in order.
 /// What a restore tries: these folders, newest first, and whether the
 /// older ones are to be listed if all of them prove unusable (a pointer
 /// that keeps no retained list names only its own snapshot).
@@ -35,11 +34,7 @@ pub(super) async fn plan(
     target: RestoreTarget,
 ) -> Result<Candidates, RestoreError> {
     let mut list_older = false;
-    let listed = || async {
-        let mut all = repo.list_snapshots(partition).await?;
-        all.reverse(); // newest first
-        Ok::<_, RestoreError>(all)
-    };
+    let listed = || newest_first(repo, partition);
     let no_pointer = || RestoreError::NoSnapshot {
         partition,
         reason: format!(
@@ -100,8 +95,6 @@ fn newest(pointer: &VersionedPointer) -> SnapshotFolder {
     }
 }
 
-/// The pointer's snapshot first (the listing may sort it elsewhere), then
-/// the older snapshots it keeps, newest first.
 /// The pointer's snapshot, then the older ones its retained list names,
 /// newest first; just the pointer's snapshot if it keeps no list.
 fn retained_fallbacks(pointer: &VersionedPointer) -> Vec<SnapshotFolder> {
@@ -126,14 +119,36 @@ pub(super) async fn older_than(
     partition: PartitionId,
     first: &SnapshotFolder,
 ) -> Result<Vec<SnapshotFolder>, RestoreError> {
-    let mut all = repo.list_snapshots(partition).await?;
-    all.reverse();
-    Ok(all
-        .into_iter()
-        .filter(|f| f.lsn <= first.lsn && f.name != first.name)
-        .collect())
+    Ok(older(first, newest_first(repo, partition).await?, None).collect())
 }
 
+/// A partition's snapshot folders, newest first.
+async fn newest_first(
+    repo: &Repository,
+    partition: PartitionId,
+) -> Result<Vec<SnapshotFolder>, RestoreError> {
+    let mut all = repo.list_snapshots(partition).await?;
+    all.reverse();
+    Ok(all)
+}
+
+/// Those of `listed` that are older than `first` (not newer, not it), and,
+/// given a retained list, on it.
+fn older<'a>(
+    first: &'a SnapshotFolder,
+    listed: Vec<SnapshotFolder>,
+    retained: Option<&'a HashSet<SnapshotId>>,
+) -> impl Iterator<Item = SnapshotFolder> + 'a {
+    listed.into_iter().filter(move |f| {
+        f.lsn <= first.lsn
+            && f.name != first.name
+            && retained.is_none_or(|r| r.contains(&f.snapshot_id))
+    })
+}
+
+/// The pointer's snapshot first (the listing may sort it elsewhere), then
+/// the listed snapshots older than it, newest first: those its retained
+/// list names, if it keeps one.
 fn fallbacks(pointer: &VersionedPointer, listed: Vec<SnapshotFolder>) -> Vec<SnapshotFolder> {
     let first = newest(pointer);
     let retained: Option<HashSet<SnapshotId>> = (!pointer.pointer.retained.is_empty()).then(|| {
@@ -144,10 +159,6 @@ fn fallbacks(pointer: &VersionedPointer, listed: Vec<SnapshotFolder>) -> Vec<Sna
             .map(|r| r.snapshot_id)
             .collect()
     });
-    let older = listed.into_iter().filter(|f| {
-        f.lsn <= first.lsn
-            && f.name != first.name
-            && retained.as_ref().is_none_or(|r| r.contains(&f.snapshot_id))
-    });
+    let older = older(&first, listed, retained.as_ref());
     std::iter::once(first.clone()).chain(older).collect()
 }

@@ -57,3 +57,14 @@ pub fn fails_clearly(cmd: &mut Command, expect: &str) -> String {
     assert!(stderr.contains(expect), "expected {expect:?} in {stderr}");
     stderr
 }
+
+/// A child process, killed (SIGKILL) and reaped if it is still running
+/// when dropped: a test that fails half-way leaves none behind.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

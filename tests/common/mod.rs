@@ -95,6 +95,14 @@ impl Fixture {
             .unwrap();
     }
 
+    /// Compacts a partition whole: every file it then has is new, so the
+    /// next snapshot shares none with the one before.
+    pub fn compact(&self, partition: u64) {
+        let db = self.partitions.db();
+        let cf = db.cf_handle(&format!("data-{partition}")).unwrap();
+        db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+    }
+
     pub fn latest(&self, partition: u64) -> LatestPointer {
         let bytes = std::fs::read(
             self.repo_dir
@@ -154,6 +162,22 @@ pub fn collection(grace: std::time::Duration, keep: Option<usize>) -> rocksnap::
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// [`wait_until`] for a condition that must itself wait (a request, say).
+pub async fn wait_until_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting until {what}"

@@ -21,10 +21,7 @@ impl Job {
             plan.files
                 .iter()
                 .filter(|f| f.reused.is_none())
-                .map(|f| match f.seal {
-                    Some(_) => crate::crypto::stored_size(f.size),
-                    None => f.size,
-                })
+                .map(|f| crate::crypto::stored_len(f.size, f.seal.is_some()))
                 .sum(),
         );
         let entry_keys: Vec<Option<String>> =

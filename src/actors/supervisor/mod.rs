@@ -151,9 +151,10 @@ pub struct SupervisorState {
     stats: Arc<PipelineStats>,
     chunker_credits: Credits,
     uploader_credits: Credits,
-    /// Parts on the wire at once, shared by every uploader the supervisor
-    /// starts (the budget's requests).
-    uploader_requests: Arc<tokio::sync::Semaphore>,
+    /// The uploads' memory and requests: the host's budget, or one of
+    /// `config.max_parts_in_flight` requests; every uploader the supervisor
+    /// starts shares it.
+    budget: MemoryBudget,
     stages: Stages,
     publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
     running: HashMap<PartitionId, Running>,
@@ -227,7 +228,6 @@ impl Actor for Supervisor {
             .clone()
             .unwrap_or_else(|| MemoryBudget::for_requests(config.max_parts_in_flight));
         let uploader_credits = Credits::from_budget("upload", &budget);
-        let uploader_requests = budget.requests().clone();
         Ok(SupervisorState {
             stages: Stages {
                 exporter: spawn_exporter(&myself, &config, &args.partitions).await?,
@@ -236,14 +236,8 @@ impl Actor for Supervisor {
                     chunker_credits.clone(),
                 ),
                 uploader: BoundedMailbox::new(
-                    spawn_uploader(
-                        &myself,
-                        &config,
-                        &args.repository,
-                        &args.stats,
-                        &uploader_requests,
-                    )
-                    .await?,
+                    spawn_uploader(&myself, &config, &args.repository, &args.stats, &budget)
+                        .await?,
                     uploader_credits.clone(),
                 ),
             },
@@ -254,7 +248,7 @@ impl Actor for Supervisor {
             stats: args.stats,
             chunker_credits,
             uploader_credits,
-            uploader_requests,
+            budget,
             publishers: HashMap::new(),
             running: HashMap::new(),
             cancel: CancellationToken::new(),

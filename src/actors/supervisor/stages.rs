@@ -12,7 +12,7 @@ use crate::actors::coordinator::SnapshotError;
 use crate::actors::exporter::{Exporter, ExporterArgs, ExporterMsg};
 use crate::actors::uploader::{Uploader, UploaderArgs, UploaderMsg};
 use crate::config::PipelineConfig;
-use crate::flow::{BoundedMailbox, PipelineStats};
+use crate::flow::{BoundedMailbox, MemoryBudget, PipelineStats};
 use crate::metrics as m;
 use crate::partition::PartitionStore;
 use crate::repository::Repository;
@@ -145,7 +145,7 @@ impl SupervisorState {
                         &self.config,
                         &self.repository,
                         &self.stats,
-                        &self.uploader_requests,
+                        &self.budget,
                     )
                     .await?,
                     self.uploader_credits.clone(),
@@ -202,12 +202,12 @@ pub(super) async fn spawn_uploader(
     config: &PipelineConfig,
     repository: &Repository,
     stats: &Arc<PipelineStats>,
-    requests: &Arc<tokio::sync::Semaphore>,
+    budget: &MemoryBudget,
 ) -> Result<ActorRef<UploaderMsg>, ActorProcessingErr> {
     let args = UploaderArgs {
         store: repository.store().clone(),
         stats: stats.clone(),
-        requests: requests.clone(),
+        requests: budget.requests().clone(),
         rate_limit: config.rate_limit.clone(),
         retry: repository.retry(),
     };

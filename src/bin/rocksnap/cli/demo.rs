@@ -50,7 +50,10 @@ pub async fn run(args: DemoArgs) -> CliResult {
         OpenMode::CreateMissing,
     )?);
     let stats = Arc::new(PipelineStats::default());
-    let mut sup_args = SupervisorArgs::new(args.pipeline.config()?, partitions.clone(), repository);
+    let config = args.pipeline.config()?;
+    // The keyring the pipeline loaded, for the restores below.
+    let keyring = config.encryption.clone();
+    let mut sup_args = SupervisorArgs::new(config, partitions.clone(), repository);
     sup_args.stats = stats.clone();
     let (supervisor, handle) = Supervisor::start(sup_args).await?;
 
@@ -143,7 +146,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         ids[0],
         RestoreTarget::Latest,
         &RestoreOptions {
-            keyring: args.pipeline.keys.load()?,
+            keyring: keyring.clone(),
             ..RestoreOptions::default()
         },
     )
@@ -160,7 +163,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
     if outcome.snapshot_id != last.snapshot_id {
         return Err("the restore did not pick the newest snapshot".into());
     }
-    second_node(&args, &repository, &partitions, &ids, &log).await?;
+    second_node(&args, &repository, &partitions, &ids, &log, keyring).await?;
     println!(
         "\npublished {} in {} snapshots; {} written to the database; {:.2?} in all",
         indicatif::HumanBytes(published + last.bytes),
@@ -180,6 +183,7 @@ async fn second_node(
     first: &PartitionStore,
     ids: &[PartitionId],
     log: &[(u64, u64)],
+    keyring: Option<Arc<rocksnap::crypto::Keyring>>,
 ) -> CliResult {
     let db = args.dir.join("node-2-db");
     println!(
@@ -192,7 +196,7 @@ async fn second_node(
         ids,
         rocksnap::bootstrap::BootstrapMode::IfMissing,
         &RestoreOptions {
-            keyring: args.pipeline.keys.load()?,
+            keyring,
             ..RestoreOptions::default()
         },
     )

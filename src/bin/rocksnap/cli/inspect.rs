@@ -79,10 +79,7 @@ pub struct SnapshotListing {
 
 pub async fn list(args: ListArgs) -> CliResult {
     let repo = args.repo.open().await?;
-    let partitions = match args.partition {
-        Some(p) => vec![p],
-        None => repo.list_partitions().await?,
-    };
+    let partitions = super::partitions_of(&repo, args.partition).await?;
     let mut listings = Vec::with_capacity(partitions.len());
     let limit = (args.limit > 0).then_some(args.limit);
     for partition in partitions {

@@ -366,16 +366,24 @@ async fn request(args: RequestArgs) -> CliResult {
     Err(format!("the node answered {status}: {message}").into())
 }
 
-/// `rocksnap prune`.
+/// The partition asked for, or every partition of the repository.
+pub(crate) async fn partitions_of(
+    repo: &rocksnap::Repository,
+    partition: Option<PartitionId>,
+) -> Result<Vec<PartitionId>, rocksnap::repository::RepoError> {
+    match partition {
+        Some(p) => Ok(vec![p]),
+        None => repo.list_partitions().await,
+    }
+}
+
+/// `rocksnap rekey`.
 async fn rekey(args: RekeyArgs) -> CliResult {
     let keyring = args.keys.load()?.ok_or(
         "rekey needs the keyring: --keyring FILE or ROCKSNAP_KEYRING, its first key the new one",
     )?;
     let repo = args.repo.open().await?;
-    let partitions = match args.partition {
-        Some(p) => vec![p],
-        None => repo.list_partitions().await?,
-    };
+    let partitions = partitions_of(&repo, args.partition).await?;
     let mut reports = Vec::new();
     for p in partitions {
         reports.push(rocksnap::rekey::rekey(&repo, p, &keyring).await?);
@@ -397,6 +405,7 @@ async fn rekey(args: RekeyArgs) -> CliResult {
     Ok(())
 }
 
+/// `rocksnap prune`.
 async fn prune(args: PruneArgs) -> CliResult {
     let repo = args.repo.open().await?;
     let retention =
@@ -411,10 +420,7 @@ async fn prune(args: PruneArgs) -> CliResult {
         cluster: Some(args.cluster.clone()),
         now: None,
     };
-    let partitions = match args.partition {
-        Some(p) => vec![p],
-        None => repo.list_partitions().await?,
-    };
+    let partitions = partitions_of(&repo, args.partition).await?;
     let mut reports = Vec::new();
     for p in partitions {
         reports.push(rocksnap::gc::collect(&repo, p, &opts).await?);

@@ -36,18 +36,14 @@ pub struct NodeState {
     /// Safe log-trim point per partition, refreshed after every snapshot.
     pub trim_points: Mutex<HashMap<PartitionId, Option<Lsn>>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// The bandwidth limit restores share with uploads.
-    pub rate_limit: Option<RateLimit>,
     /// Where each partition's data came from at start.
     pub origins: HashMap<PartitionId, rocksnap::bootstrap::Origin>,
     /// What state-changing admin requests must carry, if anything.
     pub admin_token: Option<config::AdminToken>,
-    /// The memory uploads, restores and scrubs share.
-    pub budget: rocksnap::MemoryBudget,
-    /// Bytes per ranged read of restores and scrubs.
-    pub part_size: usize,
-    /// The keys of encrypted snapshots.
-    pub keyring: Option<std::sync::Arc<rocksnap::crypto::Keyring>>,
+    /// How restores, fast-forwards and scrubs download: the memory budget
+    /// and bandwidth uploads share, the part size, the keys of encrypted
+    /// snapshots.
+    download: rocksnap::restore::RestoreOptions,
     /// The last scrub of each partition.
     pub scrubs: Mutex<HashMap<PartitionId, ScrubStatus>>,
 }
@@ -66,14 +62,12 @@ pub struct ScrubStatus {
 }
 
 impl NodeState {
-    /// Download options that share the node's memory budget and bandwidth.
+    /// Download options that share the node's memory budget and bandwidth,
+    /// with progress counters of their own.
     pub fn download_options(&self) -> rocksnap::restore::RestoreOptions {
         rocksnap::restore::RestoreOptions {
-            rate_limit: self.rate_limit.clone(),
-            budget: Some(self.budget.clone()),
-            part_size: self.part_size,
-            keyring: self.keyring.clone(),
-            ..Default::default()
+            progress: Arc::default(),
+            ..self.download.clone()
         }
     }
 }
@@ -188,7 +182,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
     let pipeline = PipelineConfig {
         cluster_name: config.node.cluster.clone(),
         node_name: config.node.name.clone(),
-        part_size: config.pipeline.part_size.as_u64() as usize,
+        part_size,
         max_parts_in_flight: config.pipeline.parts_in_flight,
         max_concurrent_exports: config.policy.max_concurrent_exports,
         staging_dir: config.pipeline.staging_dir.clone(),
@@ -215,10 +209,7 @@ pub async fn run(config_path: &Path) -> Result<(), Box<dyn std::error::Error + S
         metrics,
         admin_token: config.node.admin_token.clone(),
         origins,
-        rate_limit: rate_limit.clone(),
-        budget,
-        part_size,
-        keyring,
+        download: restore_opts,
         scrubs: Mutex::default(),
     });
     if let Some(every) = config.policy.every {
