@@ -270,7 +270,7 @@ impl FileKey {
     /// Seals, in place, the plaintext in `buf` (whole segments, but for the
     /// file's last one), whose first segment has index `first`; `last`:
     /// the buffer ends the file. The buffer grows by a tag per segment.
-    pub fn seal_segments(&self, first: u64, buf: &mut bytes::BytesMut, last: bool) {
+    pub fn seal_segments(&self, first: u64, buf: &mut Vec<u8>, last: bool) {
         let plain = buf.len();
         let count = plain.div_ceil(SEGMENT_SIZE).max(1);
         buf.resize(plain + count * TAG_LEN, 0);
@@ -483,7 +483,6 @@ fn data_key_aad(kek_id: &str, file_id: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
 
     fn keyring() -> Keyring {
         Keyring::parse(&format!(
@@ -499,7 +498,7 @@ mod tests {
         let parts = plain.len().div_ceil(part).max(1);
         for p in 0..parts {
             let chunk = &plain[p * part..((p + 1) * part).min(plain.len())];
-            let mut buf = BytesMut::from(chunk);
+            let mut buf = chunk.to_vec();
             key.seal_segments((p * part / SEGMENT_SIZE) as u64, &mut buf, p == parts - 1);
             out.extend_from_slice(&buf);
         }

@@ -24,36 +24,48 @@ fn curve_runs() -> usize {
 /// 1 to 256 partitions holding `bytes` together, snapshotted at once by one
 /// supervisor (a node's export concurrency): into a local directory (time,
 /// peak memory) and into the remote-like store (time, the model's bound).
+///
+/// Each run visits every count in turn, as the comparisons alternate their
+/// rows: a stretch of the machine's noise (another tenant, reclaim) then
+/// falls on every count alike instead of on whichever it was measuring.
 pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut Checks) -> Value {
     let runs = curve_runs();
     let counts = [1u64, 4, 16, 64, 256];
-    let mut rows = Vec::new();
-    for &n in &counts {
-        let db = dataset(root, bytes, n);
-        eprintln!("partitions curve: {n} partitions");
-        settle(&db);
-        let idle = run_child("idle", &db, &root.join("unused"), &[]);
-        let overhead = fixed_overhead(&db, root, &idle);
-        let repo = root.join("repo");
-        let (mut local, mut remote, mut rss_over) = (Vec::new(), Vec::new(), 0u64);
-        let mut remote_bound = 0.0;
-        for _ in 0..runs {
+    let dbs: Vec<_> = counts.iter().map(|&n| dataset(root, bytes, n)).collect();
+    settle(&dbs.iter().map(|d| d.as_path()).collect::<Vec<_>>());
+    let repo = root.join("repo");
+    let (mut local, mut remote) = (
+        vec![Vec::new(); counts.len()],
+        vec![Vec::new(); counts.len()],
+    );
+    let mut rss_over = vec![0u64; counts.len()];
+    let mut remote_bound = vec![0.0; counts.len()];
+    let idle: Vec<Value> = dbs
+        .iter()
+        .map(|db| run_child("idle", db, &root.join("unused"), &[]))
+        .collect();
+    for run in 0..runs {
+        eprintln!("partitions curve: run {} of {runs}", run + 1);
+        for (i, db) in dbs.iter().enumerate() {
             let _ = std::fs::remove_dir_all(&repo);
-            let s = run_child("snapshot", &db, &repo, &[]);
-            local.push(secs(&s).as_secs_f64());
-            rss_over = rss_over.max(rss(&s).saturating_sub(rss(&idle)));
+            let s = run_child("snapshot", db, &repo, &[]);
+            local[i].push(secs(&s).as_secs_f64());
+            rss_over[i] = rss_over[i].max(rss(&s).saturating_sub(rss(&idle[i])));
             std::fs::remove_dir_all(&repo).unwrap();
-            let r = run_child("remote-snapshot", &db, &repo, &[]);
-            remote.push(secs(&r).as_secs_f64());
-            remote_bound = r["lower_bound"].as_f64().unwrap();
+            let r = run_child("remote-snapshot", db, &repo, &[]);
+            remote[i].push(secs(&r).as_secs_f64());
+            remote_bound[i] = r["lower_bound"].as_f64().unwrap();
         }
+    }
+    let mut rows = Vec::new();
+    for (i, &n) in counts.iter().enumerate() {
         rows.push((
             n,
-            median(local),
-            median(remote),
-            remote_bound,
-            rss_over,
-            overhead,
+            median(std::mem::take(&mut local[i])),
+            median(std::mem::take(&mut remote[i])),
+            remote_bound[i],
+            rss_over[i],
+            fixed_overhead(&dbs[i], root, &idle[i]),
         ));
     }
     let at = |n: u64| rows.iter().find(|r| r.0 == n).unwrap();
@@ -148,7 +160,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         eprintln!("size curve: {gib} GiB");
         // Written back and read once: each size starts with its files in
         // the page cache and nothing dirty, as the other rows do.
-        settle(&db);
+        settle(&[&db]);
         let idle = run_child("idle", &db, &root.join("unused"), &[]);
         let overhead = fixed_overhead(&db, root, &idle);
         let repo = root.join("repo");
@@ -233,18 +245,20 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
 }
 
 /// Writes back everything dirty (with `ROCKSNAP_BENCH_DROP_CACHES`, then
-/// empties the page cache), then reads every file of `db` once.
-pub fn settle(db: &Path) {
+/// empties the page cache), then reads every file of each database once.
+pub fn settle(dbs: &[&Path]) {
     crate::quiet_disk();
     if std::env::var_os("ROCKSNAP_BENCH_DROP_CACHES").is_some() {
         std::fs::write("/proc/sys/vm/drop_caches", "1")
             .expect("ROCKSNAP_BENCH_DROP_CACHES needs root");
     }
-    for e in std::fs::read_dir(db).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_file() {
-            let mut f = std::fs::File::open(&path).unwrap();
-            std::io::copy(&mut f, &mut std::io::sink()).unwrap();
+    for db in dbs {
+        for e in std::fs::read_dir(db).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_file() {
+                let mut f = std::fs::File::open(&path).unwrap();
+                std::io::copy(&mut f, &mut std::io::sink()).unwrap();
+            }
         }
     }
 }

@@ -88,7 +88,7 @@ fn main() {
     // Nothing dirty, its files read once (with ROCKSNAP_BENCH_DROP_CACHES,
     // from an empty page cache: the run then starts with memory free, not
     // with the cache of whatever ran before, whose reclaim costs CPU).
-    curves::settle(&db);
+    curves::settle(&[&db]);
     let mut t = Table::default();
     let idle = run_child("idle", &db, &root.join("unused"), &[]);
     comparisons(&mut t, &db, &root, &idle, runs, partitions, rate_mib);
@@ -102,7 +102,7 @@ fn main() {
         .is_none()
         .then(|| {
             let big = dataset(&root, 4 * bytes, 1);
-            curves::settle(&big);
+            curves::settle(&[&big]);
             let big_idle = run_child("idle", &big, &root.join("unused"), &[]);
             let big_overhead = fixed_overhead(&big, &root, &big_idle);
             let repo = root.join("repo");

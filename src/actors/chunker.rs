@@ -146,7 +146,7 @@ impl ChunkerState {
                 size,
                 parts,
                 part_size,
-                seal.as_deref(),
+                seal.as_ref(),
                 &cancel,
                 &uploader,
             )
@@ -168,7 +168,7 @@ impl ChunkerState {
         size: u64,
         parts: u64,
         part_size: usize,
-        seal: Option<&FileKey>,
+        seal: Option<&Arc<FileKey>>,
         cancel: &CancellationToken,
         uploader: &BoundedMailbox<UploaderMsg>,
     ) -> Result<u32, UploadError> {
@@ -204,24 +204,38 @@ impl ChunkerState {
                     buf = recycled;
                 }
             }
-            buf.reserve(room);
-            let (f, mut buf, read) = tokio::task::spawn_blocking(move || {
-                buf.resize(len, 0);
-                let read = file.read_exact(&mut buf[..]);
-                (file, buf, read)
+            // The part is read into the buffer's spare room, which nothing
+            // zeroes first: as a vector (the same allocation, no copy: the
+            // buffer is empty and, once recycled, owned by the chunker alone)
+            // that the standard library reads a file straight into.
+            let mut room_vec = Vec::from(buf);
+            room_vec.reserve_exact(room);
+            let seal = seal.cloned();
+            let last = index + 1 == parts;
+            // The read, the sealing and the checksum run on a blocking
+            // thread, so that a part's CPU work never holds up a runtime
+            // thread that the uploads' requests are waiting on.
+            let (f, filled, read) = tokio::task::spawn_blocking(move || {
+                let read = read_part(&file, &mut room_vec, len).map(|()| {
+                    if let Some(seal) = &seal {
+                        let first = offset / crate::crypto::SEGMENT_SIZE as u64;
+                        seal.seal_segments(first, &mut room_vec, last);
+                    }
+                    crc32c::crc32c_append(crc, &room_vec)
+                });
+                (file, room_vec, read)
             })
             .await
             .expect("a read does not panic");
             file = f;
-            if let Err(e) = read {
-                self.buffer = Some(buf);
-                return Err(read_err(e));
+            let mut buf = BytesMut::from(bytes::Bytes::from(filled));
+            match read {
+                Ok(next) => crc = next,
+                Err(e) => {
+                    self.buffer = Some(buf);
+                    return Err(read_err(e));
+                }
             }
-            if let Some(seal) = seal {
-                let first = offset / crate::crypto::SEGMENT_SIZE as u64;
-                seal.seal_segments(first, &mut buf, index + 1 == parts);
-            }
-            crc = crc32c::crc32c_append(crc, &buf);
             let bytes = buf.split().freeze();
             self.buffer = Some(buf);
             let part = Part::new(bytes, credit, self.stats.clone(), self.pool.clone());
@@ -236,6 +250,19 @@ impl ChunkerState {
         }
         Ok(crc)
     }
+}
+
+/// Reads the next `len` bytes of `file` into `buf`'s spare capacity (which
+/// has room for them), without zeroing it first.
+fn read_part(file: &File, buf: &mut Vec<u8>, len: usize) -> std::io::Result<()> {
+    let read = file.take(len as u64).read_to_end(buf)?;
+    if read < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ended {} bytes early", len - read),
+        ));
+    }
+    Ok(())
 }
 
 /// Abandons a file whose parts stopped coming, if it is dropped still open.
