@@ -14,12 +14,24 @@
 //! and garbage collection removes them; their objects that the new ones
 //! share stay. A rekey that loses the race for the pointer leaves new
 //! metadata no pointer names, which collection removes too.
+//!
+//! While it runs, a rekey is a writer like a snapshot: each new snapshot's
+//! lease is written before anything of it is stored and renewed as the
+//! rekey goes on, so a collection never takes what it wrote however long
+//! its copies take. Should a lease expire anyway (the rekey stalled), the
+//! collection that takes its objects fences `latest.json` first, which
+//! moves the pointer's version: the rekey's compare-and-swap then fails,
+//! and the pointer never names a snapshot whose objects are gone.
 
+use chrono::Utc;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
+use crate::config::DEFAULT_LEASE_TTL;
 use crate::crypto::{FileKey, Keyring};
-use crate::format::{LatestPointer, PartitionId, RetainedSnapshot, SnapshotId};
+use crate::format::{
+    FormatVersion, LatestPointer, Lease, PartitionId, RetainedSnapshot, SnapshotId,
+};
 use crate::repository::{RepoError, Repository};
 
 /// What a rekey did.
@@ -59,6 +71,23 @@ pub async fn rekey(
     partition: PartitionId,
     keyring: &Keyring,
 ) -> Result<RekeyReport, RekeyError> {
+    let mut leases = Leases {
+        repo,
+        held: Vec::new(),
+    };
+    let result = rekey_under(repo, partition, keyring, &mut leases).await;
+    // Published or given up: nothing of the rekey is left but what the
+    // pointer names (and, on failure, objects collection removes).
+    leases.give_back().await;
+    result
+}
+
+async fn rekey_under(
+    repo: &Repository,
+    partition: PartitionId,
+    keyring: &Keyring,
+    leases: &mut Leases<'_>,
+) -> Result<RekeyReport, RekeyError> {
     let current = repo
         .read_pointer(partition)
         .await?
@@ -86,6 +115,7 @@ pub async fn rekey(
         }
         let mut new = meta.clone();
         new.snapshot_id = SnapshotId::new().encoded(meta.snapshot_id.encoding());
+        leases.take(partition, new.snapshot_id).await?;
         let folder = new.path();
         for f in new.files.iter_mut() {
             let Some(envelope) = &f.encryption else {
@@ -104,6 +134,7 @@ pub async fn rekey(
                 // V1: the file lives in its snapshot's folder.
                 let name = f.file_name().expect("checked when parsed");
                 let to = repo.layout().file(partition, &folder, name);
+                leases.renew_if_due().await?;
                 repo.store()
                     .copy(&key, &to)
                     .await
@@ -111,6 +142,7 @@ pub async fn rekey(
                 report.copied_objects += 1;
             }
         }
+        leases.renew_if_due().await?;
         repo.put_metadata(&new).await?;
         report.rekeyed.push((meta.snapshot_id, new.snapshot_id));
         replaced.push((kept, new.retained_entry()));
@@ -136,4 +168,65 @@ pub async fn rekey(
     repo.swap_pointer(Some(&current.version), &pointer).await?;
     tracing::info!(%partition, rekeyed = report.rekeyed.len(), "data keys wrapped under {}", keyring.current_id());
     Ok(report)
+}
+
+/// The leases of the snapshots a rekey writes.
+struct Leases<'a> {
+    repo: &'a Repository,
+    held: Vec<Lease>,
+}
+
+impl Leases<'_> {
+    /// Writes the lease of `id`, before anything of it is stored.
+    async fn take(&mut self, partition: PartitionId, id: SnapshotId) -> Result<(), RepoError> {
+        let now = Utc::now();
+        let lease = Lease {
+            version: FormatVersion::V1,
+            partition_id: partition,
+            snapshot_id: id,
+            node_name: "rekey".into(),
+            started_at: now,
+            renewed_at: now,
+            expires_at: now + ttl(),
+        };
+        self.repo.put_lease(&lease).await?;
+        self.held.push(lease);
+        Ok(())
+    }
+
+    /// Renews every lease a third of whose time to live has passed. A lease
+    /// renewed too late no longer protected its objects for a while; the
+    /// fence a collector writes before taking them fails the rekey's swap.
+    async fn renew_if_due(&mut self) -> Result<(), RepoError> {
+        let now = Utc::now();
+        for lease in self.held.iter_mut() {
+            if now - lease.renewed_at < ttl() / 3 {
+                continue;
+            }
+            let renewed = Lease {
+                renewed_at: now,
+                expires_at: now + ttl(),
+                ..lease.clone()
+            };
+            self.repo.put_lease(&renewed).await?;
+            *lease = renewed;
+        }
+        Ok(())
+    }
+
+    async fn give_back(self) {
+        for lease in self.held {
+            if let Err(e) = self
+                .repo
+                .delete_lease(lease.partition_id, lease.snapshot_id)
+                .await
+            {
+                tracing::warn!(partition = %lease.partition_id, error = %e, "cannot delete a rekey's lease; it expires by itself");
+            }
+        }
+    }
+}
+
+fn ttl() -> chrono::Duration {
+    chrono::Duration::from_std(DEFAULT_LEASE_TTL).expect("a minute")
 }

@@ -649,3 +649,173 @@ async fn a_rekey_racing_a_new_snapshot_loses_without_harm() {
             .unwrap();
     }
 }
+
+/// A rekey is a writer like a snapshot: a collection that runs while it is
+/// half-way (held at its second rekeyed metadata in V2, at its second
+/// server-side copy in V1; collected with no grace at all) never takes what
+/// it already wrote, so the pointer it then moves names only complete
+/// snapshots, and each restores with the new key alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_beside_a_rekey_takes_nothing_it_wrote() {
+    use common::faulty::{Fault, Gate, Op, When};
+    for (format, op) in [(FormatVersion::V2, Op::Put), (FormatVersion::V1, Op::Copy)] {
+        let fx = Fixture::new(&[1]);
+        let (old_text, old) = keyring(&["old"]);
+        let supervisor = fx
+            .supervisor(PipelineConfig {
+                format,
+                ..config(&fx, Some(old), 2 * SEGMENT_SIZE)
+            })
+            .await;
+        for lsn in [10, 20] {
+            write(&fx, lsn);
+            snapshot(&supervisor, 1, None).await.unwrap();
+        }
+        supervisor.stop(None);
+
+        let (store, repo) = fx.faulty_repository();
+        let gate = Gate::closed();
+        store.inject(op, When::Nth(2), Fault::Hold(gate.clone()));
+        let new_line = Keyring::generate_line("new");
+        let both = Arc::new(Keyring::parse(&format!("{new_line}\n{old_text}")).unwrap());
+        let rekey = {
+            let both = both.clone();
+            tokio::spawn(async move { rocksnap::rekey::rekey(&repo, PartitionId(1), &both).await })
+        };
+        common::wait_until("the rekey is half-way", || gate.waiting() == 1).await;
+        let report = rocksnap::gc::collect(
+            &fx.repository,
+            PartitionId(1),
+            &common::collection(std::time::Duration::ZERO, None),
+        )
+        .await
+        .unwrap();
+        assert!(
+            report.leased > 0,
+            "{format:?}: nothing of the rekey was leased"
+        );
+        gate.open();
+        let rekeyed = rekey.await.unwrap().unwrap();
+        assert!(!rekeyed.rekeyed.is_empty());
+
+        let pointer = fx.latest(1);
+        let only_new = Arc::new(Keyring::parse(&new_line).unwrap());
+        let mut ids: Vec<_> = pointer.kept().into_iter().map(|k| k.snapshot_id).collect();
+        ids.dedup();
+        for (n, id) in ids.into_iter().enumerate() {
+            let db = fx.dir.path().join(format!("restored-{n}"));
+            restore_into(
+                &fx,
+                &db,
+                RestoreTarget::Snapshot(id),
+                Some(only_new.clone()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        }
+        // Once it is done, nothing of it is left but what it published.
+        assert!(fx
+            .repository
+            .read_leases(PartitionId(1))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
+/// A rekey that fails half-way (V1: the store refuses its second
+/// server-side copy) or is killed half-way (V2: its task dropped while its
+/// second rekeyed metadata is on the way) has moved nothing: the pointer is
+/// where it was, the latest snapshot restores with the old key alone,
+/// collection removes what the rekey wrote, and the rekey run again
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_failed_or_killed_half_way_moves_nothing() {
+    use common::faulty::{Fault, Gate, Op, When};
+    for format in [FormatVersion::V1, FormatVersion::V2] {
+        let fx = Fixture::new(&[1]);
+        let (old_text, old) = keyring(&["old"]);
+        let supervisor = fx
+            .supervisor(PipelineConfig {
+                format,
+                ..config(&fx, Some(old.clone()), 2 * SEGMENT_SIZE)
+            })
+            .await;
+        for lsn in [10, 20] {
+            write(&fx, lsn);
+            snapshot(&supervisor, 1, None).await.unwrap();
+        }
+        supervisor.stop(None);
+        let before = fx.latest(1);
+        let objects_before = common::files_below(&fx.repo_dir.join("1"));
+
+        let (store, repo) = fx.faulty_repository();
+        let both = Arc::new(
+            Keyring::parse(&format!("{}\n{old_text}", Keyring::generate_line("new"))).unwrap(),
+        );
+        if format == FormatVersion::V1 {
+            store.inject(Op::Copy, When::Nth(2), Fault::Fail);
+            let err = rocksnap::rekey::rekey(&repo, PartitionId(1), &both)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("copy"), "{err}");
+        } else {
+            let gate = Gate::closed();
+            store.inject(Op::Put, When::Nth(2), Fault::Hold(gate.clone()));
+            let rekey = {
+                let both = both.clone();
+                tokio::spawn(
+                    async move { rocksnap::rekey::rekey(&repo, PartitionId(1), &both).await },
+                )
+            };
+            common::wait_until("the rekey is half-way", || gate.waiting() == 1).await;
+            rekey.abort();
+            assert!(rekey.await.unwrap_err().is_cancelled());
+            gate.open();
+        }
+        let written: Vec<_> = common::files_below(&fx.repo_dir.join("1"))
+            .into_iter()
+            .filter(|f| !objects_before.contains(f) && !f.starts_with("leases"))
+            .collect();
+        assert!(
+            !written.is_empty(),
+            "{format:?}: the rekey wrote nothing before it stopped"
+        );
+        assert_eq!(fx.latest(1), before, "{format:?}: the pointer moved");
+        let db = fx.dir.path().join("restored-old-key");
+        restore_into(&fx, &db, RestoreTarget::Latest, Some(old.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert!(live_entries(&db) == fx.partitions.entries("data-1").unwrap());
+
+        // A killed rekey leaves its lease behind, and collection spares its
+        // objects while the lease lives; once it is gone, they go.
+        let collection = common::collection(std::time::Duration::ZERO, None);
+        let first = rocksnap::gc::collect(&fx.repository, PartitionId(1), &collection)
+            .await
+            .unwrap();
+        let leases = fx.repository.read_leases(PartitionId(1)).await.unwrap();
+        assert_eq!(first.leased > 0, format == FormatVersion::V2, "{format:?}");
+        assert_eq!(leases.len(), first.in_progress.len(), "{format:?}");
+        for (id, _) in &leases {
+            fx.repository
+                .delete_lease(PartitionId(1), *id)
+                .await
+                .unwrap();
+        }
+        rocksnap::gc::collect(&fx.repository, PartitionId(1), &collection)
+            .await
+            .unwrap();
+        let left = common::files_below(&fx.repo_dir.join("1"));
+        assert!(
+            written.iter().all(|f| !left.contains(f)),
+            "{format:?}: collection left what the rekey wrote"
+        );
+
+        let report = rocksnap::rekey::rekey(&fx.repository, PartitionId(1), &both)
+            .await
+            .unwrap();
+        assert!(!report.rekeyed.is_empty());
+        assert_eq!(fx.latest(1).min_applied_lsn, before.min_applied_lsn);
+    }
+}

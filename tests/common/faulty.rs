@@ -41,6 +41,8 @@ pub enum Op {
     Abort,
     /// A delete.
     Delete,
+    /// A copy inside the store.
+    Copy,
 }
 
 #[derive(Debug, Clone)]
@@ -305,7 +307,9 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
+        self.state
+            .apply(Op::Copy, self.inner.copy_opts(from, to, options))
+            .await
     }
 }
 
