@@ -407,6 +407,28 @@ async fn understated_sequence_numbers_are_refused() {
     assert!(err.to_string().contains("sequence numbers"), "{err}");
 }
 
+/// A 1 MiB tmpfs, unmounted when dropped (a failing test included).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` without the right to mount (root, as in CI).
+    fn mount(at: &Path) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A staging disk that fills up stops the restore with an error that says
 /// so, without falling back (a full disk says nothing of the snapshot) and
 /// without touching the database. The staging directory is a 1 MiB tmpfs,
@@ -419,17 +441,11 @@ async fn a_full_staging_disk_is_a_clear_error() {
     fx.write(1, 20, 2000, 1024);
     let supervisor = fx.supervisor(fx.config()).await;
     snapshot(&supervisor, 1, None).await.unwrap(); // ~2.4 MiB: more than fits
-    let small = fx.dir.path().join("small-disk");
-    std::fs::create_dir_all(&small).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(disk) = SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
-    }
+    };
+    let small = disk.0.clone();
     let (db, before) = target_db(&fx);
     let result = restore(
         &fx.repository,
@@ -443,12 +459,108 @@ async fn a_full_staging_disk_is_a_clear_error() {
     )
     .await;
     let left = files_below(&small);
-    let _ = std::process::Command::new("umount").arg(&small).status();
+    drop(disk);
     let err = result.unwrap_err();
     assert!(matches!(err, RestoreError::DiskFull { .. }), "{err:?}");
     assert!(err.to_string().contains("no space left"), "{err}");
     assert_eq!(dump_path(&db, "data-1"), before, "the database was touched");
     assert!(left.is_empty(), "staged files were left: {left:?}");
+}
+
+/// A staging disk that fills up part-way through a batch of partitions
+/// restored together: each partition ends all or nothing (restored whole, or
+/// failed with the full disk named and its column family as it was), the
+/// one too large for the disk fails, nothing staged is left, and the batch
+/// run again with room completes every partition. Needs the right to mount
+/// a tmpfs (root, as in CI); without it the test says so and checks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_part_way_through_a_batch_leaves_each_partition_whole() {
+    let fx = Fixture::new(&[1, 2, 3]);
+    fx.write(1, 10, 20, 500);
+    fx.write(2, 10, 20, 500);
+    fx.write(3, 10, 2000, 1024); // ~2 MiB: more than the disk holds
+    let supervisor = fx.supervisor(fx.config()).await;
+    for p in 1..=3 {
+        snapshot(&supervisor, p, None).await.unwrap();
+    }
+    supervisor.stop(None);
+    let Some(disk) = SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let small = disk.0.clone();
+    // The database holds data of its own in partitions 1 and 3.
+    let db = fx.dir.path().join("target-db");
+    let before: Vec<Dump> = {
+        let store =
+            PartitionStore::open(&db, &[PartitionId(1), PartitionId(2), PartitionId(3)]).unwrap();
+        for p in [1, 3] {
+            store
+                .apply(
+                    PartitionId(p),
+                    Lsn(3),
+                    [(b"old-key".to_vec(), b"old".to_vec())],
+                )
+                .unwrap();
+        }
+        (1..=3)
+            .map(|p| dump(&store, &format!("data-{p}")))
+            .collect()
+    };
+    let ids: Vec<PartitionId> = (1..=3).map(PartitionId).collect();
+    let results = rocksnap::restore::restore_partitions(
+        &fx.repository,
+        &db,
+        &ids,
+        RestoreTarget::Latest,
+        &RestoreOptions {
+            staging_dir: Some(small.clone()),
+            ..opts(&fx)
+        },
+    )
+    .await
+    .unwrap();
+    let left = files_below(&small);
+    drop(disk);
+    assert!(left.is_empty(), "staged files were left: {left:?}");
+    for (p, result) in (1..=3u64).zip(&results) {
+        let cf = format!("data-{p}");
+        match result {
+            Ok(_) => assert!(
+                dump_path(&db, &cf) == dump(&fx.partitions, &cf),
+                "partition {p} is not its snapshot"
+            ),
+            Err(e) => {
+                assert!(
+                    matches!(e, RestoreError::DiskFull { .. }),
+                    "partition {p}: {e:?}"
+                );
+                assert!(
+                    dump_path(&db, &cf) == before[p as usize - 1],
+                    "partition {p} was touched"
+                );
+            }
+        }
+    }
+    assert!(results[2].is_err(), "partition 3 fitted on the full disk");
+
+    let again = rocksnap::restore::restore_partitions(
+        &fx.repository,
+        &db,
+        &ids,
+        RestoreTarget::Latest,
+        &opts(&fx),
+    )
+    .await
+    .unwrap();
+    for (p, result) in (1..=3u64).zip(&again) {
+        let cf = format!("data-{p}");
+        assert!(result.is_ok(), "partition {p}: {result:?}");
+        assert!(
+            dump_path(&db, &cf) == dump(&fx.partitions, &cf),
+            "partition {p}"
+        );
+    }
 }
 
 /// Several partitions restored together into one database: each ends equal

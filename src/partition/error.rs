@@ -90,6 +90,20 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
+    /// The filesystem under the database is full. RocksDB reports it only
+    /// in its message, as the system's own words for `ENOSPC`.
+    pub fn is_disk_full(&self) -> bool {
+        const ENOSPC: &str = "No space left on device";
+        match self {
+            PartitionError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            PartitionError::Rocks { source, .. } => source.as_ref().contains(ENOSPC),
+            PartitionError::Import { reason, .. } | PartitionError::Export { reason, .. } => {
+                reason.contains(ENOSPC)
+            }
+            _ => false,
+        }
+    }
+
     pub(super) fn rocks(path: &Path, source: rocksdb::Error) -> Self {
         PartitionError::Rocks {
             path: path.to_path_buf(),

@@ -299,6 +299,7 @@ pub(crate) async fn import_checked(
             ..
         } = checked;
         let comparator = meta.db_comparator_name.clone();
+        let (staging_path, stored_bytes) = (staging.path().to_path_buf(), meta.total_bytes());
         let import_started = Instant::now();
         let imported = scratch_import(staging.path(), &cf, &comparator, &import);
         tracing::debug!(
@@ -314,6 +315,10 @@ pub(crate) async fn import_checked(
             }
             // A full disk or an I/O error says nothing of the snapshot:
             // no fallback, the error as it is.
+            e if e.is_disk_full() => RestoreError::DiskFull {
+                path: staging_path.clone(),
+                bytes: stored_bytes,
+            },
             e => RestoreError::Partition(e),
         })?;
         Ok(Prepared {
