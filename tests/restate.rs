@@ -618,3 +618,52 @@ fn the_restate_format_needs_an_lsn_from_the_host() {
     assert_eq!(pointer["log_id"], 7);
     assert_eq!(pointer["min_applied_lsn"], 4);
 }
+
+/// The pointer never moves back, Restate's own included: a snapshot in the
+/// Restate dialect at LSN 20, over a `latest.json` Restate wrote at LSN 30,
+/// is refused, Restate's pointer stays byte for byte as it was, and nothing
+/// of the refused snapshot (folder, lease) is left beside Restate's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_behind_restates_pointer_is_refused() {
+    let fx = common::Fixture::new(&[1]);
+    write(&fx.partitions, 10);
+    let (theirs, theirs_folder) = restate_snapshot(&fx.partitions, &fx.repo_dir, 30, fx.dir.path());
+    let pointer = json!({
+        "version": "V2", "partition_id": 1, "log_id": 1,
+        "cluster_name": "restate-cluster", "cluster_fingerprint": 8_273_712_392u64,
+        "node_name": "node-1", "created_at": "2026-11-20T10:00:00.000000000Z",
+        "snapshot_id": theirs.to_string(), "min_applied_lsn": 30, "path": theirs_folder,
+        "retained_snapshots": [retained(theirs, 30, &theirs_folder)]
+    });
+    let latest = fx.repo_dir.join("1").join("latest.json");
+    let written = serde_json::to_vec_pretty(&pointer).unwrap();
+    std::fs::write(&latest, &written).unwrap();
+    write(&fx.partitions, 20);
+
+    let supervisor = fx
+        .supervisor(rocksnap::PipelineConfig {
+            cluster_name: "restate-cluster".into(),
+            node_name: "node-1".into(),
+            dialect: rocksnap::format::Dialect::Restate,
+            ..fx.config()
+        })
+        .await;
+    let err = common::snapshot(&supervisor, 1, None).await.unwrap_err();
+    supervisor.stop(None);
+    assert!(err.to_string().contains("never moves back"), "{err}");
+    assert_eq!(
+        std::fs::read(&latest).unwrap(),
+        written,
+        "Restate's pointer changed"
+    );
+    let mut entries: Vec<String> = std::fs::read_dir(fx.repo_dir.join("1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["latest.json".to_string(), theirs_folder],
+        "left beside Restate's"
+    );
+}

@@ -40,6 +40,9 @@ pub(crate) struct Publication {
     /// When its lease started: a garbage-collection fence at or after it
     /// means its objects may be gone.
     pub lease_started: DateTime<Utc>,
+    /// The objects it sent (not those it reused): its own, which nothing
+    /// else references.
+    pub sent: Vec<object_store::path::Path>,
 }
 
 /// A published snapshot.
@@ -188,7 +191,8 @@ struct Progress {
 
 /// Publishes, and if that fails for good after `metadata.json` was written
 /// (and no swap may have landed), deletes it again: a folder whose metadata
-/// no pointer will ever name would otherwise look complete for ever.
+/// no pointer will ever name would otherwise look complete for ever. Its
+/// files then go too, so that a refused snapshot leaves nothing behind.
 async fn publish(
     repo: &Repository,
     publication: &Publication,
@@ -199,8 +203,18 @@ async fn publish(
     let result = try_publish(repo, publication, retention, &mut progress).await;
     if result.is_err() && progress.metadata_written && !progress.maybe_swapped {
         let key = repo.layout().metadata(meta.partition_id, &meta.path());
-        if let Err(e) = repo.store().delete(&key).await {
-            tracing::warn!(%key, error = %e, "cannot remove the metadata of a snapshot that was not published; garbage collection will");
+        match repo.store().delete(&key).await {
+            // Nothing can name the files it sent now.
+            Ok(()) => {
+                for file in &publication.sent {
+                    if let Err(e) = repo.store().delete(file).await {
+                        tracing::debug!(key = %file, error = %e, "cannot remove a file of a snapshot that was not published; garbage collection will");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "cannot remove the metadata of a snapshot that was not published; garbage collection will");
+            }
         }
     }
     result

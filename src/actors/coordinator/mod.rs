@@ -159,6 +159,8 @@ struct Uploaded {
     encryption: Vec<Option<crate::format::FileEncryption>>,
     /// Bytes sent (not reused).
     sent_bytes: u64,
+    /// The objects sent (not reused).
+    sent: Vec<Path>,
     /// The snapshot whose files were reused, if any was.
     reused_from: Option<SnapshotId>,
 }
@@ -272,7 +274,7 @@ impl Job {
             files: meta.files.len(),
             duration: Duration::ZERO,
         };
-        self.publish(meta, uploaded.reused_from, lease_started)
+        self.publish(meta, uploaded.reused_from, uploaded.sent, lease_started)
             .await?;
         Ok(SnapshotOutcome {
             duration: started.elapsed(),
@@ -373,6 +375,7 @@ impl Job {
         &self,
         meta: SnapshotMetadata,
         reused_from: Option<SnapshotId>,
+        sent: Vec<Path>,
         lease_started: DateTime<Utc>,
     ) -> Result<(), SnapshotError> {
         let partition = self.partition();
@@ -380,6 +383,7 @@ impl Job {
             meta,
             reused_from,
             lease_started,
+            sent,
         };
         match self
             .publisher

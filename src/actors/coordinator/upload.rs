@@ -80,6 +80,7 @@ impl Job {
         let reused_from = plan.base.filter(|_| stored.len() > sent.len());
         Ok(Uploaded {
             sent_bytes: sent.iter().map(|f| f.size).sum(),
+            sent: sent.into_iter().map(|f| f.key).collect(),
             stored,
             entry_keys,
             encryption,
