@@ -407,28 +407,6 @@ async fn understated_sequence_numbers_are_refused() {
     assert!(err.to_string().contains("sequence numbers"), "{err}");
 }
 
-/// A 1 MiB tmpfs, unmounted when dropped (a failing test included).
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    /// `None` without the right to mount (root, as in CI).
-    fn mount(at: &Path) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success())
-            .then(|| SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A staging disk that fills up stops the restore with an error that says
 /// so, without falling back (a full disk says nothing of the snapshot) and
 /// without touching the database. The staging directory is a 1 MiB tmpfs,
@@ -441,7 +419,7 @@ async fn a_full_staging_disk_is_a_clear_error() {
     fx.write(1, 20, 2000, 1024);
     let supervisor = fx.supervisor(fx.config()).await;
     snapshot(&supervisor, 1, None).await.unwrap(); // ~2.4 MiB: more than fits
-    let Some(disk) = SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
+    let Some(disk) = common::SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
@@ -484,7 +462,7 @@ async fn a_disk_full_part_way_through_a_batch_leaves_each_partition_whole() {
         snapshot(&supervisor, p, None).await.unwrap();
     }
     supervisor.stop(None);
-    let Some(disk) = SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
+    let Some(disk) = common::SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };

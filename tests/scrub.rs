@@ -78,3 +78,72 @@ async fn scrub_reads_the_latest_snapshot_back_and_names_what_is_damaged() {
     assert!(err.to_string().contains(&name), "{err}");
     assert!(common::files_below(&staging).is_empty(), "left behind");
 }
+
+/// A scrub that cannot finish says so without calling the snapshot damaged,
+/// and leaves nothing behind: stopped half-way (its task dropped while one
+/// of its downloads is held) it leaves the staging directory empty and every
+/// part back in the budget; out of disk it fails with the full disk named
+/// (reason `disk_full`, not a checksum or a size). The snapshot then scrubs
+/// clean. Out of disk needs the right to mount a tmpfs (root, as in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_stopped_or_out_of_disk_blames_nothing_and_leaves_nothing() {
+    use common::faulty::{Fault, Gate, Op, When};
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 2000, 1024); // ~2 MiB: more than the small disk holds
+    let supervisor = fx.supervisor(fx.config()).await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let staging = fx.dir.path().join("scrub-staging");
+    let budget = MemoryBudget::new(2);
+    let opts = RestoreOptions {
+        staging_dir: Some(staging.clone()),
+        part_size: 64 * 1024,
+        budget: Some(budget.clone()),
+        ..RestoreOptions::default()
+    };
+
+    // Stopped half-way: the pointer, the metadata and a first range are
+    // read, the next range is held, and the scrub's task is dropped.
+    let (store, repo) = fx.faulty_repository();
+    let gate = Gate::closed();
+    store.inject(Op::Get, When::Nth(4), Fault::Hold(gate.clone()));
+    let task = {
+        let opts = opts.clone();
+        tokio::spawn(async move { scrub(&repo, PartitionId(1), false, &opts).await })
+    };
+    common::wait_until("a download is held", || gate.waiting() == 1).await;
+    assert!(
+        !common::files_below(&staging).is_empty(),
+        "nothing was staged before the stop"
+    );
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    common::wait_until("the stopped scrub has let go of everything", || {
+        common::files_below(&staging).is_empty() && budget.in_use() == 0
+    })
+    .await;
+    gate.open();
+
+    if let Some(disk) = common::SmallDisk::mount(&fx.dir.path().join("small-disk")) {
+        let small = RestoreOptions {
+            staging_dir: Some(disk.0.clone()),
+            ..opts.clone()
+        };
+        let err = scrub(&fx.repository, PartitionId(1), false, &small)
+            .await
+            .unwrap_err();
+        let left = common::files_below(&disk.0);
+        drop(disk);
+        assert!(matches!(err, RestoreError::DiskFull { .. }), "{err:?}");
+        assert_eq!(failure_reason(&err), "disk_full");
+        assert!(left.is_empty(), "staged files were left: {left:?}");
+    } else {
+        eprintln!("out of disk skipped: cannot mount a tmpfs here (needs root)");
+    }
+
+    let report = scrub(&fx.repository, PartitionId(1), true, &opts)
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert!(report.bytes > 1 << 20);
+}
