@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use common::backend::Backend;
 use common::{snapshot, Fixture};
+use ractor::ActorRef;
 use rocksnap::crypto::{stored_size, Keyring, SEGMENT_SIZE, TAG_LEN};
 use rocksnap::format::{FormatVersion, SnapshotMetadata};
 use rocksnap::restore::{restore, verify, RestoreError, RestoreOptions, RestoreTarget, Unusable};
-use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig};
+use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig, SupervisorMsg};
 
 const MARKER: &[u8] = b"customer-record-in-the-clear";
 
@@ -86,6 +87,44 @@ async fn restore_into(
     keys: Option<Arc<Keyring>>,
 ) -> Result<rocksnap::restore::RestoreOutcome, RestoreError> {
     restore(&fx.repository, db, PartitionId(1), target, &opts(fx, keys)).await
+}
+
+/// Partition 1 sealed under a fresh key `old` and snapshotted at LSNs 10
+/// and 20 in `format`: the running supervisor, the keyring's text and the
+/// keyring.
+async fn two_sealed(
+    fx: &Fixture,
+    format: FormatVersion,
+) -> (ActorRef<SupervisorMsg>, String, Arc<Keyring>) {
+    let (text, old) = keyring(&["old"]);
+    let supervisor = fx
+        .supervisor(PipelineConfig {
+            format,
+            ..config(fx, Some(old.clone()), 2 * SEGMENT_SIZE)
+        })
+        .await;
+    for lsn in [10, 20] {
+        write(fx, lsn);
+        snapshot(&supervisor, 1, None).await.unwrap();
+    }
+    (supervisor, text, old)
+}
+
+/// Every snapshot `pointer` keeps restores with `keys`.
+async fn kept_restore_with(
+    fx: &Fixture,
+    pointer: &rocksnap::format::LatestPointer,
+    keys: &Arc<Keyring>,
+    what: &str,
+) {
+    let mut ids: Vec<_> = pointer.kept().into_iter().map(|k| k.snapshot_id).collect();
+    ids.dedup();
+    for (n, id) in ids.into_iter().enumerate() {
+        let db = fx.dir.path().join(format!("restored-{what}-{n}"));
+        restore_into(fx, &db, RestoreTarget::Snapshot(id), Some(keys.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
 }
 
 fn all_bytes_below(dir: &Path) -> Vec<u8> {
@@ -488,18 +527,7 @@ async fn encrypted_round_trip_on_s3() {
 async fn rekey_rewraps_data_keys_and_retires_the_old_key() {
     for format in [FormatVersion::V2, FormatVersion::V1] {
         let fx = Fixture::new(&[1]);
-        let (old_text, old) = keyring(&["old"]);
-        let supervisor = fx
-            .supervisor(PipelineConfig {
-                format,
-                ..config(&fx, Some(old), 2 * SEGMENT_SIZE)
-            })
-            .await;
-        let mut published = Vec::new();
-        for lsn in [10, 20] {
-            write(&fx, lsn);
-            published.push(snapshot(&supervisor, 1, None).await.unwrap());
-        }
+        let (supervisor, old_text, _) = two_sealed(&fx, format).await;
         supervisor.stop(None);
         let before = fx.latest(1);
         let shared_before = common::files_below(&fx.repo_dir.join("1").join("ssts"));
@@ -551,19 +579,7 @@ async fn rekey_rewraps_data_keys_and_retires_the_old_key() {
         );
         // The old key retired: every retained snapshot restores.
         let only_new = Arc::new(Keyring::parse(&new_line).unwrap());
-        let mut ids: Vec<_> = after.kept().into_iter().map(|k| k.snapshot_id).collect();
-        ids.dedup();
-        for (n, id) in ids.into_iter().enumerate() {
-            let db = fx.dir.path().join(format!("restored-{n}"));
-            restore_into(
-                &fx,
-                &db,
-                RestoreTarget::Snapshot(id),
-                Some(only_new.clone()),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
-        }
+        kept_restore_with(&fx, &after, &only_new, &format!("{format:?}")).await;
         let db = fx.dir.path().join("restored-latest");
         restore_into(&fx, &db, RestoreTarget::Latest, Some(only_new))
             .await
@@ -580,16 +596,7 @@ async fn rekey_rewraps_data_keys_and_retires_the_old_key() {
 async fn a_rekey_racing_a_new_snapshot_loses_without_harm() {
     use common::faulty::{Fault, Gate, Op, When};
     let fx = Fixture::new(&[1]);
-    let (old_text, old) = keyring(&["old"]);
-    let v2 = PipelineConfig {
-        format: FormatVersion::V2,
-        ..config(&fx, Some(old.clone()), 2 * SEGMENT_SIZE)
-    };
-    let supervisor = fx.supervisor(v2).await;
-    for lsn in [10, 20] {
-        write(&fx, lsn);
-        snapshot(&supervisor, 1, None).await.unwrap();
-    }
+    let (supervisor, old_text, old) = two_sealed(&fx, FormatVersion::V2).await;
 
     // The rekey is held at its first write (the first rekeyed metadata).
     let (store, repo) = fx.faulty_repository();
@@ -660,17 +667,7 @@ async fn a_collection_beside_a_rekey_takes_nothing_it_wrote() {
     use common::faulty::{Fault, Gate, Op, When};
     for (format, op) in [(FormatVersion::V2, Op::Put), (FormatVersion::V1, Op::Copy)] {
         let fx = Fixture::new(&[1]);
-        let (old_text, old) = keyring(&["old"]);
-        let supervisor = fx
-            .supervisor(PipelineConfig {
-                format,
-                ..config(&fx, Some(old), 2 * SEGMENT_SIZE)
-            })
-            .await;
-        for lsn in [10, 20] {
-            write(&fx, lsn);
-            snapshot(&supervisor, 1, None).await.unwrap();
-        }
+        let (supervisor, old_text, _) = two_sealed(&fx, format).await;
         supervisor.stop(None);
 
         let (store, repo) = fx.faulty_repository();
@@ -698,21 +695,8 @@ async fn a_collection_beside_a_rekey_takes_nothing_it_wrote() {
         let rekeyed = rekey.await.unwrap().unwrap();
         assert!(!rekeyed.rekeyed.is_empty());
 
-        let pointer = fx.latest(1);
         let only_new = Arc::new(Keyring::parse(&new_line).unwrap());
-        let mut ids: Vec<_> = pointer.kept().into_iter().map(|k| k.snapshot_id).collect();
-        ids.dedup();
-        for (n, id) in ids.into_iter().enumerate() {
-            let db = fx.dir.path().join(format!("restored-{n}"));
-            restore_into(
-                &fx,
-                &db,
-                RestoreTarget::Snapshot(id),
-                Some(only_new.clone()),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
-        }
+        kept_restore_with(&fx, &fx.latest(1), &only_new, &format!("{format:?}")).await;
         // Once it is done, nothing of it is left but what it published.
         assert!(fx
             .repository
@@ -734,17 +718,7 @@ async fn a_rekey_failed_or_killed_half_way_moves_nothing() {
     use common::faulty::{Fault, Gate, Op, When};
     for format in [FormatVersion::V1, FormatVersion::V2] {
         let fx = Fixture::new(&[1]);
-        let (old_text, old) = keyring(&["old"]);
-        let supervisor = fx
-            .supervisor(PipelineConfig {
-                format,
-                ..config(&fx, Some(old.clone()), 2 * SEGMENT_SIZE)
-            })
-            .await;
-        for lsn in [10, 20] {
-            write(&fx, lsn);
-            snapshot(&supervisor, 1, None).await.unwrap();
-        }
+        let (supervisor, old_text, old) = two_sealed(&fx, format).await;
         supervisor.stop(None);
         let before = fx.latest(1);
         let objects_before = common::files_below(&fx.repo_dir.join("1"));

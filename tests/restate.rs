@@ -71,6 +71,17 @@ fn restate_snapshot(
     (id, folder)
 }
 
+/// Partition 1's `latest.json` as Restate writes it, at its one snapshot.
+fn restate_pointer(id: SnapshotId, lsn: u64, folder: &str) -> serde_json::Value {
+    json!({
+        "version": "V2", "partition_id": 1, "log_id": 1,
+        "cluster_name": "restate-cluster", "cluster_fingerprint": 8_273_712_392u64,
+        "node_name": "node-1", "created_at": "2026-11-20T10:00:00.000000000Z",
+        "snapshot_id": id.to_string(), "min_applied_lsn": lsn, "path": folder,
+        "retained_snapshots": [retained(id, lsn, folder)]
+    })
+}
+
 fn retained(id: SnapshotId, lsn: u64, folder: &str) -> serde_json::Value {
     json!({
         "snapshot_id": id.to_string(),
@@ -470,13 +481,7 @@ async fn the_restate_dialect_writes_what_restate_reads() {
     let fx = common::Fixture::new(&[1]);
     write(&fx.partitions, 10);
     let (theirs, theirs_folder) = restate_snapshot(&fx.partitions, &fx.repo_dir, 10, fx.dir.path());
-    let pointer = json!({
-        "version": "V2", "partition_id": 1, "log_id": 1,
-        "cluster_name": "restate-cluster", "cluster_fingerprint": 8_273_712_392u64,
-        "node_name": "node-1", "created_at": "2026-11-20T10:00:00.000000000Z",
-        "snapshot_id": theirs.to_string(), "min_applied_lsn": 10, "path": theirs_folder,
-        "retained_snapshots": [retained(theirs, 10, &theirs_folder)]
-    });
+    let pointer = restate_pointer(theirs, 10, &theirs_folder);
     let latest = fx.repo_dir.join("1").join("latest.json");
     std::fs::write(&latest, serde_json::to_vec_pretty(&pointer).unwrap()).unwrap();
     write(&fx.partitions, 20);
@@ -628,13 +633,7 @@ async fn a_snapshot_behind_restates_pointer_is_refused() {
     let fx = common::Fixture::new(&[1]);
     write(&fx.partitions, 10);
     let (theirs, theirs_folder) = restate_snapshot(&fx.partitions, &fx.repo_dir, 30, fx.dir.path());
-    let pointer = json!({
-        "version": "V2", "partition_id": 1, "log_id": 1,
-        "cluster_name": "restate-cluster", "cluster_fingerprint": 8_273_712_392u64,
-        "node_name": "node-1", "created_at": "2026-11-20T10:00:00.000000000Z",
-        "snapshot_id": theirs.to_string(), "min_applied_lsn": 30, "path": theirs_folder,
-        "retained_snapshots": [retained(theirs, 30, &theirs_folder)]
-    });
+    let pointer = restate_pointer(theirs, 30, &theirs_folder);
     let latest = fx.repo_dir.join("1").join("latest.json");
     let written = serde_json::to_vec_pretty(&pointer).unwrap();
     std::fs::write(&latest, &written).unwrap();

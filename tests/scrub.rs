@@ -10,6 +10,16 @@ use rocksnap::restore::{RestoreError, RestoreOptions, Unusable};
 use rocksnap::scrub::{failure_reason, scrub};
 use rocksnap::{MemoryBudget, PartitionId};
 
+/// Small ranges staged in `staging`, their memory from `budget`.
+fn scrub_opts(staging: &std::path::Path, budget: &MemoryBudget) -> RestoreOptions {
+    RestoreOptions {
+        staging_dir: Some(staging.to_path_buf()),
+        part_size: 64 * 1024,
+        budget: Some(budget.clone()),
+        ..RestoreOptions::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrub_reads_the_latest_snapshot_back_and_names_what_is_damaged() {
     let fx = Fixture::new(&[1, 2]);
@@ -21,12 +31,7 @@ async fn scrub_reads_the_latest_snapshot_back_and_names_what_is_damaged() {
     supervisor.stop(None);
     let staging = fx.dir.path().join("scrub-staging");
     let budget = MemoryBudget::new(2);
-    let opts = RestoreOptions {
-        staging_dir: Some(staging.clone()),
-        part_size: 64 * 1024,
-        budget: Some(budget.clone()),
-        ..RestoreOptions::default()
-    };
+    let opts = scrub_opts(&staging, &budget);
 
     // Healthy, shallow and deep; nothing imported, nothing left behind.
     for deep in [false, true] {
@@ -95,12 +100,7 @@ async fn a_scrub_stopped_or_out_of_disk_blames_nothing_and_leaves_nothing() {
     supervisor.stop(None);
     let staging = fx.dir.path().join("scrub-staging");
     let budget = MemoryBudget::new(2);
-    let opts = RestoreOptions {
-        staging_dir: Some(staging.clone()),
-        part_size: 64 * 1024,
-        budget: Some(budget.clone()),
-        ..RestoreOptions::default()
-    };
+    let opts = scrub_opts(&staging, &budget);
 
     // Stopped half-way: the pointer, the metadata and a first range are
     // read, the next range is held, and the scrub's task is dropped.
