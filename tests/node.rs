@@ -296,16 +296,15 @@ async fn sigterm_mid_snapshot(backend: Backend) {
     let request = tokio::spawn(async move { reqwest::Client::new().post(url).send().await });
     // Let the upload start, then ask the node to stop.
     let staging = dir.path().join("db.rocksnap-staging");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some()) {
-        assert!(Instant::now() < deadline, "the export never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until("the export starts", || {
+        std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some())
+    })
+    .await;
     // Stopped once its upload is under way: a multipart upload is open.
-    while backend.open_uploads().await == 0 {
-        assert!(Instant::now() < deadline, "the upload never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_async("the upload starts", || async {
+        backend.open_uploads().await > 0
+    })
+    .await;
     let status = node.terminate();
     assert!(status.success(), "node exited with {status}");
     if let Ok(Ok(response)) = request.await {
@@ -595,20 +594,12 @@ async fn fast_forward_on_a_running_node(backend: Backend) {
     assert_eq!(done["applied_lsn"], 10_000, "{done}");
     // Partition 2 kept (and keeps) taking writes; partition 1 resumes after 10 000.
     let before = status().await[1]["applied_records"].as_u64().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    common::wait_until_async("writes go on in both partitions", || async {
         let now = status().await;
-        if now[1]["applied_records"].as_u64().unwrap() > before
+        now[1]["applied_records"].as_u64().unwrap() > before
             && now[0]["applied_lsn"].as_u64().unwrap() > 10_000
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "writes did not go on: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let snap = client.post(node.url("/snapshots/1")).send().await.unwrap();
     let snap = json(snap).await;
     assert!(snap["min_applied_lsn"].as_u64().unwrap() > 10_000, "{snap}");

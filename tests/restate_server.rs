@@ -265,10 +265,11 @@ impl Drop for Counter {
 }
 
 /// An HTTP request to one of the node's unix sockets, by curl: the HTTP
-/// status and the body.
+/// status and the body. It gives up after 10 s, so that a wait around a
+/// request that hangs tries again several times before its own deadline.
 fn curl(socket: &Path, path: &str, body: &str) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["--silent", "--max-time", "30", "--unix-socket"])
+        .args(["--silent", "--max-time", "10", "--unix-socket"])
         .arg(socket)
         .args(["-H", "content-type: application/json", "--data", body])
         .args(["--write-out", "\n%{http_code}"])
