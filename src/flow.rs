@@ -16,6 +16,32 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics as m;
 
+/// Opens once a snapshot's lease is written (or is known not to be). The
+/// snapshot's parts travel before: a multipart upload's parts are no
+/// object yet, and a collector aborts only uploads left open longer than
+/// its grace period. None of its objects may exist before its lease does,
+/// so that a collector that lists one finds the lease protecting it: each
+/// single put, each completion and its `metadata.json` wait here.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseWritten(tokio::sync::watch::Receiver<Option<bool>>);
+
+impl LeaseWritten {
+    /// The gate, and what tells it whether the lease was written.
+    pub fn new() -> (tokio::sync::watch::Sender<Option<bool>>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (tx, LeaseWritten(rx))
+    }
+
+    /// Whether the lease was written, once that is known (`false` if the
+    /// writer of the lease went away without saying).
+    pub async fn written(&self) -> bool {
+        let mut rx = self.0.clone();
+        rx.wait_for(Option::is_some)
+            .await
+            .is_ok_and(|v| *v == Some(true))
+    }
+}
+
 /// Parts of memory a process lets its transfers hold at once, each of up
 /// to one part size: uploads (the pipeline's parts in flight), and the
 /// downloads of restores, fast-forwards and scrubs. A node hands one

@@ -247,3 +247,60 @@ async fn a_young_metadata_keeps_its_folder_whole() {
         "its files went"
     );
 }
+
+/// A snapshot's parts travel while its lease is still on the way, but none
+/// of its objects exists before the lease does: with the lease's write held,
+/// parts are sent and nothing is stored; released, the snapshot completes.
+/// A lease that cannot be written stops the snapshot with the reason, the
+/// pointer where it was, nothing stored and no upload left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_object_before_its_lease_and_none_without_one() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 1024, 4096); // ~4 MiB: a multipart file of 1 MiB parts
+    let (store, repo) = fx.faulty_repository();
+    let gate = Gate::closed();
+    store.inject(Op::Lease, When::Nth(1), Fault::Hold(gate.clone()));
+    let supervisor = fx.supervisor_on(config(&fx), repo, Arc::default()).await;
+    let request = {
+        let supervisor = supervisor.clone();
+        tokio::spawn(async move { snapshot(&supervisor, 1, None).await })
+    };
+    wait_until("parts travel before the lease is written", || {
+        store.count(Op::Part) >= 2
+    })
+    .await;
+    let objects = |fx: &Fixture| -> Vec<String> {
+        files_below(&fx.repo_dir)
+            .into_iter()
+            .filter(|f| !f.contains('#'))
+            .collect()
+    };
+    assert!(
+        objects(&fx).is_empty(),
+        "stored before its lease: {:?}",
+        objects(&fx)
+    );
+    assert_eq!(store.count(Op::Complete) + store.count(Op::Put), 0);
+    gate.open();
+    let published = request.await.unwrap().unwrap();
+    verify_latest(&fx).await;
+    let before = objects(&fx);
+
+    // Every write of the next snapshot's lease fails.
+    store.inject(Op::Lease, When::FromNth(2), Fault::Fail);
+    fx.write(1, 20, 1024, 4096);
+    let err = snapshot(&supervisor, 1, None).await.unwrap_err();
+    supervisor.stop(None);
+    assert_eq!(err.reason(), "lease", "{err}");
+    assert!(err.to_string().contains("cannot write its lease"), "{err}");
+    assert_eq!(fx.latest(1).snapshot_id, published.snapshot_id);
+    assert_eq!(
+        objects(&fx),
+        before,
+        "the snapshot without a lease stored something"
+    );
+    assert!(
+        !files_below(&fx.repo_dir).iter().any(|f| f.contains('#')),
+        "an upload was left open"
+    );
+}

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::uploader::{FileId, FileReply, FileUpload, UploadError, UploaderMsg};
 use crate::crypto::FileKey;
-use crate::flow::{BoundedMailbox, BufferPool, Credit, Part, PipelineStats};
+use crate::flow::{BoundedMailbox, BufferPool, Credit, LeaseWritten, Part, PipelineStats};
 
 /// One file to store under one key.
 pub(crate) struct FileRequest {
@@ -41,6 +41,8 @@ pub(crate) struct FileRequest {
     pub seal: Option<Arc<FileKey>>,
     /// Cancelled when this attempt is given up.
     pub cancel: CancellationToken,
+    /// What the file's object waits for before it is stored.
+    pub lease: LeaseWritten,
     /// The uploader to send the parts to.
     pub uploader: BoundedMailbox<UploaderMsg>,
     /// Where the file's outcome goes: handed to the uploader with `Begin`.
@@ -105,6 +107,7 @@ impl ChunkerState {
             part_size,
             seal,
             cancel,
+            lease,
             uploader,
             reply,
         } = request;
@@ -123,6 +126,7 @@ impl ChunkerState {
             size: stored,
             parts,
             cancel: cancel.clone(),
+            lease,
             reply,
         });
         if let Err(MessagingErr::SendErr(UploaderMsg::Begin(upload))) = uploader.actor().cast(begin)

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::spawn_owned;
-use crate::flow::{Part, PipelineStats};
+use crate::flow::{LeaseWritten, Part, PipelineStats};
 use crate::metrics as m;
 use crate::ratelimit::RateLimit;
 use crate::retry::{is_transient, RetryPolicy};
@@ -50,6 +50,8 @@ pub(crate) struct FileUpload {
     pub parts: u64,
     /// Cancelled when this attempt is given up, by anyone.
     pub cancel: CancellationToken,
+    /// The object is stored (put whole, or completed) only once this opens.
+    pub lease: LeaseWritten,
     pub reply: FileReply,
 }
 
@@ -167,6 +169,7 @@ struct Upload {
     size: u64,
     parts: u64,
     cancel: CancellationToken,
+    lease: LeaseWritten,
     reply: FileReply,
     target: Target,
     /// Requests in flight for the file.
@@ -349,6 +352,7 @@ impl UploaderState {
                 size: upload.size,
                 parts: upload.parts,
                 cancel: upload.cancel,
+                lease: upload.lease,
                 reply: upload.reply,
                 target,
                 running: 0,
@@ -401,6 +405,8 @@ impl UploaderState {
             file,
             key: u.key.to_string(),
             part,
+            // A single put stores the object itself.
+            lease: matches!(u.target, Target::Single).then(|| u.lease.clone()),
             cancel: u.cancel.clone(),
             stats,
             limit,
@@ -465,12 +471,13 @@ impl UploaderState {
             (Target::Open(multipart), error) => {
                 u.settling = true;
                 let key = u.key.clone();
+                let lease = u.lease.clone();
                 let retry = self.retry;
                 spawn_owned(
                     &mut self.tasks,
                     myself,
                     async move {
-                        let result = settle(multipart, &key, error, retry).await;
+                        let result = settle(multipart, &key, error, &lease, retry).await;
                         Some(UploaderMsg::Settled { file, result })
                     },
                     UploaderMsg::TaskPanicked,
@@ -503,6 +510,8 @@ struct Sending {
     file: FileId,
     key: String,
     part: Part,
+    /// What the request waits for first, if it stores the object itself.
+    lease: Option<LeaseWritten>,
     cancel: CancellationToken,
     stats: Arc<PipelineStats>,
     limit: Option<RateLimit>,
@@ -515,6 +524,7 @@ impl Sending {
             file,
             key,
             part,
+            lease,
             cancel,
             stats,
             limit,
@@ -522,15 +532,22 @@ impl Sending {
         } = self;
         let len = part.len() as u64;
         let send = async {
+            if let Some(lease) = &lease {
+                if !lease.written().await {
+                    return Err(UploadError::Cancelled);
+                }
+            }
             let _on_the_wire = requests.acquire().await.expect("never closed");
             if let Some(limit) = &limit {
                 limit.acquire(len).await;
             }
-            request.await
+            request
+                .await
+                .map_err(|source| UploadError::Store { key, source })
         };
         let result = tokio::select! {
             _ = cancel.cancelled() => Err(UploadError::Cancelled),
-            r = send => r.map_err(|source| UploadError::Store { key, source }),
+            r = send => r,
         };
         drop(part);
         if result.is_ok() {
@@ -547,8 +564,14 @@ async fn settle(
     mut multipart: Box<dyn MultipartUpload>,
     key: &Path,
     error: Option<UploadError>,
+    lease: &LeaseWritten,
     retry: RetryPolicy,
 ) -> Result<(), UploadError> {
+    // Not written: the snapshot stops for its lease, and this is aborted.
+    let error = match error {
+        None if !lease.written().await => Some(UploadError::Cancelled),
+        error => error,
+    };
     let result = match error {
         Some(e) => Err(e),
         None => multipart

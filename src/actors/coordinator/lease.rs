@@ -9,10 +9,10 @@ use super::{Job, SnapshotError};
 use crate::format::{FormatVersion, Lease};
 
 impl Job {
-    /// Writes the lease; nothing of the snapshot is stored before it is.
-    pub(super) async fn take_lease(&self) -> Result<Lease, SnapshotError> {
+    /// The snapshot's lease, as it is first written.
+    pub(super) fn new_lease(&self) -> Lease {
         let now = Utc::now();
-        let lease = Lease {
+        Lease {
             version: FormatVersion::V1,
             partition_id: self.partition(),
             snapshot_id: self.snapshot_id,
@@ -20,15 +20,22 @@ impl Job {
             started_at: now,
             renewed_at: now,
             expires_at: now + self.ttl(),
-        };
-        self.repository
-            .put_lease(&lease)
+        }
+    }
+
+    /// Writes the lease, and opens the snapshot's objects' gate (or tells
+    /// it the lease will not be there): none of them is stored before it.
+    pub(super) async fn write_lease(&self, lease: &Lease) -> Result<(), SnapshotError> {
+        let written = self
+            .repository
+            .put_lease(lease)
             .await
             .map_err(|e| SnapshotError::Lease {
                 partition: self.partition(),
                 reason: format!("cannot write its lease: {e}"),
-            })?;
-        Ok(lease)
+            });
+        self.lease_written.send_replace(Some(written.is_ok()));
+        written
     }
 
     /// Renews the lease every third of its time to live until `done`.

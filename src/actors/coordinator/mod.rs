@@ -35,7 +35,7 @@ use crate::actors::exporter::{Export, ExportRequest, ExporterMsg};
 use crate::actors::publisher::{Publication, PublisherMsg};
 use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
-use crate::flow::{BoundedMailbox, PipelineStats};
+use crate::flow::{BoundedMailbox, LeaseWritten, PipelineStats};
 use crate::format::{
     Dialect, FileEntry, FormatVersion, PartitionId, SnapshotId, SnapshotMetadata,
     CHECKSUM_ALGORITHM,
@@ -111,6 +111,9 @@ struct Job {
     cancel: CancellationToken,
     snapshot_id: SnapshotId,
     stats: Arc<PipelineStats>,
+    /// Told whether the lease was written; its gate goes with every file.
+    lease_written: tokio::sync::watch::Sender<Option<bool>>,
+    objects: LeaseWritten,
 }
 
 /// What to do with one exported file.
@@ -168,6 +171,7 @@ struct Uploaded {
 impl Job {
     fn new(args: CoordinatorArgs) -> (Self, Report) {
         let snapshot_id = SnapshotId::new().encoded(args.config.dialect.id_encoding());
+        let (lease_written, objects) = LeaseWritten::new();
         let job = Job {
             request: args.request,
             spec: args.spec,
@@ -178,6 +182,8 @@ impl Job {
             cancel: args.cancel,
             snapshot_id,
             stats: args.stats,
+            lease_written,
+            objects,
         };
         (job, args.report)
     }
@@ -186,44 +192,58 @@ impl Job {
         self.request.partition
     }
 
-    /// Exports, then runs the rest under the snapshot's lease: taken
-    /// (while the export runs) before anything is stored, renewed while
-    /// the steps run, given back once they are done.
+    /// Exports, then runs the rest under the snapshot's lease: written
+    /// while the export runs, renewed while the steps run, given back once
+    /// they are done. The parts travel while the lease is still on its way;
+    /// the snapshot's objects wait for it (see [`LeaseWritten`]).
     async fn run(&self) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
-        let (export, lease) = tokio::join!(self.export(), self.take_lease());
-        let (export, lease) = match (export, lease) {
-            (Ok(export), Ok(lease)) => (export, lease),
-            (Err(e), lease) => {
-                if lease.is_ok() {
-                    self.give_back_lease().await;
-                }
-                return Err(e);
-            }
-            (Ok(_), Err(e)) => return Err(e),
+        let lease = self.new_lease();
+        let lease_started = lease.started_at;
+        let exported = std::sync::atomic::AtomicBool::new(false);
+        let work = async {
+            let export = self.export().await?;
+            exported.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.steps(export, lease_started, started).await
         };
-        let steps = self.steps(export, lease.started_at, started);
         let done = CancellationToken::new();
-        let renew = self.keep_lease(lease, &done);
-        tokio::pin!(steps, renew);
+        let guard = async {
+            self.write_lease(&lease).await?;
+            Ok(self.keep_lease(lease.clone(), &done).await)
+        };
+        tokio::pin!(work, guard);
         let result = tokio::select! {
-            result = &mut steps => {
+            result = &mut work => {
                 // A renewal on its way finishes before the lease is deleted,
                 // so that it cannot bring the lease back afterwards.
                 done.cancel();
-                let _ = (&mut renew).await;
-                result
+                match ((&mut guard).await, result) {
+                    // The objects waited for a lease that never came.
+                    (Err(lease), Err(_)) if exported.load(std::sync::atomic::Ordering::Relaxed) => {
+                        Err(lease)
+                    }
+                    (_, result) => result,
+                }
             }
-            lost = &mut renew => {
-                let lost = lost.expect("renewal ends by itself only when the lease is lost");
+            guarded = &mut guard => {
                 // Stop, and let the uploads abort what they started. A
                 // publish already under way stands or falls by the fence:
                 // a collector that takes this snapshot's objects fences it
                 // off first.
                 self.cancel.cancel();
-                match steps.await {
-                    Ok(published) => Ok(published),
-                    Err(_) => Err(lost),
+                let result = work.await;
+                match guarded {
+                    // An export that failed is the first cause.
+                    Err(lease) => match result {
+                        Err(export) if !exported.load(std::sync::atomic::Ordering::Relaxed) => {
+                            Err(export)
+                        }
+                        _ => Err(lease),
+                    },
+                    Ok(lost) => {
+                        let lost = lost.expect("renewal ends by itself only when the lease is lost");
+                        result.or(Err(lost))
+                    }
                 }
             }
         };
@@ -257,7 +277,8 @@ impl Job {
         let meta = self.metadata(&export, &uploaded);
         // The staging files are no longer needed once every file is stored.
         drop(export);
-        if self.cancel.is_cancelled() {
+        // `metadata.json` is an object too (with nothing sent, the first).
+        if self.cancel.is_cancelled() || !self.objects.written().await {
             return Err(self.cancelled());
         }
         let outcome = SnapshotOutcome {

@@ -108,6 +108,7 @@ impl Job {
                 part_size: self.config.part_size,
                 seal: file.seal.clone(),
                 cancel: attempt.clone(),
+                lease: self.objects.clone(),
                 uploader: self.stages.uploader.clone(),
                 reply: RpcReplyPort::from(tx),
             };
