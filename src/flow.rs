@@ -26,12 +26,6 @@ use crate::metrics as m;
 pub(crate) struct LeaseWritten(tokio::sync::watch::Receiver<Option<bool>>);
 
 impl LeaseWritten {
-    /// The gate, and what tells it whether the lease was written.
-    pub fn new() -> (tokio::sync::watch::Sender<Option<bool>>, Self) {
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        (tx, LeaseWritten(rx))
-    }
-
     /// Whether the lease was written, once that is known (`false` if the
     /// writer of the lease went away without saying).
     pub async fn written(&self) -> bool {
@@ -39,6 +33,26 @@ impl LeaseWritten {
         rx.wait_for(Option::is_some)
             .await
             .is_ok_and(|v| *v == Some(true))
+    }
+}
+
+/// What opens a snapshot's [`LeaseWritten`] gates: the writer of its lease.
+#[derive(Debug)]
+pub(crate) struct LeaseGate(tokio::sync::watch::Sender<Option<bool>>);
+
+impl LeaseGate {
+    pub fn new() -> Self {
+        LeaseGate(tokio::sync::watch::channel(None).0)
+    }
+
+    /// Says whether the lease was written.
+    pub fn open(&self, written: bool) {
+        self.0.send_replace(Some(written));
+    }
+
+    /// A gate the snapshot's objects wait at.
+    pub fn gate(&self) -> LeaseWritten {
+        LeaseWritten(self.0.subscribe())
     }
 }
 

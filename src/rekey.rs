@@ -29,9 +29,7 @@ use serde::Serialize;
 
 use crate::config::DEFAULT_LEASE_TTL;
 use crate::crypto::{FileKey, Keyring};
-use crate::format::{
-    FormatVersion, LatestPointer, Lease, PartitionId, RetainedSnapshot, SnapshotId,
-};
+use crate::format::{LatestPointer, Lease, PartitionId, RetainedSnapshot, SnapshotId};
 use crate::repository::{RepoError, Repository};
 
 /// What a rekey did.
@@ -179,16 +177,7 @@ struct Leases<'a> {
 impl Leases<'_> {
     /// Writes the lease of `id`, before anything of it is stored.
     async fn take(&mut self, partition: PartitionId, id: SnapshotId) -> Result<(), RepoError> {
-        let now = Utc::now();
-        let lease = Lease {
-            version: FormatVersion::V1,
-            partition_id: partition,
-            snapshot_id: id,
-            node_name: "rekey".into(),
-            started_at: now,
-            renewed_at: now,
-            expires_at: now + ttl(),
-        };
+        let lease = Lease::new(partition, id, "rekey".into(), DEFAULT_LEASE_TTL);
         self.repo.put_lease(&lease).await?;
         self.held.push(lease);
         Ok(())
@@ -198,16 +187,11 @@ impl Leases<'_> {
     /// renewed too late no longer protected its objects for a while; the
     /// fence a collector writes before taking them fails the rekey's swap.
     async fn renew_if_due(&mut self) -> Result<(), RepoError> {
-        let now = Utc::now();
         for lease in self.held.iter_mut() {
-            if now - lease.renewed_at < ttl() / 3 {
+            if Utc::now() - lease.renewed_at < ttl() / 3 {
                 continue;
             }
-            let renewed = Lease {
-                renewed_at: now,
-                expires_at: now + ttl(),
-                ..lease.clone()
-            };
+            let renewed = lease.renewed(DEFAULT_LEASE_TTL);
             self.repo.put_lease(&renewed).await?;
             *lease = renewed;
         }

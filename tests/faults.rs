@@ -357,8 +357,7 @@ async fn s3_publish_lost_to_a_newer_pointer_leaves_no_metadata() {
     let store = FaultyStore::new(dest.store().clone());
     let slow_repo = Repository::new(dest.wrap_store(|_| Arc::new(store.clone())));
     // Puts: the file, metadata.json, then latest.json, held.
-    let gate = common::faulty::Gate::closed();
-    store.inject(Op::Put, When::Nth(3), Fault::Hold(gate.clone()));
+    let gate = store.hold(Op::Put, When::Nth(3));
     let slow = fx
         .supervisor_on(config(&fx, &backend), slow_repo, Arc::default())
         .await;

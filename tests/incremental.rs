@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Fault, Gate, Op, When};
+use common::faulty::{Op, When};
 use common::{files_below, snapshot, wait_until, Fixture};
 use rocksnap::format::{FormatVersion, PartitionId};
 use rocksnap::gc::{collect, GcOptions};
@@ -148,8 +148,7 @@ async fn gc_keeps_what_is_referenced_even_during_an_upload() {
     flush(&fx, 1);
     let (faulty, slow_repo) = fx.faulty_repository();
     // The files are multipart uploads, so the first single put is metadata.json.
-    let gate = Gate::closed();
-    faulty.inject(Op::Put, When::Nth(1), Fault::Hold(gate.clone()));
+    let gate = faulty.hold(Op::Put, When::Nth(1));
     let slow = fx
         .supervisor_on(v2(&fx, 2), slow_repo, Arc::default())
         .await;

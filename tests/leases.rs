@@ -20,8 +20,7 @@ use rocksnap::{PipelineConfig, Repository};
 /// snapshot's files are all stored, and it sits there as a long upload would.
 fn held_at_metadata(fx: &Fixture) -> (Repository, Gate) {
     let (store, repo) = fx.faulty_repository();
-    let gate = Gate::closed();
-    store.inject(Op::Put, When::Nth(1), Fault::Hold(gate.clone()));
+    let gate = store.hold(Op::Put, When::Nth(1));
     (repo, gate)
 }
 
@@ -258,8 +257,7 @@ async fn no_object_before_its_lease_and_none_without_one() {
     let fx = Fixture::new(&[1]);
     fx.write(1, 10, 1024, 4096); // ~4 MiB: a multipart file of 1 MiB parts
     let (store, repo) = fx.faulty_repository();
-    let gate = Gate::closed();
-    store.inject(Op::Lease, When::Nth(1), Fault::Hold(gate.clone()));
+    let gate = store.hold(Op::Lease, When::Nth(1));
     let supervisor = fx.supervisor_on(config(&fx), repo, Arc::default()).await;
     let request = {
         let supervisor = supervisor.clone();
@@ -289,8 +287,13 @@ async fn no_object_before_its_lease_and_none_without_one() {
     // Every write of the next snapshot's lease fails.
     store.inject(Op::Lease, When::FromNth(2), Fault::Fail);
     fx.write(1, 20, 1024, 4096);
+    let creates = store.count(Op::Create);
     let err = snapshot(&supervisor, 1, None).await.unwrap_err();
     supervisor.stop(None);
+    assert!(
+        store.count(Op::Create) > creates,
+        "no upload was started to be left open or not"
+    );
     assert_eq!(err.reason(), "lease", "{err}");
     assert!(err.to_string().contains("cannot write its lease"), "{err}");
     assert_eq!(fx.latest(1).snapshot_id, published.snapshot_id);

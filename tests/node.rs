@@ -8,7 +8,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::backend::Backend;
 use rocksnap::format::PartitionId;
@@ -151,8 +150,7 @@ async fn policy_requests_and_metrics(backend: Backend) {
     let http = reqwest::Client::new();
 
     // The policy fires for both partitions.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
+    let first = common::wait_for("the policy to snapshot both partitions", || async {
         let s = scrape(&http, &node).await;
         let done = |p: &str| {
             sample(
@@ -167,12 +165,10 @@ async fn policy_requests_and_metrics(backend: Backend) {
                 "rocksnap_latest_snapshot_age_seconds{{partition=\"{p}\"}}"
             )) && s.contains(&format!("rocksnap_safe_trim_lsn{{partition=\"{p}\"}}"))
         });
-        if done("1").unwrap_or(0.0) >= 1.0 && done("2").unwrap_or(0.0) >= 1.0 && refreshed {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the policy never fired:\n{s}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        let fired = done("1").unwrap_or(0.0) >= 1.0 && done("2").unwrap_or(0.0) >= 1.0;
+        (fired && refreshed).then_some(s)
+    })
+    .await;
     promtool_check(&first);
     for name in [
         "rocksnap_stage_duration_seconds_bucket{stage=\"export\"",
@@ -196,24 +192,20 @@ async fn policy_requests_and_metrics(backend: Backend) {
     // policy snapshots every partition many times a second, and a request
     // for a partition already being snapshotted is refused (not queued):
     // ask again until it is the request's turn.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let outcome = loop {
+    let outcome = common::wait_for("the admin request's turn", || async {
         let answer = json(http.post(node.url("/snapshots/2")).send().await.unwrap()).await;
-        if answer["reason"] != "in_progress" {
-            break answer;
-        }
-        assert!(Instant::now() < deadline, "never the request's turn");
-    };
+        (answer["reason"] != "in_progress").then_some(answer)
+    })
+    .await;
     assert_eq!(outcome["partition_id"], 2, "{outcome}");
-    let out = loop {
+    let out = common::wait_for("the CLI request's turn", || async {
         let out = common::bin::command(&["request", "--node", &node.addr, "--partition", "1"])
             .output()
             .unwrap();
-        if !String::from_utf8_lossy(&out.stderr).contains("already being snapshotted") {
-            break out;
-        }
-        assert!(Instant::now() < deadline, "never the request's turn");
-    };
+        let busy = String::from_utf8_lossy(&out.stderr).contains("already being snapshotted");
+        (!busy).then_some(out)
+    })
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -295,16 +287,8 @@ async fn sigterm_mid_snapshot(backend: Backend) {
     let url = node.url("/snapshots/1");
     let request = tokio::spawn(async move { reqwest::Client::new().post(url).send().await });
     // Let the upload start, then ask the node to stop.
-    let staging = dir.path().join("db.rocksnap-staging");
-    common::wait_until("the export starts", || {
-        std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some())
-    })
-    .await;
     // Stopped once its upload is under way: a multipart upload is open.
-    common::wait_until_async("the upload starts", || async {
-        backend.open_uploads().await > 0
-    })
-    .await;
+    backend.wait_upload_under_way(&dir.path().join("db")).await;
     let status = node.terminate();
     assert!(status.success(), "node exited with {status}");
     if let Ok(Ok(response)) = request.await {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use common::backend::Backend;
@@ -162,16 +162,9 @@ async fn killed_mid_upload(backend: Backend, dir: &Path) {
             .spawn()
             .unwrap(),
     );
-    let staging = PathBuf::from(format!("{}.rocksnap-staging", db.display()));
-    common::wait_until("the export started", || {
-        std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some())
-    })
-    .await;
     // Killed once its upload is under way: a multipart upload is open.
-    common::wait_until_async("the upload started", || async {
-        backend.open_uploads().await > 0
-    })
-    .await;
+    let staging = rocksnap::default_staging_dir(&db);
+    backend.wait_upload_under_way(&db).await;
     child.0.kill().unwrap(); // SIGKILL
     let _ = child.0.wait();
     assert_eq!(

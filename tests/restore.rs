@@ -501,6 +501,7 @@ async fn a_disk_full_part_way_through_a_batch_leaves_each_partition_whole() {
     let left = files_below(&small);
     drop(disk);
     assert!(left.is_empty(), "staged files were left: {left:?}");
+    assert_eq!(results.len(), 3);
     for (p, result) in (1..=3u64).zip(&results) {
         let cf = format!("data-{p}");
         match result {
@@ -531,6 +532,7 @@ async fn a_disk_full_part_way_through_a_batch_leaves_each_partition_whole() {
     )
     .await
     .unwrap();
+    assert_eq!(again.len(), 3);
     for (p, result) in (1..=3u64).zip(&again) {
         let cf = format!("data-{p}");
         assert!(result.is_ok(), "partition {p}: {result:?}");

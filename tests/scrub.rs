@@ -92,7 +92,7 @@ async fn scrub_reads_the_latest_snapshot_back_and_names_what_is_damaged() {
 /// clean. Out of disk needs the right to mount a tmpfs (root, as in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrub_stopped_or_out_of_disk_blames_nothing_and_leaves_nothing() {
-    use common::faulty::{Fault, Gate, Op, When};
+    use common::faulty::{Op, When};
     let fx = Fixture::new(&[1]);
     fx.write(1, 10, 2000, 1024); // ~2 MiB: more than the small disk holds
     let supervisor = fx.supervisor(fx.config()).await;
@@ -102,11 +102,10 @@ async fn a_scrub_stopped_or_out_of_disk_blames_nothing_and_leaves_nothing() {
     let budget = MemoryBudget::new(2);
     let opts = scrub_opts(&staging, &budget);
 
-    // Stopped half-way: the pointer, the metadata and a first range are
-    // read, the next range is held, and the scrub's task is dropped.
+    // Stopped half-way: the pointer and the metadata are read, the files
+    // staged, a range held (the fourth read), and the scrub's task dropped.
     let (store, repo) = fx.faulty_repository();
-    let gate = Gate::closed();
-    store.inject(Op::Get, When::Nth(4), Fault::Hold(gate.clone()));
+    let gate = store.hold(Op::Get, When::Nth(4));
     let task = {
         let opts = opts.clone();
         tokio::spawn(async move { scrub(&repo, PartitionId(1), false, &opts).await })

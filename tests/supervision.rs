@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Fault, FaultyStore, Gate, Op, When};
+use common::faulty::{Fault, FaultyStore, Op, When};
 use common::{snapshot, Fixture};
 use rocksnap::format::FormatVersion;
 use rocksnap::{PartitionId, PipelineConfig, PipelineStats, Repository, Supervisor};
@@ -101,8 +101,7 @@ async fn a_panicking_coordinator_fails_only_its_snapshot() {
 async fn shutdown_cancels_requests_hanging_in_the_store() {
     let (fx, store, repo) = setup();
     // Every part hangs in the store until the end of the test.
-    let gate = Gate::closed();
-    store.inject(Op::Part, When::FromNth(1), Fault::Hold(gate.clone()));
+    let gate = store.hold(Op::Part, When::FromNth(1));
     let supervisor = fx.supervisor_on(config(&fx), repo, Arc::default()).await;
     let request = {
         let supervisor = supervisor.clone();
@@ -148,8 +147,7 @@ async fn a_slow_multipart_start_holds_up_no_other_file() {
     fx.write(1, 10, 700, 4096); // ~3 MiB: 3 parts of 1 MiB, fewer than the credits
     fx.write(2, 20, 10, 100);
     let (store, dest_repo) = fx.faulty_repository();
-    let gate = Gate::closed();
-    store.inject(Op::Create, When::Nth(1), Fault::Hold(gate.clone()));
+    let gate = store.hold(Op::Create, When::Nth(1));
     let supervisor = fx
         .supervisor_on(config(&fx), dest_repo, Arc::default())
         .await;

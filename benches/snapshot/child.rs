@@ -275,7 +275,7 @@ async fn baselines_on(
     let staging = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
     let mut files: Vec<(PathBuf, u64)> = Vec::new();
     for p in partition_ids(partitions) {
-        let cf = format!("data-{p}");
+        let cf = rocksnap::partition::cf_name(p);
         let e = partitions
             .export_column_family(&cf, &staging.path().join(&cf))
             .unwrap();

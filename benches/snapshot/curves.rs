@@ -175,15 +175,15 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         let s = &samples[samples.len() / 2];
         let stored = s["bytes"].as_u64().unwrap() as f64 / GIB as f64;
         let per_gib = secs(s).as_secs_f64() / stored;
-        let cpu = &s["cpu"];
+        let cpu = crate::cpu(s).expect("the snapshot child reports its CPU");
         let peak = samples.iter().map(rss).max().unwrap();
         rows.push((
             gib,
             secs(s).as_secs_f64(),
             per_gib,
             peak.saturating_sub(rss(&idle)),
-            cpu["user"].as_f64().unwrap() / stored,
-            cpu["sys"].as_f64().unwrap() / stored,
+            cpu.user / stored,
+            cpu.sys / stored,
             overhead,
         ));
     }

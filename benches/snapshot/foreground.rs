@@ -44,7 +44,7 @@ pub async fn child(dataset: &Path, repo: &Path) -> Value {
                 .iter()
                 .map(|p| {
                     store
-                        .applied_lsn(&format!("data-{p}"))
+                        .applied_lsn(&rocksnap::partition::cf_name(*p))
                         .unwrap()
                         .map_or(0, |l| l.0)
                 })

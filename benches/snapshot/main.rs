@@ -6,7 +6,9 @@
 //! Prints every table and the targets each is held to, and writes the same
 //! figures as JSON (`results.json`) and the curves as SVG pictures into the
 //! output directory. Each comparison row is the median of the runs, with
-//! min and max; rocksnap and its baseline alternate which goes first.
+//! min and max; locally, rocksnap and its baseline alternate which goes
+//! first (the remote-like child measures rocksnap, then, in its first run
+//! only, the slow references).
 //! Snapshots and restores run in child processes of this benchmark, so
 //! that each peak resident size and CPU time is its own.
 //!
@@ -29,8 +31,9 @@
 //!   partition);
 //! - `ROCKSNAP_BENCH_RATE_MIB`: the rate limit checked (default 200 MiB/s);
 //! - `ROCKSNAP_BENCH_DROP_CACHES=1` (root): empty the page cache before the
-//!   comparisons and before each curve dataset, so that no run starts with
-//!   memory full of what ran before (whose reclaim costs CPU).
+//!   comparisons and before the datasets of the partitions and size curves,
+//!   so that no run starts with memory full of what ran before (whose
+//!   reclaim costs CPU).
 
 mod child;
 mod curves;
@@ -199,7 +202,7 @@ fn comparisons(
         {
             let store = PartitionStore::open_existing(db).unwrap();
             for p in 0..partitions {
-                let cf = format!("data-{p}");
+                let cf = rocksnap::partition::cf_name(PartitionId(p));
                 store.export_column_family(&cf, &export.join(&cf)).unwrap();
             }
         }
@@ -487,7 +490,7 @@ impl Cpu {
 }
 
 /// The CPU time a child reported (`{"cpu": {"user", "sys"}}` or the object itself).
-fn cpu(v: &Value) -> Option<Cpu> {
+pub fn cpu(v: &Value) -> Option<Cpu> {
     let c = v.get("cpu").unwrap_or(v);
     Some(Cpu {
         user: c["user"].as_f64()?,
@@ -571,11 +574,12 @@ pub fn run_child(mode: &str, db: &Path, repo: &Path, env: &[(&str, &str)]) -> Va
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    // Its logs (`ROCKSNAP_BENCH_LOG`) and progress go straight to stderr.
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().unwrap();
     assert!(
         out.status.success(),
-        "child {mode} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "child {mode} failed ({}); its stderr is above",
+        out.status
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -627,7 +631,10 @@ pub fn dataset(root: &Path, bytes: u64, partitions: u64) -> PathBuf {
                         i += batch.len() as u64;
                         store.apply(p, Lsn(lsn), batch).unwrap();
                     }
-                    let cf = store.db().cf_handle(&format!("data-{p}")).unwrap();
+                    let cf = store
+                        .db()
+                        .cf_handle(&rocksnap::partition::cf_name(p))
+                        .unwrap();
                     store.db().flush_cf(&cf).unwrap();
                 }
             });

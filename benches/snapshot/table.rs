@@ -68,15 +68,17 @@ impl Table {
             "group", "", "median s", "min s", "max s", "MiB/s", "ratio", "user s/GiB", "sys s/GiB"
         );
         let mut rows = Vec::new();
-        let mut first: Option<(&str, f64)> = None;
-        for r in &self.rows {
+        let sorted = |r: &Row| {
             let mut s: Vec<f64> = r.runs.iter().map(Duration::as_secs_f64).collect();
             s.sort_by(|a, b| a.total_cmp(b));
+            s
+        };
+        for r in &self.rows {
+            let s = sorted(r);
             let med = s[s.len() / 2];
-            if first.is_none_or(|f| f.0 != r.group) {
-                first = Some((&r.group, med));
-            }
-            let ratio = med / first.unwrap().1;
+            // Against the group's first row, wherever the group's rows stand.
+            let base = sorted(self.rows.iter().find(|f| f.group == r.group).unwrap());
+            let ratio = med / base[base.len() / 2];
             let rate = mib(r.bytes) / med;
             let gib = r.bytes as f64 / (1u64 << 30) as f64;
             let (user, sys) = match r.cpu.is_empty() {

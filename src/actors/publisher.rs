@@ -11,7 +11,6 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use object_store::ObjectStoreExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::format::{Dialect, Lsn, PartitionId, SnapshotId, SnapshotMetadata};
@@ -202,19 +201,14 @@ async fn publish(
     let mut progress = Progress::default();
     let result = try_publish(repo, publication, retention, &mut progress).await;
     if result.is_err() && progress.metadata_written && !progress.maybe_swapped {
+        // The metadata first: then nothing can name the files it sent.
         let key = repo.layout().metadata(meta.partition_id, &meta.path());
-        match repo.store().delete(&key).await {
-            // Nothing can name the files it sent now.
-            Ok(()) => {
-                for file in &publication.sent {
-                    if let Err(e) = repo.store().delete(file).await {
-                        tracing::debug!(key = %file, error = %e, "cannot remove a file of a snapshot that was not published; garbage collection will");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%key, error = %e, "cannot remove the metadata of a snapshot that was not published; garbage collection will");
-            }
+        let removed = match repo.delete_objects(std::slice::from_ref(&key)).await {
+            Ok(()) => repo.delete_objects(&publication.sent).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "cannot remove a snapshot that was not published; garbage collection will");
         }
     }
     result

@@ -44,6 +44,36 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The lease of snapshot `id` of `partition`, started now, living `ttl`
+    /// unless renewed.
+    pub fn new(
+        partition: PartitionId,
+        id: SnapshotId,
+        node_name: String,
+        ttl: std::time::Duration,
+    ) -> Self {
+        let now = Utc::now();
+        Lease {
+            version: FormatVersion::V1,
+            partition_id: partition,
+            snapshot_id: id,
+            node_name,
+            started_at: now,
+            renewed_at: now,
+            expires_at: now + ttl_of(ttl),
+        }
+    }
+
+    /// The same lease renewed now for `ttl` more.
+    pub fn renewed(&self, ttl: std::time::Duration) -> Self {
+        let now = Utc::now();
+        Lease {
+            renewed_at: now,
+            expires_at: now + ttl_of(ttl),
+            ..self.clone()
+        }
+    }
+
     /// Parses and checks an untrusted lease found at `leases/<name>`.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, FormatError> {
         check_version(bytes)?;
@@ -74,6 +104,12 @@ impl Lease {
             .checked_add_signed(slack)
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
+}
+
+/// A time to live as chrono counts it (`PipelineConfig::check` bounds it
+/// to a day).
+fn ttl_of(ttl: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1))
 }
 
 /// `<snapshot_id>.json`.

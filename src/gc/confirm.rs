@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use object_store::path::Path;
 
 use super::{GcError, GcOptions, LeaseState};
 use crate::format::{PartitionId, SnapshotId};
@@ -97,42 +95,4 @@ pub(super) async fn pointer_unchanged(
         }
         _ => false,
     })
-}
-
-/// Keys deleted per request where the store deletes many at once (S3's
-/// DeleteObjects takes at most 1 000).
-const DELETE_BATCH: usize = 1000;
-
-/// Deletes `keys`, as few requests as the store allows: `object_store`
-/// sends a batch as one request where the store has one for it (S3), and
-/// one per key elsewhere. A key already gone counts as deleted. Nothing is
-/// looked at again first: keys are never reused (each names the snapshot
-/// that wrote it, and a snapshot writes only under its lease, which keeps
-/// its objects out of the candidates), so an object the listing found old
-/// is still that object.
-pub(super) async fn delete_all(repo: &Repository, keys: &[Path]) -> Result<(), GcError> {
-    for batch in keys.chunks(DELETE_BATCH) {
-        repo.retry()
-            .run("delete", || async {
-                let batch: Vec<Path> = batch.to_vec();
-                let paths = futures::stream::iter(batch.into_iter().map(Ok)).boxed();
-                let mut deleted = repo.store().delete_stream(paths);
-                while let Some(result) = deleted.next().await {
-                    match result {
-                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|source| GcError::Store {
-                key: match batch.len() {
-                    1 => batch[0].to_string(),
-                    n => format!("{} and {} more", batch[0], n - 1),
-                },
-                source,
-            })?;
-    }
-    Ok(())
 }

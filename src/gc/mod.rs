@@ -41,7 +41,7 @@ use serde::Serialize;
 use crate::format::{owner, PartitionId, SnapshotId, LEASES, METADATA};
 use crate::repository::{RepoError, Repository};
 use crate::retention::Retention;
-use confirm::{delete_all, fence_pointer, lease_states, pointer_unchanged, Fenced};
+use confirm::{fence_pointer, lease_states, pointer_unchanged, Fenced};
 use kept::{kept_snapshots, Kept};
 
 /// How often a collection starts over when the pointer keeps moving.
@@ -297,7 +297,7 @@ async fn collect_once(
             .collect();
         if !opts.dry_run {
             let keys: Vec<Path> = objects.iter().map(|o| o.location.clone()).collect();
-            delete_all(repo, &keys).await?;
+            repo.delete_objects(&keys).await?;
         }
         for object in objects {
             report.deleted_bytes += object.size;

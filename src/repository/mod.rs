@@ -328,6 +328,40 @@ impl Repository {
             .map_err(|e| RepoError::store("write", &key, e))
     }
 
+    /// Deletes `keys`, as few requests as the store allows: `object_store`
+    /// sends a batch as one request where the store has one for it (S3), and
+    /// one per key elsewhere. A key already gone counts as deleted. Nothing
+    /// is looked at again first: keys are never reused (each names the
+    /// snapshot that wrote it), so a caller that decided on an object decided
+    /// on that object.
+    pub async fn delete_objects(&self, keys: &[Path]) -> Result<(), RepoError> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            self.retry
+                .run("delete", || async {
+                    let batch: Vec<Path> = batch.to_vec();
+                    let paths = futures::stream::iter(batch.into_iter().map(Ok)).boxed();
+                    let mut deleted = self.store.delete_stream(paths);
+                    while let Some(result) = deleted.next().await {
+                        match result {
+                            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|source| RepoError::Store {
+                    op: "delete",
+                    key: match batch.len() {
+                        1 => batch[0].to_string(),
+                        n => format!("{} and {} more", batch[0], n - 1),
+                    },
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Deletes a snapshot's lease once the snapshot is published or given up.
     pub async fn delete_lease(
         &self,
@@ -659,6 +693,10 @@ pub enum RepoError {
         source: std::io::Error,
     },
 }
+
+/// Keys deleted per request where the store deletes many at once (S3's
+/// DeleteObjects takes at most 1 000).
+const DELETE_BATCH: usize = 1000;
 
 impl RepoError {
     pub(crate) fn store(op: &'static str, key: &Path, source: object_store::Error) -> Self {

@@ -170,6 +170,20 @@ impl Backend {
         }
     }
 
+    /// Waits until a snapshot of the database at `db` is under way: its
+    /// export staged, a multipart upload open.
+    pub async fn wait_upload_under_way(&self, db: &std::path::Path) {
+        let staging = rocksnap::default_staging_dir(db);
+        super::wait_until("the export starts", || {
+            std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some())
+        })
+        .await;
+        super::wait_until_async("the upload starts", || async {
+            self.open_uploads().await > 0
+        })
+        .await;
+    }
+
     /// Multipart uploads started and neither completed nor aborted.
     pub async fn open_uploads(&self) -> usize {
         match self {

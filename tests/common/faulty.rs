@@ -187,6 +187,13 @@ impl FaultyStore {
         self.state.rules.lock().unwrap().push((op, when, fault));
     }
 
+    /// Holds the requests `when` picks at a new gate, closed; the gate.
+    pub fn hold(&self, op: Op, when: When) -> Gate {
+        let gate = Gate::closed();
+        self.inject(op, when, Fault::Hold(gate.clone()));
+        gate
+    }
+
     /// From now on, every write ignores `If-None-Match` and `If-Match`.
     pub fn ignore_conditions(&self) {
         self.state.blind.store(true, Ordering::SeqCst);

@@ -176,11 +176,29 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    wait_for(what, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// What `attempt` yields once it yields something (a scrape that shows
+/// what is awaited, an answer that is not "busy"), asked again every few
+/// milliseconds; fails the test if nothing comes within a minute.
+pub async fn wait_for<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !condition().await {
+    loop {
+        if let Some(found) = attempt().await {
+            return found;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
+            "timed out waiting for {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

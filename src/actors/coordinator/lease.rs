@@ -6,21 +6,17 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Job, SnapshotError};
-use crate::format::{FormatVersion, Lease};
+use crate::format::Lease;
 
 impl Job {
     /// The snapshot's lease, as it is first written.
     pub(super) fn new_lease(&self) -> Lease {
-        let now = Utc::now();
-        Lease {
-            version: FormatVersion::V1,
-            partition_id: self.partition(),
-            snapshot_id: self.snapshot_id,
-            node_name: self.config.node_name.clone(),
-            started_at: now,
-            renewed_at: now,
-            expires_at: now + self.ttl(),
-        }
+        Lease::new(
+            self.partition(),
+            self.snapshot_id,
+            self.config.node_name.clone(),
+            self.config.lease_ttl,
+        )
     }
 
     /// Writes the lease, and opens the snapshot's objects' gate (or tells
@@ -34,7 +30,7 @@ impl Job {
                 partition: self.partition(),
                 reason: format!("cannot write its lease: {e}"),
             });
-        self.lease_written.send_replace(Some(written.is_ok()));
+        self.lease_gate.open(written.is_ok());
         written
     }
 
@@ -53,12 +49,7 @@ impl Job {
                 _ = done.cancelled() => return None,
                 _ = tokio::time::sleep(every) => {}
             }
-            let now = Utc::now();
-            let renewed = Lease {
-                renewed_at: now,
-                expires_at: now + self.ttl(),
-                ..lease.clone()
-            };
+            let renewed = lease.renewed(self.config.lease_ttl);
             match self.repository.put_lease(&renewed).await {
                 Ok(()) => lease = renewed,
                 Err(e) if Utc::now() < lease.expires_at => {
@@ -76,10 +67,5 @@ impl Job {
                 }
             }
         }
-    }
-
-    fn ttl(&self) -> chrono::Duration {
-        // `PipelineConfig::check` bounds it to a day.
-        chrono::Duration::from_std(self.config.lease_ttl).unwrap_or(chrono::Duration::days(1))
     }
 }

@@ -35,7 +35,7 @@ use crate::actors::exporter::{Export, ExportRequest, ExporterMsg};
 use crate::actors::publisher::{Publication, PublisherMsg};
 use crate::actors::uploader::{StoredFile, UploadError, UploaderMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
-use crate::flow::{BoundedMailbox, LeaseWritten, PipelineStats};
+use crate::flow::{BoundedMailbox, LeaseGate, PipelineStats};
 use crate::format::{
     Dialect, FileEntry, FormatVersion, PartitionId, SnapshotId, SnapshotMetadata,
     CHECKSUM_ALGORITHM,
@@ -111,9 +111,8 @@ struct Job {
     cancel: CancellationToken,
     snapshot_id: SnapshotId,
     stats: Arc<PipelineStats>,
-    /// Told whether the lease was written; its gate goes with every file.
-    lease_written: tokio::sync::watch::Sender<Option<bool>>,
-    objects: LeaseWritten,
+    /// Told whether the lease was written; its gates go with every file.
+    lease_gate: LeaseGate,
 }
 
 /// What to do with one exported file.
@@ -160,10 +159,8 @@ struct Uploaded {
     entry_keys: Vec<Option<String>>,
     /// Each file's envelope (encrypted snapshots).
     encryption: Vec<Option<crate::format::FileEncryption>>,
-    /// Bytes sent (not reused).
-    sent_bytes: u64,
-    /// The objects sent (not reused).
-    sent: Vec<Path>,
+    /// The files sent (not reused): the snapshot's own objects.
+    sent: Vec<StoredFile>,
     /// The snapshot whose files were reused, if any was.
     reused_from: Option<SnapshotId>,
 }
@@ -171,7 +168,6 @@ struct Uploaded {
 impl Job {
     fn new(args: CoordinatorArgs) -> (Self, Report) {
         let snapshot_id = SnapshotId::new().encoded(args.config.dialect.id_encoding());
-        let (lease_written, objects) = LeaseWritten::new();
         let job = Job {
             request: args.request,
             spec: args.spec,
@@ -182,8 +178,7 @@ impl Job {
             cancel: args.cancel,
             snapshot_id,
             stats: args.stats,
-            lease_written,
-            objects,
+            lease_gate: LeaseGate::new(),
         };
         (job, args.report)
     }
@@ -195,15 +190,13 @@ impl Job {
     /// Exports, then runs the rest under the snapshot's lease: written
     /// while the export runs, renewed while the steps run, given back once
     /// they are done. The parts travel while the lease is still on its way;
-    /// the snapshot's objects wait for it (see [`LeaseWritten`]).
+    /// the snapshot's objects wait for it (see [`crate::flow::LeaseWritten`]).
     async fn run(&self) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
         let lease = self.new_lease();
         let lease_started = lease.started_at;
-        let exported = std::sync::atomic::AtomicBool::new(false);
         let work = async {
             let export = self.export().await?;
-            exported.store(true, std::sync::atomic::Ordering::Relaxed);
             self.steps(export, lease_started, started).await
         };
         let done = CancellationToken::new();
@@ -215,15 +208,12 @@ impl Job {
         let result = tokio::select! {
             result = &mut work => {
                 // A renewal on its way finishes before the lease is deleted,
-                // so that it cannot bring the lease back afterwards.
+                // so that it cannot bring the lease back afterwards. A lease
+                // that could not be written tells its gates at once, so that
+                // its failure ends here first: this work failed on its own.
                 done.cancel();
-                match ((&mut guard).await, result) {
-                    // The objects waited for a lease that never came.
-                    (Err(lease), Err(_)) if exported.load(std::sync::atomic::Ordering::Relaxed) => {
-                        Err(lease)
-                    }
-                    (_, result) => result,
-                }
+                let _ = (&mut guard).await;
+                result
             }
             guarded = &mut guard => {
                 // Stop, and let the uploads abort what they started. A
@@ -233,13 +223,7 @@ impl Job {
                 self.cancel.cancel();
                 let result = work.await;
                 match guarded {
-                    // An export that failed is the first cause.
-                    Err(lease) => match result {
-                        Err(export) if !exported.load(std::sync::atomic::Ordering::Relaxed) => {
-                            Err(export)
-                        }
-                        _ => Err(lease),
-                    },
+                    Err(lease) => Err(lease),
                     Ok(lost) => {
                         let lost = lost.expect("renewal ends by itself only when the lease is lost");
                         result.or(Err(lost))
@@ -278,7 +262,7 @@ impl Job {
         // The staging files are no longer needed once every file is stored.
         drop(export);
         // `metadata.json` is an object too (with nothing sent, the first).
-        if self.cancel.is_cancelled() || !self.objects.written().await {
+        if self.cancel.is_cancelled() || !self.lease_gate.gate().written().await {
             return Err(self.cancelled());
         }
         let outcome = SnapshotOutcome {
@@ -291,11 +275,12 @@ impl Job {
                 .metadata(self.partition(), &meta.path())
                 .to_string(),
             bytes: meta.total_bytes(),
-            uploaded_bytes: uploaded.sent_bytes,
+            uploaded_bytes: uploaded.sent.iter().map(|f| f.size).sum(),
             files: meta.files.len(),
             duration: Duration::ZERO,
         };
-        self.publish(meta, uploaded.reused_from, uploaded.sent, lease_started)
+        let sent = uploaded.sent.into_iter().map(|f| f.key).collect();
+        self.publish(meta, uploaded.reused_from, sent, lease_started)
             .await?;
         Ok(SnapshotOutcome {
             duration: started.elapsed(),

@@ -2,7 +2,6 @@
 //! the uploader, with whole-file resends after transient failures.
 
 use futures::future::join_all;
-use object_store::ObjectStoreExt;
 use ractor::RpcReplyPort;
 use tokio_util::sync::CancellationToken;
 
@@ -79,8 +78,7 @@ impl Job {
         }
         let reused_from = plan.base.filter(|_| stored.len() > sent.len());
         Ok(Uploaded {
-            sent_bytes: sent.iter().map(|f| f.size).sum(),
-            sent: sent.into_iter().map(|f| f.key).collect(),
+            sent,
             stored,
             entry_keys,
             encryption,
@@ -108,7 +106,7 @@ impl Job {
                 part_size: self.config.part_size,
                 seal: file.seal.clone(),
                 cancel: attempt.clone(),
-                lease: self.objects.clone(),
+                lease: self.lease_gate.gate(),
                 uploader: self.stages.uploader.clone(),
                 reply: RpcReplyPort::from(tx),
             };
@@ -142,10 +140,9 @@ impl Job {
     /// a shared key named after it) that no other snapshot references, so
     /// a failed snapshot removes them all; what it reused stays.
     async fn remove_own(&self, sent: &[StoredFile]) {
-        for file in sent {
-            if let Err(e) = self.repository.store().delete(&file.key).await {
-                tracing::debug!(key = %file.key, error = %e, "cannot remove object of a failed snapshot");
-            }
+        let keys: Vec<_> = sent.iter().map(|f| f.key.clone()).collect();
+        if let Err(e) = self.repository.delete_objects(&keys).await {
+            tracing::debug!(error = %e, "cannot remove the objects of a failed snapshot; garbage collection will");
         }
     }
 }
