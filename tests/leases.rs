@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::faulty::{Fault, Gate, Op, When};
 use common::{files_below, snapshot, wait_until, Fixture};
-use rocksnap::format::{FormatVersion, PartitionId};
+use object_store::ObjectStoreExt;
+use rocksnap::format::Lease;
+use rocksnap::format::{FormatVersion, Lsn, PartitionId, SnapshotId};
 use rocksnap::gc::{collect, GcOptions};
 use rocksnap::restore::{verify, RestoreOptions};
 use rocksnap::{PipelineConfig, Repository};
@@ -305,5 +307,55 @@ async fn no_object_before_its_lease_and_none_without_one() {
     assert!(
         !files_below(&fx.repo_dir).iter().any(|f| f.contains('#')),
         "an upload was left open"
+    );
+}
+
+/// In a plain local directory a lease is written beside the store (its
+/// bytes fsynced before a rename, its folder kept): a collection sees it
+/// the moment it is written, a renewal replaces it whole, and once deleted
+/// nothing of it is left but the folder the next lease reuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_lease_is_seen_at_once_and_leaves_only_its_folder() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 64, 1024);
+    let supervisor = fx.supervisor(fx.config()).await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let repo = &fx.repository;
+    let partition = PartitionId(1);
+
+    let id = SnapshotId::new();
+    let lease = Lease::new(partition, id, "node".into(), Duration::from_secs(60));
+    repo.put_lease(&lease).await.unwrap();
+    // An object of that snapshot, unreferenced and older than no grace.
+    let folder = rocksnap::format::snapshot_folder(Lsn(20), id);
+    let key = repo.layout().file(partition, &folder, "000099.sst");
+    repo.store().put(&key, "sst".into()).await.unwrap();
+    let report = collect(repo, partition, &gc(Duration::ZERO)).await.unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert_eq!(report.in_progress, vec![id], "{report:?}");
+
+    let renewed = lease.renewed(Duration::from_secs(120));
+    repo.put_lease(&renewed).await.unwrap();
+    let leases = repo.read_leases(partition).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].0, id);
+    assert_eq!(leases[0].1.as_ref().unwrap().expires_at, renewed.expires_at);
+
+    repo.delete_lease(partition, id).await.unwrap();
+    repo.delete_lease(partition, id).await.unwrap(); // gone counts as deleted
+    let leases_dir = fx.repo_dir.join("1").join("leases");
+    assert!(files_below(&leases_dir).is_empty());
+    assert!(leases_dir.is_dir(), "the folder is kept for the next lease");
+    let scratch = files_below(&fx.repo_dir.join(".locks"));
+    assert!(
+        scratch.iter().all(|f| !f.starts_with(".tmp")),
+        "a lease's temporary file was left: {scratch:?}"
+    );
+    // Without its lease, the object is the collection's.
+    let report = collect(repo, partition, &gc(Duration::ZERO)).await.unwrap();
+    assert!(
+        report.deleted.iter().any(|d| d.key == key.as_ref()),
+        "{report:?}"
     );
 }

@@ -317,14 +317,27 @@ impl Repository {
     /// Writes or renews a snapshot's lease (see [`Lease`]).
     pub async fn put_lease(&self, lease: &Lease) -> Result<(), RepoError> {
         let key = self.layout.lease(lease.partition_id, lease.snapshot_id);
-        let payload = PutPayload::from(lease.to_json());
+        let json = lease.to_json();
         self.retry
-            .run("write a lease", || {
-                self.store
-                    .put_opts(&key, payload.clone(), PutOptions::from(PutMode::Overwrite))
+            .run("write a lease", || async {
+                match self.local_files() {
+                    // In a local directory, without the folder fsyncs a
+                    // lease does not need (see `local::put_lease`).
+                    Some(root) => local::put_lease(root, &key, json.clone())
+                        .await
+                        .map_err(local_error),
+                    None => self
+                        .store
+                        .put_opts(
+                            &key,
+                            PutPayload::from(json.clone()),
+                            PutOptions::from(PutMode::Overwrite),
+                        )
+                        .await
+                        .map(drop),
+                }
             })
             .await
-            .map(drop)
             .map_err(|e| RepoError::store("write", &key, e))
     }
 
@@ -371,7 +384,12 @@ impl Repository {
         let key = self.layout.lease(partition, id);
         match self
             .retry
-            .run("delete a lease", || self.store.delete(&key))
+            .run("delete a lease", || async {
+                match self.local_files() {
+                    Some(root) => local::delete_lease(root, &key).await.map_err(local_error),
+                    None => self.store.delete(&key).await,
+                }
+            })
             .await
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -705,5 +723,14 @@ impl RepoError {
             key: key.to_string(),
             source,
         }
+    }
+}
+
+/// A local filesystem's error as the store's error, as `object_store`'s own
+/// local store reports one it has no better name for.
+fn local_error(source: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(source),
     }
 }
