@@ -23,7 +23,7 @@
 //! moves the pointer's version: the rekey's compare-and-swap then fails,
 //! and the pointer never names a snapshot whose objects are gone.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
@@ -60,6 +60,16 @@ pub enum RekeyError {
     /// The repository failed, or another writer moved the pointer.
     #[error(transparent)]
     Repository(#[from] RepoError),
+    /// The pointer's fence covers the rekey's snapshots, as a collection
+    /// sets it when it takes the objects of an expired lease: what the rekey
+    /// wrote may be gone, and the pointer is not moved onto it.
+    #[error("garbage collection fenced off every snapshot started at or before {fence} (the rekey's started at {started}), so what it wrote may be gone; latest.json not moved")]
+    Fenced {
+        /// The pointer's `gc_fence`.
+        fence: DateTime<Utc>,
+        /// When the rekey's earliest lease started.
+        started: DateTime<Utc>,
+    },
 }
 
 /// Wraps the data keys of every snapshot `latest.json` retains under the
@@ -163,6 +173,16 @@ async fn rekey_under(
             }
         }
     }
+    // The swap fails if the pointer changed since it was read, which a
+    // collection's new fence does; but a fence already at or past the
+    // rekey's start (a collector whose clock runs ahead rewrites the same
+    // bytes, which a version compared by content or ETag cannot tell from
+    // no change) is refused here, as a snapshot's publisher refuses it.
+    if let (Some(fence), Some(started)) = (current.pointer.gc_fence, leases.earliest_start()) {
+        if started <= fence {
+            return Err(RekeyError::Fenced { fence, started });
+        }
+    }
     repo.swap_pointer(Some(&current.version), &pointer).await?;
     tracing::info!(%partition, rekeyed = report.rekeyed.len(), "data keys wrapped under {}", keyring.current_id());
     Ok(report)
@@ -196,6 +216,11 @@ impl Leases<'_> {
             *lease = renewed;
         }
         Ok(())
+    }
+
+    /// When the earliest lease held started.
+    fn earliest_start(&self) -> Option<DateTime<Utc>> {
+        self.held.iter().map(|l| l.started_at).min()
     }
 
     async fn give_back(self) {

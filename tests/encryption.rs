@@ -805,3 +805,44 @@ async fn a_rekey_failed_or_killed_half_way_moves_nothing() {
         assert_eq!(fx.latest(1).min_applied_lsn, before.min_applied_lsn);
     }
 }
+
+/// A fence already at or past the rekey's start (a collector whose clock
+/// runs ahead wrote it, and would write the same bytes again, which no
+/// version compare tells from no change) stops the rekey before its swap:
+/// the pointer stays byte for byte what it was, and every snapshot it keeps
+/// restores with the old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_under_a_fence_ahead_of_it_moves_nothing() {
+    let fx = Fixture::new(&[1]);
+    let (supervisor, old_text, old) = two_sealed(&fx, FormatVersion::V2).await;
+    supervisor.stop(None);
+    let current = fx
+        .repository
+        .read_pointer(PartitionId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut fenced = current.pointer.clone();
+    fenced.gc_fence = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+    fx.repository
+        .swap_pointer(Some(&current.version), &fenced)
+        .await
+        .unwrap();
+    let latest = fx.repo_dir.join("1").join("latest.json");
+    let before = std::fs::read(&latest).unwrap();
+
+    let both = Keyring::parse(&format!("{}\n{old_text}", Keyring::generate_line("new"))).unwrap();
+    let err = rocksnap::rekey::rekey(&fx.repository, PartitionId(1), &both)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, rocksnap::rekey::RekeyError::Fenced { .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&latest).unwrap(), before, "the pointer moved");
+    assert!(
+        common::files_below(&fx.repo_dir.join("1").join("leases")).is_empty(),
+        "the rekey kept a lease"
+    );
+    kept_restore_with(&fx, &fenced, &old, "fenced").await;
+}
