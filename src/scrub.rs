@@ -78,7 +78,7 @@ pub fn failure_reason(e: &RestoreError) -> &'static str {
             Unusable::Invalid { .. } => "invalid",
             Unusable::Import(_) => "import",
         },
-        RestoreError::DiskFull { .. } => "disk_full",
+        e if e.is_disk_full() => "disk_full",
         _ => "unreadable",
     }
 }

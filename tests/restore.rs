@@ -411,7 +411,7 @@ async fn understated_sequence_numbers_are_refused() {
 /// so, without falling back (a full disk says nothing of the snapshot) and
 /// without touching the database. The staging directory is a 1 MiB tmpfs,
 /// which needs the right to mount (root, as in CI); without it the test
-/// says so and checks nothing.
+/// says so and checks nothing (under CI it fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_staging_disk_is_a_clear_error() {
     let fx = Fixture::new(&[1]);
@@ -420,8 +420,7 @@ async fn a_full_staging_disk_is_a_clear_error() {
     let supervisor = fx.supervisor(fx.config()).await;
     snapshot(&supervisor, 1, None).await.unwrap(); // ~2.4 MiB: more than fits
     let Some(disk) = common::SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
+        return; // SmallDisk said why
     };
     let small = disk.0.clone();
     let (db, before) = target_db(&fx);
@@ -445,12 +444,112 @@ async fn a_full_staging_disk_is_a_clear_error() {
     assert!(left.is_empty(), "staged files were left: {left:?}");
 }
 
+/// The database's own disk has no room for a verified snapshot staged on
+/// another disk: the error says the database's disk is full, the column
+/// family is as it was (its files are copied beside the database before it
+/// is dropped, so that the import cannot fail half-way for want of room),
+/// nothing of the copy is left, and the database opens and takes writes. Needs the right
+/// to mount a tmpfs (root, as in CI); without it the test says so and
+/// checks nothing (under CI it fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_disk_under_the_swap_leaves_the_database_as_it_was() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 20, 4000, 1024); // ~4 MiB: more than the database's disk holds
+    let supervisor = fx.supervisor(fx.config()).await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let Some(disk) = common::SmallDisk::mount_sized(&fx.dir.path().join("db-disk"), "3m") else {
+        return; // SmallDisk said why
+    };
+    let db = disk.0.join("db");
+    let before = {
+        let store = PartitionStore::open(&db, &[PartitionId(1)]).unwrap();
+        store
+            .apply(
+                PartitionId(1),
+                Lsn(3),
+                [(b"old-key".to_vec(), b"old".to_vec())],
+            )
+            .unwrap();
+        dump(&store, "data-1")
+    };
+    let err = restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::LatestOrOlder,
+        &opts(&fx),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, RestoreError::DatabaseDiskFull { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_disk_full());
+    assert!(err.to_string().contains("no space left"), "{err}");
+    assert_eq!(rocksnap::scrub::failure_reason(&err), "disk_full");
+    let left = files_below(&rocksnap::default_staging_dir(&db));
+    assert!(
+        left.iter().all(|f| !f.contains("swap")),
+        "the copy was left: {left:?}"
+    );
+    let store = PartitionStore::open_existing(&db).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dump(&store, "data-1"), before, "the database was touched");
+    store
+        .apply(
+            PartitionId(1),
+            Lsn(4),
+            [(b"new-key".to_vec(), b"new".to_vec())],
+        )
+        .unwrap_or_else(|e| panic!("the database takes no write after the failed swap: {e}"));
+    drop(store);
+    drop(disk);
+}
+
+/// A snapshot staged on another disk than the database's is copied beside
+/// the database before the swap (see the test above) and restores whole,
+/// with nothing of either staging left. Needs the right to mount a tmpfs
+/// (root, as in CI); without it the test says so and checks nothing (under
+/// CI it fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_staged_on_another_disk_restores_whole() {
+    let fx = Fixture::new(&[1]);
+    one_snapshot(&fx).await;
+    let Some(disk) = common::SmallDisk::mount_sized(&fx.dir.path().join("staging-disk"), "16m")
+    else {
+        return; // SmallDisk said why
+    };
+    let (db, _) = target_db(&fx);
+    restore(
+        &fx.repository,
+        &db,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &RestoreOptions {
+            staging_dir: Some(disk.0.clone()),
+            ..opts(&fx)
+        },
+    )
+    .await
+    .unwrap();
+    let left = files_below(&disk.0);
+    drop(disk);
+    assert_eq!(dump_path(&db, "data-1"), dump(&fx.partitions, "data-1"));
+    assert!(left.is_empty(), "staged files were left: {left:?}");
+    let beside = files_below(&rocksnap::default_staging_dir(&db));
+    assert!(
+        beside.iter().all(|f| !f.contains("swap")),
+        "the copy was left: {beside:?}"
+    );
+}
+
 /// A staging disk that fills up part-way through a batch of partitions
 /// restored together: each partition ends all or nothing (restored whole, or
 /// failed with the full disk named and its column family as it was), the
 /// one too large for the disk fails, nothing staged is left, and the batch
 /// run again with room completes every partition. Needs the right to mount
-/// a tmpfs (root, as in CI); without it the test says so and checks nothing.
+/// a tmpfs (root, as in CI); without it the test says so and checks nothing (under CI it fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_full_part_way_through_a_batch_leaves_each_partition_whole() {
     let fx = Fixture::new(&[1, 2, 3]);
@@ -463,8 +562,7 @@ async fn a_disk_full_part_way_through_a_batch_leaves_each_partition_whole() {
     }
     supervisor.stop(None);
     let Some(disk) = common::SmallDisk::mount(&fx.dir.path().join("small-disk")) else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
+        return; // SmallDisk said why
     };
     let small = disk.0.clone();
     // The database holds data of its own in partitions 1 and 3.

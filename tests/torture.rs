@@ -313,7 +313,7 @@ async fn torture() {
     println!("torture seed {seed}, {rounds} rounds (replay: ROCKSNAP_TORTURE_SEED={seed})");
     let can_kill = strace_works();
     if !can_kill {
-        println!("strace cannot run here: writer B is never killed");
+        common::cannot_run_here("strace cannot run here: writer B is never killed");
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let log = Log { seed };

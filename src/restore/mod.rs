@@ -468,6 +468,15 @@ pub enum RestoreError {
         /// The snapshot's size.
         bytes: u64,
     },
+    /// The database's own disk has no room for the snapshot's files. Nothing
+    /// of the database was changed.
+    #[error("no space left on the device of the database {} for the snapshot's {bytes} bytes; free some there; the database is untouched", path.display())]
+    DatabaseDiskFull {
+        /// The database.
+        path: PathBuf,
+        /// The snapshot's size.
+        bytes: u64,
+    },
     /// A local file or directory operation failed.
     #[error("{}: {source}", path.display())]
     Local {
@@ -496,6 +505,21 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
+    /// Whether a full disk stopped the restore, wherever it filled: the
+    /// staging directory, the scratch import, or the database's own disk
+    /// under the swap. Such a failure says nothing of the snapshot.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            RestoreError::DiskFull { .. } | RestoreError::DatabaseDiskFull { .. } => true,
+            RestoreError::Partition(e) => e.is_disk_full(),
+            RestoreError::Local { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            RestoreError::Download(DownloadError::Local { source, .. }) => {
+                source.kind() == std::io::ErrorKind::StorageFull
+            }
+            _ => false,
+        }
+    }
+
     fn local(path: &Path, source: std::io::Error) -> Self {
         RestoreError::Local {
             path: path.to_path_buf(),

@@ -7,9 +7,12 @@
 
 use std::path::Path;
 
+use std::os::unix::fs::MetadataExt;
+
 use super::prepare::{import_files, Prepared};
 use super::RestoreError;
 use crate::partition::{intent, PartitionStore, RestoreIntent};
+use crate::staging;
 
 /// Replaces the column family of the database at `db` (not open elsewhere)
 /// with the prepared one.
@@ -28,6 +31,7 @@ pub(super) fn swap_in(
     prepared: Prepared,
 ) -> Result<(), RestoreError> {
     let db = live.path();
+    let prepared = onto_database_disk(db, cf, prepared)?;
     let previous = if live.has_column_family(cf) {
         Some(live.export_ungated(cf, &prepared.staging.path().join("previous"))?)
     } else {
@@ -78,4 +82,61 @@ pub(super) fn swap_in(
         tracing::warn!(path = %intent_path.display(), error = %e, "cannot remove the restore's intent; the next open settles it");
     }
     Ok(())
+}
+
+/// The prepared files, on the database's own disk before anything of it
+/// changes. Staged on another disk (`--staging-dir`), they would be copied
+/// by the import itself, after the live column family is dropped: a disk
+/// too full for them would then fail the import, and with it, for want of
+/// room for RocksDB's own small files, the return of the previous column
+/// family. Copied first, into a staging directory beside the database, a
+/// full disk stops the restore with nothing touched, and the import (and
+/// the previous column family's export) link files instead of copying.
+///
+/// Left as they are when they already are on the database's disk, and when
+/// no directory beside the database is (the database is a mount point).
+fn onto_database_disk(db: &Path, cf: &str, prepared: Prepared) -> Result<Prepared, RestoreError> {
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+    fn local(p: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
+        move |e| RestoreError::Local {
+            path: p.to_path_buf(),
+            source: e,
+        }
+    }
+    let db_dev = dev(db).map_err(local(db))?;
+    let beside = db.parent().unwrap_or(db);
+    if dev(prepared.staging.path()).map_err(local(prepared.staging.path()))? == db_dev
+        || dev(beside).map_err(local(beside))? != db_dev
+    {
+        return Ok(prepared);
+    }
+    let root = staging::default_staging_dir(db);
+    tracing::debug!(%cf, db = %db.display(), "copying the staged files beside the database before the swap");
+    let dir = staging::restore_dir(&root, &format!("swap-{cf}")).map_err(local(&root))?;
+    let bytes: u64 = prepared.files.iter().map(|f| f.size).sum();
+    let mut files = prepared.files.clone();
+    for f in files.iter_mut() {
+        let name = f.name.trim_start_matches('/');
+        let from = Path::new(&f.directory).join(name);
+        let to = dir.path().join(name);
+        if let Err(e) = std::fs::copy(&from, &to) {
+            // The directory and what it holds go with `dir`.
+            return Err(match e.kind() {
+                std::io::ErrorKind::StorageFull => RestoreError::DatabaseDiskFull {
+                    path: db.to_path_buf(),
+                    bytes,
+                },
+                _ => RestoreError::Local {
+                    path: to,
+                    source: e,
+                },
+            });
+        }
+        f.directory = dir.path().to_string_lossy().into_owned();
+    }
+    Ok(Prepared {
+        files,
+        staging: dir,
+        ..prepared
+    })
 }
