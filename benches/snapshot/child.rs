@@ -82,6 +82,7 @@ pub fn run(mode: &str) {
         }
     });
     v["peak_rss"] = json!(crate::peak_rss());
+    v["part_peaks"] = json!(*PART_PEAKS.lock().unwrap());
     println!("{v}");
 }
 
@@ -119,9 +120,15 @@ pub async fn snapshot_all(
     config: PipelineConfig,
 ) -> (f64, u64) {
     let ids = partition_ids(&partitions);
-    let (sup, done) = Supervisor::start(SupervisorArgs::new(config, partitions, repository))
-        .await
-        .unwrap();
+    // A sealed part is its plain bytes and a tag per segment.
+    let part = match config.encryption {
+        Some(_) => rocksnap::crypto::stored_size(config.part_size as u64),
+        None => config.part_size as u64,
+    };
+    let bound = part * (config.max_parts_in_flight as u64 + 1);
+    let args = SupervisorArgs::new(config, partitions, repository);
+    let stats = args.stats.clone();
+    let (sup, done) = Supervisor::start(args).await.unwrap();
     let t = Instant::now();
     let outcomes = join_all(ids.iter().map(|&partition| {
         Supervisor::snapshot(
@@ -138,8 +145,18 @@ pub async fn snapshot_all(
     // Wait until the actors let go of the database.
     sup.stop(None);
     done.await.unwrap();
+    PART_PEAKS.lock().unwrap().push(json!({
+        "bytes": stats.bytes_alive_peak(),
+        "bound": bound,
+    }));
     (seconds, bytes)
 }
+
+/// For every snapshot this child made: the most bytes its parts held at
+/// once, by the pipeline's own count, and its bound (part size × (parts in
+/// flight + 1)). Exact where the resident size is not (see
+/// `crate::rss_resolution`).
+static PART_PEAKS: std::sync::Mutex<Vec<Value>> = std::sync::Mutex::new(Vec::new());
 
 pub fn partition_ids(store: &PartitionStore) -> Vec<PartitionId> {
     let mut ids: Vec<PartitionId> =

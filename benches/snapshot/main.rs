@@ -49,6 +49,7 @@ mod alloc;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rocksnap::{Lsn, PartitionId, PartitionStore, PipelineConfig};
@@ -162,6 +163,7 @@ fn main() {
         );
         results["foreground"] = foreground::report(&v, rate_mib, &mut checks);
     }
+    PART_PEAKS.check(&mut checks);
     results["targets"] = checks.print();
     results["bench_seconds"] = json!(started.elapsed().as_secs_f64());
     let path = out.join("results.json");
@@ -601,7 +603,71 @@ pub fn run_child(mode: &str, db: &Path, repo: &Path, env: &[(&str, &str)]) -> Va
         "child {mode} failed ({}); its stderr is above",
         out.status
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for peak in v["part_peaks"].as_array().into_iter().flatten() {
+        let (bytes, bound) = (
+            peak["bytes"].as_u64().unwrap(),
+            peak["bound"].as_u64().unwrap(),
+        );
+        PART_PEAKS.snapshots.fetch_add(1, Ordering::Relaxed);
+        if bytes > bound {
+            PART_PEAKS.over.fetch_add(1, Ordering::Relaxed);
+        }
+        // In thousandths of the bound, so that runs of any bound compare.
+        PART_PEAKS
+            .most
+            .fetch_max(bytes * 1000 / bound.max(1), Ordering::Relaxed);
+    }
+    v
+}
+
+/// What the children's own counts say of their parts, over the whole run:
+/// every snapshot made, those whose parts held more than their bound at
+/// once, and the most any held, in thousandths of its bound.
+pub struct PartPeaks {
+    snapshots: AtomicU64,
+    over: AtomicU64,
+    most: AtomicU64,
+}
+
+pub static PART_PEAKS: PartPeaks = PartPeaks {
+    snapshots: AtomicU64::new(0),
+    over: AtomicU64::new(0),
+    most: AtomicU64::new(0),
+};
+
+impl PartPeaks {
+    /// Prints and checks the run's count.
+    pub fn check(&self, checks: &mut Checks) {
+        let (n, over, most) = (
+            self.snapshots.load(Ordering::Relaxed),
+            self.over.load(Ordering::Relaxed),
+            self.most.load(Ordering::Relaxed),
+        );
+        println!(
+            "
+parts held at once, by the pipeline's own count: {n} snapshots in child processes; the most any held, {:.1}% of its bound",
+            most as f64 / 10.0
+        );
+        checks.at_most(
+            &format!("snapshots whose parts held more than their bound at once (of {n})"),
+            over as f64,
+            0.0,
+        );
+    }
+}
+
+/// How far a peak resident size (`VmHWM`) may be off: the kernel counts a
+/// process's resident pages per CPU and folds them into the total in
+/// batches of `max(32, 2 × CPUs)` pages, for each of its three counters
+/// (anonymous, file, shared memory), and the high-water mark is taken from
+/// that folded total.
+pub fn rss_resolution() -> u64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    // SAFETY: sysconf only reads a system parameter.
+    #[allow(unsafe_code)]
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    3 * cpus * (2 * cpus).max(32) * page
 }
 
 /// A database of `partitions` column families holding `bytes` of

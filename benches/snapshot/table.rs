@@ -244,12 +244,15 @@ impl Checks {
     }
 
     /// A peak resident size over idle, less the process's fixed overhead,
-    /// held to the bound on what its parts may hold.
+    /// held to the bound on what its parts may hold, give or take what the
+    /// kernel's count of resident pages can be off by
+    /// ([`crate::rss_resolution`]; the parts' own count is held to the
+    /// bound exactly, see [`crate::PartPeaks`]).
     pub fn memory(&mut self, what: &str, peak_over_idle: u64, overhead: u64, bound: u64) {
         self.at_most(
             &format!("{what}, less fixed overhead (MiB)"),
             mib(peak_over_idle.saturating_sub(overhead)),
-            mib(bound),
+            mib(bound + crate::rss_resolution()),
         );
     }
 
