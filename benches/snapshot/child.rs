@@ -206,7 +206,7 @@ pub async fn snapshot_into_model(
 /// A snapshot of every partition into the remote-like store, and the
 /// model's lower bound for it.
 async fn remote_snapshot(db: &Path) -> Value {
-    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::with_arena(arena_for(db, 1)));
     let partitions = PartitionStore::open_existing(db).unwrap();
     let (seconds, bytes, bound) =
         snapshot_into_model(&store, "repo", partitions, PipelineConfig::default()).await;
@@ -217,8 +217,8 @@ async fn remote_snapshot(db: &Path) -> Value {
 async fn remote(db: &Path) -> Value {
     let config = PipelineConfig::default();
     let baselines = std::env::var_os("ROCKSNAP_BENCH_BASELINES").is_some();
-    // rocksnap.
-    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+    // rocksnap (the plain snapshot and the sealed one).
+    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::with_arena(arena_for(db, 2)));
     let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
     let partitions = PartitionStore::open_existing(db).unwrap();
     let cpu = Cpu::this_process();
@@ -418,4 +418,16 @@ async fn incremental(dataset: &Path, repo: &Path) -> Value {
         "seconds": 0.0, "bytes": 0, "full_seconds": full_s, "full_uploaded": full.uploaded_bytes,
         "inc_seconds": inc_s, "inc_uploaded": inc.uploaded_bytes,
     })
+}
+
+/// Room in the model's arena for `snapshots` snapshots of the database at
+/// `db` (its files' size, and a tenth more for sealing and documents).
+pub fn arena_for(db: &Path, snapshots: u64) -> u64 {
+    let files: u64 = std::fs::read_dir(db)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    files * snapshots * 11 / 10
 }

@@ -285,6 +285,7 @@ const IN_FLIGHT: [usize; 3] = [4, 8, 16];
 /// of the dataset each into a fresh remote-like store.
 pub async fn grid_child(db: &Path) -> Value {
     let partitions = PartitionStore::open_existing(db).unwrap();
+    let arena = crate::child::arena_for(db, 1);
     let mut rows = Vec::new();
     for part_mib in PART_SIZES_MIB {
         for in_flight in IN_FLIGHT {
@@ -293,7 +294,7 @@ pub async fn grid_child(db: &Path) -> Value {
                 max_parts_in_flight: in_flight,
                 ..PipelineConfig::default()
             };
-            let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::new());
+            let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::with_arena(arena));
             let (seconds, _, bound) =
                 snapshot_into_model(&store, "repo", partitions.clone(), config).await;
             rows.push(json!({

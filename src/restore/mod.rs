@@ -37,7 +37,7 @@ pub use verify::{verify, VerifyReport};
 
 use candidates::candidates;
 use prepare::{prepare, staging_dir};
-use swap::{swap_in, swap_into};
+use swap::{onto_database_disk, swap_in, swap_into};
 
 use crate::config::{DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE};
 use crate::format::{Lsn, PartitionId, SnapshotId};
@@ -299,6 +299,7 @@ async fn restore_inner(
                 // behind; a restore replaces it whatever it holds.
                 let only_if_behind = matches!(live, Live::Open(_));
                 tokio::task::spawn_blocking(move || {
+                    let prepared = onto_database_disk(store.path(), &cf, prepared)?;
                     let gate = store.gate(&cf);
                     let _alone = gate.write().expect("not poisoned");
                     tracing::debug!(%partition, %cf, "swap holds the partition's gate");

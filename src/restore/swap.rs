@@ -17,6 +17,7 @@ use crate::staging;
 /// Replaces the column family of the database at `db` (not open elsewhere)
 /// with the prepared one.
 pub(super) fn swap_into(db: &Path, cf: &str, prepared: Prepared) -> Result<(), RestoreError> {
+    let prepared = onto_database_disk(db, cf, prepared)?;
     // Opening recovers an earlier restore that was interrupted, if any.
     let live = PartitionStore::open(db, &[])?;
     swap_in(&live, cf, prepared)
@@ -31,7 +32,6 @@ pub(super) fn swap_in(
     prepared: Prepared,
 ) -> Result<(), RestoreError> {
     let db = live.path();
-    let prepared = onto_database_disk(db, cf, prepared)?;
     let previous = if live.has_column_family(cf) {
         Some(live.export_ungated(cf, &prepared.staging.path().join("previous"))?)
     } else {
@@ -95,8 +95,21 @@ pub(super) fn swap_in(
 ///
 /// Left as they are when they already are on the database's disk, and when
 /// no directory beside the database is (the database is a mount point).
-fn onto_database_disk(db: &Path, cf: &str, prepared: Prepared) -> Result<Prepared, RestoreError> {
-    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+/// Called before the partition's gate is taken: the copy holds up no write.
+pub(super) fn onto_database_disk(
+    db: &Path,
+    cf: &str,
+    prepared: Prepared,
+) -> Result<Prepared, RestoreError> {
+    // A database not made yet will be made on its parent's disk.
+    let dev = |p: &Path| {
+        p.ancestors()
+            .find_map(|a| std::fs::metadata(a).ok())
+            // A relative path's last ancestor is the empty one: here.
+            .or_else(|| std::fs::metadata(".").ok())
+            .map(|m| m.dev())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    };
     fn local(p: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
         move |e| RestoreError::Local {
             path: p.to_path_buf(),
