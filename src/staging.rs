@@ -20,12 +20,16 @@ pub fn default_staging_dir(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-/// Creates `root` if needed and sweeps what killed processes left in it
-/// (see [`sweep`]). Only the process that has the database open exports
-/// into its staging root, so no export there can be in use.
+/// Creates `root` if needed and sweeps the exports killed processes left in
+/// it (see [`sweep`]). Only the process that has the database open exports
+/// into its staging root, so no export there can be in use. Restore
+/// directories are left alone: one may hold the only copy of a column
+/// family that an unsettled intent names (a restore whose way back failed),
+/// and only opening the database, which settles the intents first, sweeps
+/// them.
 pub(crate) fn prepare_export_root(root: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(root)?;
-    sweep(root, &[]).map(drop)
+    sweep(root, false).map(drop)
 }
 
 /// A fresh directory for one export, named after what it holds.
@@ -70,10 +74,10 @@ pub(crate) fn restore_dir(root: &Path, name: &str) -> std::io::Result<StagingDir
 }
 
 /// Removes the staging directories a killed process left under `root`:
-/// every export, and every restore directory whose lock nobody holds,
-/// except those in `keep` (named by an unsettled restore intent). Returns
-/// what it removed.
-pub(crate) fn sweep(root: &Path, keep: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+/// every export, and, with `restores`, every restore directory whose lock
+/// nobody holds (only once no unsettled intent can name one). Returns what
+/// it removed.
+pub(crate) fn sweep(root: &Path, restores: bool) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -89,8 +93,8 @@ pub(crate) fn sweep(root: &Path, keep: &[PathBuf]) -> std::io::Result<Vec<PathBu
             .into_owned();
         let stale = if name.starts_with(EXPORT_PREFIX) {
             true
-        } else if name.starts_with(RESTORE_PREFIX) {
-            !keep.contains(&path) && !is_locked(&path.join(".lock"))
+        } else if restores && name.starts_with(RESTORE_PREFIX) {
+            !is_locked(&path.join(".lock"))
         } else {
             false
         };

@@ -311,11 +311,12 @@ async fn no_object_before_its_lease_and_none_without_one() {
 }
 
 /// In a plain local directory a lease is written beside the store (its
-/// bytes fsynced before a rename, its folder kept): a collection sees it
-/// the moment it is written, a renewal replaces it whole, and once deleted
-/// nothing of it is left but the folder the next lease reuses.
+/// bytes fsynced before a rename, its folder made and removed without
+/// fsync): a collection sees it the moment it is written, a renewal
+/// replaces it whole, and once deleted nothing of it is left, its folder
+/// included; a partition left with nothing is no partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_lease_is_seen_at_once_and_leaves_only_its_folder() {
+async fn a_local_lease_is_seen_at_once_and_leaves_nothing() {
     let fx = Fixture::new(&[1]);
     fx.write(1, 10, 64, 1024);
     let supervisor = fx.supervisor(fx.config()).await;
@@ -345,8 +346,7 @@ async fn a_local_lease_is_seen_at_once_and_leaves_only_its_folder() {
     repo.delete_lease(partition, id).await.unwrap();
     repo.delete_lease(partition, id).await.unwrap(); // gone counts as deleted
     let leases_dir = fx.repo_dir.join("1").join("leases");
-    assert!(files_below(&leases_dir).is_empty());
-    assert!(leases_dir.is_dir(), "the folder is kept for the next lease");
+    assert!(!leases_dir.exists(), "the empty leases folder was left");
     let scratch = files_below(&fx.repo_dir.join(".locks"));
     assert!(
         scratch.iter().all(|f| !f.starts_with(".tmp")),
@@ -358,4 +358,24 @@ async fn a_local_lease_is_seen_at_once_and_leaves_only_its_folder() {
         report.deleted.iter().any(|d| d.key == key.as_ref()),
         "{report:?}"
     );
+
+    // A partition whose only snapshot never got past its lease: once the
+    // lease is given back, nothing names the partition.
+    let lonely = PartitionId(7);
+    let id = SnapshotId::new();
+    repo.put_lease(&Lease::new(
+        lonely,
+        id,
+        "node".into(),
+        Duration::from_secs(60),
+    ))
+    .await
+    .unwrap();
+    assert!(repo.list_partitions().await.unwrap().contains(&lonely));
+    repo.delete_lease(lonely, id).await.unwrap();
+    assert!(
+        !fx.repo_dir.join("7").exists(),
+        "an empty partition folder was left"
+    );
+    assert!(!repo.list_partitions().await.unwrap().contains(&lonely));
 }

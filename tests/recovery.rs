@@ -202,3 +202,46 @@ fn stale_staging_directories_are_swept_at_open_but_not_live_ones() {
         "a running restore's directory was swept"
     );
 }
+
+/// A pipeline started on a database whose restore intent is not settled
+/// yet (a host that opens RocksDB itself and calls `recover()` later, or a
+/// restore whose way back failed) sweeps only the exports left in the
+/// staging root: the restore directory the intent names, the only copy of
+/// the partition's files once its column family is dropped, is still there
+/// for the recovery that follows, which finishes the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_started_before_recovery_leaves_an_intents_files_alone() {
+    use std::sync::Arc;
+
+    use rocksnap::{Destination, OpenMode, PipelineConfig, Repository, Supervisor, SupervisorArgs};
+
+    let crash = crashed_restore(true);
+    let stale_export = rocksnap::default_staging_dir(&crash.db).join("export-1-stale");
+    std::fs::create_dir_all(&stale_export).unwrap();
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &crash.db).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &crash.db, &cfs).unwrap();
+    let store = PartitionStore::from_db(Arc::new(db));
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repository = Repository::new(
+        Destination::open(repo_dir.path().to_str().unwrap(), OpenMode::CreateMissing).unwrap(),
+    );
+    let (supervisor, done) = Supervisor::start(SupervisorArgs::new(
+        PipelineConfig::default(),
+        store.clone(),
+        repository,
+    ))
+    .await
+    .unwrap();
+    // The exporter has started, and swept what is its own.
+    assert!(!stale_export.exists(), "the exporter swept nothing");
+    assert!(
+        crash.staging.join("new").exists() && crash.staging.join("previous").exists(),
+        "the files an unsettled intent names were swept"
+    );
+    supervisor.stop(None);
+    done.await.unwrap();
+
+    store.recover().unwrap();
+    assert_eq!(store.entries("data-1").unwrap(), crash.new_entries);
+    assert!(intents(&crash.db).is_empty());
+}

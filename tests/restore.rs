@@ -508,23 +508,28 @@ async fn a_full_database_disk_under_the_swap_leaves_the_database_as_it_was() {
 }
 
 /// A snapshot staged on another disk than the database's is copied beside
-/// the database before the swap (see the test above) and restores whole,
-/// with nothing of either staging left. Needs the right to mount a tmpfs
-/// (root, as in CI); without it the test says so and checks nothing (under
-/// CI it fails).
+/// the database before the swap (the library says so, and the test sees
+/// it) and restores whole, with nothing of either staging left. Needs the
+/// right to mount a tmpfs (root, as in CI); without it the test says so and
+/// checks nothing (under CI it fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_staged_on_another_disk_restores_whole() {
-    let fx = Fixture::new(&[1]);
-    one_snapshot(&fx).await;
+    let seen = common::hold::Hold::installed();
+    // A partition of its own: the events are the process's.
+    let fx = Fixture::new(&[5]);
+    fx.write(5, 10, 400, 1024);
+    let supervisor = fx.supervisor(fx.config()).await;
+    snapshot(&supervisor, 5, None).await.unwrap();
+    supervisor.stop(None);
     let Some(disk) = common::SmallDisk::mount_sized(&fx.dir.path().join("staging-disk"), "16m")
     else {
         return; // SmallDisk said why
     };
-    let (db, _) = target_db(&fx);
+    let db = fx.dir.path().join("target-db");
     restore(
         &fx.repository,
         &db,
-        PartitionId(1),
+        PartitionId(5),
         RestoreTarget::Latest,
         &RestoreOptions {
             staging_dir: Some(disk.0.clone()),
@@ -535,7 +540,14 @@ async fn a_snapshot_staged_on_another_disk_restores_whole() {
     .unwrap();
     let left = files_below(&disk.0);
     drop(disk);
-    assert_eq!(dump_path(&db, "data-1"), dump(&fx.partitions, "data-1"));
+    assert!(
+        seen.has_seen(
+            "copying the staged files beside the database before the swap",
+            "data-5"
+        ),
+        "the files were not copied beside the database"
+    );
+    assert_eq!(dump_path(&db, "data-5"), dump(&fx.partitions, "data-5"));
     assert!(left.is_empty(), "staged files were left: {left:?}");
     let beside = files_below(&rocksnap::default_staging_dir(&db));
     assert!(

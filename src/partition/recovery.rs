@@ -90,8 +90,10 @@ impl PartitionStore {
                 Err(e) => return Err(io(&intent.staging)(e)),
             }
         }
+        // Every intent is settled: no restore directory is needed any more
+        // but those a running restore holds locked.
         let root = crate::staging::default_staging_dir(&self.path);
-        report.swept = crate::staging::sweep(&root, &[]).map_err(io(&root))?;
+        report.swept = crate::staging::sweep(&root, true).map_err(io(&root))?;
         Ok(report)
     }
 }

@@ -132,15 +132,16 @@ fn write_durably(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Resu
 
 /// Writes a lease under `root` for a writer on this machine: its bytes are
 /// fsynced before the rename that makes it visible, so a lease is there
-/// whole or not at all; its folder is neither fsynced nor ever removed.
+/// whole or not at all; its folder is made, and later removed, without an
+/// fsync.
 ///
 /// Why no folder fsync: a lease only has to be seen by a collection while
 /// its writer lives, and every process on the machine sees the rename at
 /// once. A power cut that loses the rename also ends the writer, whose
 /// snapshot nothing will publish. That saves a snapshot three of its
-/// fourteen fsyncs (the folder after the rename, and its parent's when the
-/// folder is made again, which the store's cleanup of empty folders caused
-/// once per snapshot), the cost that grows with the partitions a node has.
+/// fourteen fsyncs (the folder after the rename, and its parent when the
+/// folder is made, once per snapshot since the last lease's deletion
+/// removes it), the cost that grows with the partitions a node has.
 pub(super) async fn put_lease(root: &FsPath, key: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
     let path = root.join(key.as_ref());
     let tmp_dir = root.join(".locks");
@@ -163,13 +164,24 @@ pub(super) async fn put_lease(root: &FsPath, key: &Path, bytes: Vec<u8>) -> std:
     .expect("the lease task does not panic")
 }
 
-/// Deletes a lease under `root` (gone already counts as deleted) and leaves
-/// its folder for the next one.
+/// Deletes a lease under `root` (gone already counts as deleted), then its
+/// folder and the partition's if that leaves them empty, as the store does
+/// for every object: a partition folder holding nothing is no partition
+/// (listing a local directory names every folder in it).
 pub(super) async fn delete_lease(root: &FsPath, key: &Path) -> std::io::Result<()> {
     let path = root.join(key.as_ref());
-    tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    tokio::task::spawn_blocking(move || {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        // Each fails, harmlessly, while anything is left in it; a writer
+        // that makes the folder again at the same moment retries its write.
+        let leases = path.parent().expect("a key has a folder");
+        if std::fs::remove_dir(leases).is_ok() {
+            let _ = std::fs::remove_dir(leases.parent().expect("leases sit in a partition"));
+        }
+        Ok(())
     })
     .await
     .expect("the lease task does not panic")

@@ -325,7 +325,7 @@ impl Repository {
                     // lease does not need (see `local::put_lease`).
                     Some(root) => local::put_lease(root, &key, json.clone())
                         .await
-                        .map_err(local_error),
+                        .map_err(|e| local_error(&key, e)),
                     None => self
                         .store
                         .put_opts(
@@ -386,7 +386,9 @@ impl Repository {
             .retry
             .run("delete a lease", || async {
                 match self.local_files() {
-                    Some(root) => local::delete_lease(root, &key).await.map_err(local_error),
+                    Some(root) => local::delete_lease(root, &key)
+                        .await
+                        .map_err(|e| local_error(&key, e)),
                     None => self.store.delete(&key).await,
                 }
             })
@@ -726,11 +728,20 @@ impl RepoError {
     }
 }
 
-/// A local filesystem's error as the store's error, as `object_store`'s own
+/// A local filesystem's error as the store's error: a refused permission as
+/// such (retrying it cannot help), anything else as `object_store`'s own
 /// local store reports one it has no better name for.
-fn local_error(source: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(source),
+fn local_error(key: &Path, source: std::io::Error) -> object_store::Error {
+    match source.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            object_store::Error::PermissionDenied {
+                path: key.to_string(),
+                source: Box::new(source),
+            }
+        }
+        _ => object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(source),
+        },
     }
 }

@@ -17,7 +17,9 @@
 //!    family is imported back, so the database is as it was.
 //!
 //! Every step moves files by hard link, so no byte is copied after the
-//! download, and the staging directory is removed whatever happens.
+//! download (unless the staging directory is on another disk than the
+//! database: then the verified files are copied beside the database once,
+//! before the swap), and the staging directory is removed whatever happens.
 
 mod candidates;
 mod fast_forward;
@@ -76,7 +78,9 @@ pub struct RestoreOptions {
     /// Size of each ranged GET.
     pub part_size: usize,
     /// Parent of the staging directory; default `<database>.rocksnap-staging`.
-    /// Must be on the database's filesystem for files to move by hard link.
+    /// On the database's filesystem, files move by hard link; on another,
+    /// the verified files are copied beside the database before the swap,
+    /// which needs room for them there too.
     pub staging_dir: Option<PathBuf>,
     /// Bytes downloaded so far and bytes to download, for progress reports.
     pub progress: Arc<TransferProgress>,

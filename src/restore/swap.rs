@@ -5,7 +5,7 @@
 //! restore that dies at any instant is finished by whatever opens the
 //! database next (see [`crate::partition::RestoreIntent`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::os::unix::fs::MetadataExt;
 
@@ -125,28 +125,43 @@ pub(super) fn onto_database_disk(
     }
     let root = staging::default_staging_dir(db);
     tracing::debug!(%cf, db = %db.display(), "copying the staged files beside the database before the swap");
-    let dir = staging::restore_dir(&root, &format!("swap-{cf}")).map_err(local(&root))?;
     let bytes: u64 = prepared.files.iter().map(|f| f.size).sum();
+    let full = |e: std::io::Error, path: PathBuf| match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            RestoreError::DatabaseDiskFull {
+                path: db.to_path_buf(),
+                bytes,
+            }
+        }
+        _ => RestoreError::Local { path, source: e },
+    };
+    // Named as intents name a column family: any name makes a file name.
+    let dir = staging::restore_dir(&root, &format!("swap-{}", hex::encode(cf)))
+        .map_err(|e| full(e, root.clone()))?;
     let mut files = prepared.files.clone();
     for f in files.iter_mut() {
         let name = f.name.trim_start_matches('/');
         let from = Path::new(&f.directory).join(name);
         let to = dir.path().join(name);
-        if let Err(e) = std::fs::copy(&from, &to) {
-            // The directory and what it holds go with `dir`.
-            return Err(match e.kind() {
-                std::io::ErrorKind::StorageFull => RestoreError::DatabaseDiskFull {
-                    path: db.to_path_buf(),
-                    bytes,
-                },
-                _ => RestoreError::Local {
-                    path: to,
-                    source: e,
-                },
+        // Durable before the import links it: the database will name it.
+        let copied = std::fs::File::open(&from)
+            .map_err(|e| RestoreError::Local {
+                path: from.clone(),
+                source: e,
+            })
+            .and_then(|mut src| {
+                let mut dst = std::fs::File::create(&to).map_err(|e| full(e, to.clone()))?;
+                std::io::copy(&mut src, &mut dst)
+                    .and_then(|_| dst.sync_all())
+                    .map_err(|e| full(e, to.clone()))
             });
-        }
+        // On failure the directory and what it holds go with `dir`.
+        copied?;
         f.directory = dir.path().to_string_lossy().into_owned();
     }
+    std::fs::File::open(dir.path())
+        .and_then(|d| d.sync_all())
+        .map_err(|e| full(e, dir.path().to_path_buf()))?;
     Ok(Prepared {
         files,
         staging: dir,

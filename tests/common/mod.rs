@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod bin;
 pub mod faulty;
+pub mod hold;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -24,7 +24,9 @@ pub struct DownloadArgs {
     #[arg(long, value_parser = super::parse_size)]
     pub rate_limit: Option<u64>,
     /// Where files are staged [restore: <db>.rocksnap-staging beside the
-    /// database, so files move by hard link; verify: the system's temp dir].
+    /// database, so files move by hard link (staged on another disk, they
+    /// are copied beside the database before the swap, and need room there
+    /// too); verify: the system's temp dir].
     #[arg(long)]
     pub staging_dir: Option<PathBuf>,
     /// Print the outcome as JSON.
