@@ -4,13 +4,13 @@
 //! `LATENCY` and moves its bytes at `BANDWIDTH` per connection, as one
 //! connection to a remote object store does.
 //!
-//! A remote store spends none of the client's CPU and holds none of its
-//! memory: the model copies each part into memory it set aside (and
-//! touched) before the measurement, within the part's request time, as a
-//! send would (see `Arena`); keeps a multipart object as those parts (the
-//! in-memory store would copy them into one buffer on completion, on a
-//! runtime thread of the process being measured), and serves ranges from
-//! them.
+//! A remote store holds none of the client's memory: the model copies each
+//! part into memory it set aside (and touched) before the measurement,
+//! within the part's request time, on the measured process's runtime as a
+//! send's copy into the socket would be (see `Arena`); it keeps a multipart
+//! object as those parts (the in-memory store would copy them again into
+//! one buffer on completion, a copy no remote store makes the client pay),
+//! and serves ranges from them.
 
 use std::collections::HashMap;
 use std::fmt;
