@@ -231,8 +231,18 @@ fn local_uploads(
             Err(e) => return Err(e),
         };
         for entry in entries {
-            let entry = entry?;
-            let meta = entry.metadata()?;
+            // Writers beside the walk remove what they are done with (a
+            // staged part completed, a lease and its emptied folder): what
+            // is gone by the time it is looked at is no open upload.
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let entry = match entry {
+                Err(e) if gone(&e) => continue,
+                entry => entry?,
+            };
+            let meta = match entry.metadata() {
+                Err(e) if gone(&e) => continue,
+                meta => meta?,
+            };
             if meta.is_dir() {
                 stack.push(entry.path());
                 continue;

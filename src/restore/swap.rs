@@ -138,6 +138,10 @@ pub(super) fn onto_database_disk(
     // Named as intents name a column family: any name makes a file name.
     let dir = staging::restore_dir(&root, &format!("swap-{}", hex::encode(cf)))
         .map_err(|e| full(e, root.clone()))?;
+    // The folder's name is durable too: the intent will name files in it.
+    std::fs::File::open(&root)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| full(e, root.clone()))?;
     let mut files = prepared.files.clone();
     for f in files.iter_mut() {
         let name = f.name.trim_start_matches('/');
