@@ -490,3 +490,74 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `rekey` over every partition rewraps those that have snapshots and says
+/// which it passed over and why (here a partition holding an object but no
+/// `latest.json`, as a failed first snapshot leaves), instead of stopping
+/// there; one named with `--partition` is still an error.
+#[test]
+fn rekey_over_every_partition_passes_over_one_without_a_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    build_db(&db);
+    let repo = dir.path().join("repo");
+    let old = dir.path().join("old.keys");
+    std::fs::write(&old, rocksnap::crypto::Keyring::generate_line("old")).unwrap();
+    let (db_s, repo_s) = (db.to_str().unwrap(), repo.to_str().unwrap());
+    ok_json(&[
+        "snapshot",
+        "--db",
+        db_s,
+        "--partition",
+        "7",
+        "--to",
+        repo_s,
+        "--keyring",
+        old.to_str().unwrap(),
+        "--json",
+    ]);
+    // Partition 3: an object, no pointer (it sorts before 7).
+    std::fs::create_dir_all(repo.join("3")).unwrap();
+    std::fs::write(
+        repo.join("3").join("stray.sst"),
+        b"left by a failed snapshot",
+    )
+    .unwrap();
+    let both = dir.path().join("both.keys");
+    std::fs::write(
+        &both,
+        format!(
+            "{}\n{}",
+            rocksnap::crypto::Keyring::generate_line("new"),
+            std::fs::read_to_string(&old).unwrap()
+        ),
+    )
+    .unwrap();
+    let both_s = both.to_str().unwrap();
+
+    let out = rocksnap(&["rekey", "--from", repo_s, "--keyring", both_s, "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("partition 3: skipped: partition 3 has no snapshot"),
+        "{stderr}"
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["partition_id"], 7);
+    assert_eq!(reports[0]["rekeyed"].as_array().unwrap().len(), 1);
+
+    fails_clearly(
+        &[
+            "rekey",
+            "--from",
+            repo_s,
+            "--keyring",
+            both_s,
+            "--partition",
+            "3",
+        ],
+        "partition 3 has no snapshot",
+    );
+}

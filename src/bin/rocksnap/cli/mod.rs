@@ -386,7 +386,20 @@ async fn rekey(args: RekeyArgs) -> CliResult {
     let partitions = partitions_of(&repo, args.partition).await?;
     let mut reports = Vec::new();
     for p in partitions {
-        reports.push(rocksnap::rekey::rekey(&repo, p, &keyring).await?);
+        match rocksnap::rekey::rekey(&repo, p, &keyring).await {
+            Ok(report) => reports.push(report),
+            // Over every partition, one that has nothing to rekey (objects
+            // but no pointer, as a failed first snapshot leaves; a pointer
+            // Restate wrote) is said and passed over, not the end of the
+            // others. One named with --partition is the operator's error.
+            Err(
+                e @ (rocksnap::rekey::RekeyError::NoSnapshot(_)
+                | rocksnap::rekey::RekeyError::RestatePointer(_)),
+            ) if args.partition.is_none() => {
+                eprintln!("partition {p}: skipped: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
