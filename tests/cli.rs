@@ -21,7 +21,12 @@ fn ok_json(args: &[&str]) -> serde_json::Value {
 
 /// `rocksnap snapshot` of partition 7 of `db` into `repo`; its JSON outcome.
 fn snapshot_7(db: &str, repo: &str) -> serde_json::Value {
-    ok_json(&[
+    snapshot_7_with(db, repo, &[])
+}
+
+/// The same, with `extra` options.
+fn snapshot_7_with(db: &str, repo: &str, extra: &[&str]) -> serde_json::Value {
+    let base = [
         "snapshot",
         "--db",
         db,
@@ -30,7 +35,8 @@ fn snapshot_7(db: &str, repo: &str) -> serde_json::Value {
         "--to",
         repo,
         "--json",
-    ])
+    ];
+    ok_json(&[&base[..], extra].concat())
 }
 
 fn fails_clearly(args: &[&str], expect: &str) {
@@ -341,22 +347,11 @@ fn incremental_snapshots_and_prune() {
     let repo = dir.path().join("repo");
     let (db_s, repo_s) = (db.to_str().unwrap(), repo.to_str().unwrap());
     let snap = |lsn: &str| {
-        ok_json(&[
-            "snapshot",
-            "--db",
+        snapshot_7_with(
             db_s,
-            "--partition",
-            "7",
-            "--to",
             repo_s,
-            "--format",
-            "V2",
-            "--keep",
-            "1",
-            "--lsn",
-            lsn,
-            "--json",
-        ])
+            &["--format", "V2", "--keep", "1", "--lsn", lsn],
+        )
     };
     let first = snap("10");
     assert_eq!(first["uploaded_bytes"], first["bytes"]);
@@ -504,18 +499,7 @@ fn rekey_over_every_partition_passes_over_one_without_a_pointer() {
     let old = dir.path().join("old.keys");
     std::fs::write(&old, rocksnap::crypto::Keyring::generate_line("old")).unwrap();
     let (db_s, repo_s) = (db.to_str().unwrap(), repo.to_str().unwrap());
-    ok_json(&[
-        "snapshot",
-        "--db",
-        db_s,
-        "--partition",
-        "7",
-        "--to",
-        repo_s,
-        "--keyring",
-        old.to_str().unwrap(),
-        "--json",
-    ]);
+    snapshot_7_with(db_s, repo_s, &["--keyring", old.to_str().unwrap()]);
     // Partition 3: an object, no pointer (it sorts before 7).
     std::fs::create_dir_all(repo.join("3")).unwrap();
     std::fs::write(
