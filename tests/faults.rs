@@ -387,3 +387,61 @@ async fn s3_publish_lost_to_a_newer_pointer_leaves_no_metadata() {
         "the lost snapshot's metadata.json was left behind"
     );
 }
+
+/// A local repository whose disk fills part-way through a snapshot: the
+/// snapshot fails and says the disk is full, the pointer stays on the
+/// snapshot before, which still restores, and nothing of the failed one is
+/// left on the disk (no file, no staged part, no lease). Needs the right to
+/// mount a tmpfs (root, as in CI); without it the test says so and checks
+/// nothing (under CI it fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_repository_disk_fails_the_snapshot_and_leaves_nothing() {
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 50, 1024); // ~50 KiB: fits
+    let Some(disk) = common::SmallDisk::mount_sized(&fx.dir.path().join("repo-disk"), "2m") else {
+        return; // SmallDisk said why
+    };
+    let repo = Repository::new(
+        rocksnap::Destination::open(disk.0.to_str().unwrap(), rocksnap::OpenMode::CreateMissing)
+            .unwrap(),
+    );
+    let config = PipelineConfig {
+        part_size: 256 * 1024,
+        ..fx.config()
+    };
+    let supervisor = fx.supervisor_on(config, repo.clone(), Arc::default()).await;
+    let first = snapshot(&supervisor, 1, None).await.unwrap();
+    let before = common::files_below(&disk.0);
+
+    fx.write(1, 20, 4000, 1024); // ~4 MiB: more than the disk holds
+    let err = snapshot(&supervisor, 1, None).await.unwrap_err();
+    supervisor.stop(None);
+    let after = common::files_below(&disk.0);
+    let pointer = repo.read_pointer(PartitionId(1)).await.unwrap().unwrap();
+    let restored = fx.dir.path().join("restored");
+    let outcome = restore(
+        &repo,
+        &restored,
+        PartitionId(1),
+        RestoreTarget::Latest,
+        &RestoreOptions::default(),
+    )
+    .await;
+    drop(disk);
+
+    assert!(
+        err.to_string().contains("No space left on device"),
+        "the error does not say the disk is full: {err}"
+    );
+    assert_eq!(err.reason(), "disk_full", "{err}");
+    assert_eq!(
+        pointer.pointer.snapshot_id, first.snapshot_id,
+        "the pointer moved"
+    );
+    assert_eq!(
+        outcome.unwrap().snapshot_id,
+        first.snapshot_id,
+        "the snapshot before does not restore"
+    );
+    assert_eq!(after, before, "the failed snapshot left files behind");
+}

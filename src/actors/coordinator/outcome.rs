@@ -121,6 +121,9 @@ pub enum SnapshotError {
 impl SnapshotError {
     /// A short, stable label for metrics and logs.
     pub fn reason(&self) -> &'static str {
+        if self.is_disk_full() {
+            return "disk_full";
+        }
         match self {
             SnapshotError::UnknownPartition { .. } => "unknown_partition",
             SnapshotError::InProgress(_) => "in_progress",
@@ -132,6 +135,26 @@ impl SnapshotError {
             SnapshotError::Lease { .. } => "lease",
             SnapshotError::Stopped(_) => "stopped",
         }
+    }
+
+    /// Whether a full disk (or a quota) stopped the snapshot: the
+    /// repository's, for a local one, or the database's under its export.
+    /// An operator frees room; nothing is wrong with the data.
+    pub fn is_disk_full(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) {
+                    return true;
+                }
+            }
+            next = e.source();
+        }
+        // RocksDB reports it in words only.
+        matches!(self, SnapshotError::Export { reason, .. } if reason.contains("No space left on device"))
     }
 
     pub(super) fn export(partition: PartitionId, e: ExportError) -> Self {
