@@ -208,7 +208,7 @@ impl Leases<'_> {
     /// fence a collector writes before taking them fails the rekey's swap.
     async fn renew_if_due(&mut self) -> Result<(), RepoError> {
         for lease in self.held.iter_mut() {
-            if Utc::now() - lease.renewed_at < ttl() / 3 {
+            if !lease.renewal_due(DEFAULT_LEASE_TTL) {
                 continue;
             }
             let renewed = lease.renewed(DEFAULT_LEASE_TTL);
@@ -234,8 +234,4 @@ impl Leases<'_> {
             }
         }
     }
-}
-
-fn ttl() -> chrono::Duration {
-    chrono::Duration::from_std(DEFAULT_LEASE_TTL).expect("a minute")
 }

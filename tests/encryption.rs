@@ -110,6 +110,12 @@ async fn two_sealed(
     (supervisor, text, old)
 }
 
+/// The keyring an operator rotates to: a new key first, then the keys of
+/// `old_text`.
+fn rotated(old_text: &str) -> Keyring {
+    Keyring::parse(&format!("{}\n{old_text}", Keyring::generate_line("new"))).unwrap()
+}
+
 /// Every snapshot `pointer` keeps restores with `keys`.
 async fn kept_restore_with(
     fx: &Fixture,
@@ -604,9 +610,7 @@ async fn a_rekey_racing_a_new_snapshot_loses_without_harm() {
     // The rekey is held at its first write (the first rekeyed metadata).
     let (store, repo) = fx.faulty_repository();
     let gate = store.hold(Op::Put, When::Nth(1));
-    let both = Arc::new(
-        Keyring::parse(&format!("{}\n{old_text}", Keyring::generate_line("new"))).unwrap(),
-    );
+    let both = Arc::new(rotated(&old_text));
     let rekey = {
         let both = both.clone();
         tokio::spawn(async move { rocksnap::rekey::rekey(&repo, PartitionId(1), &both).await })
@@ -730,9 +734,7 @@ async fn a_rekey_failed_or_killed_half_way_moves_nothing() {
         let objects_before = common::files_below(&fx.repo_dir.join("1"));
 
         let (store, repo) = fx.faulty_repository();
-        let both = Arc::new(
-            Keyring::parse(&format!("{}\n{old_text}", Keyring::generate_line("new"))).unwrap(),
-        );
+        let both = Arc::new(rotated(&old_text));
         if format == FormatVersion::V1 {
             store.inject(Op::Copy, When::Nth(2), Fault::Fail);
             let err = rocksnap::rekey::rekey(&repo, PartitionId(1), &both)
@@ -831,7 +833,7 @@ async fn a_rekey_under_a_fence_ahead_of_it_moves_nothing() {
     let latest = fx.repo_dir.join("1").join("latest.json");
     let before = std::fs::read(&latest).unwrap();
 
-    let both = Keyring::parse(&format!("{}\n{old_text}", Keyring::generate_line("new"))).unwrap();
+    let both = rotated(&old_text);
     let err = rocksnap::rekey::rekey(&fx.repository, PartitionId(1), &both)
         .await
         .unwrap_err();

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::backend::Backend;
 use common::faulty::{Fault, Gate, Op, When};
 use common::{files_below, snapshot, wait_until, Fixture};
 use object_store::ObjectStoreExt;
@@ -200,8 +201,9 @@ async fn a_lease_that_cannot_be_renewed_stops_the_snapshot() {
         .await
         .unwrap()
         .is_none());
-    assert!(
-        !files_below(&fx.repo_dir).iter().any(|f| f.contains('#')),
+    assert_eq!(
+        Backend::local(fx.repo_dir.clone()).open_uploads().await,
+        0,
         "an upload was left open"
     );
     supervisor.stop(None);
@@ -304,8 +306,9 @@ async fn no_object_before_its_lease_and_none_without_one() {
         before,
         "the snapshot without a lease stored something"
     );
-    assert!(
-        !files_below(&fx.repo_dir).iter().any(|f| f.contains('#')),
+    assert_eq!(
+        Backend::local(fx.repo_dir.clone()).open_uploads().await,
+        0,
         "an upload was left open"
     );
 }

@@ -435,8 +435,7 @@ async fn a_full_staging_disk_is_a_clear_error() {
         },
     )
     .await;
-    let left = files_below(&small);
-    drop(disk);
+    let left = disk.unmount();
     let err = result.unwrap_err();
     assert!(matches!(err, RestoreError::DiskFull { .. }), "{err:?}");
     assert!(err.to_string().contains("no space left"), "{err}");
@@ -538,8 +537,7 @@ async fn a_snapshot_staged_on_another_disk_restores_whole() {
     )
     .await
     .unwrap();
-    let left = files_below(&disk.0);
-    drop(disk);
+    let left = disk.unmount();
     assert!(
         seen.has_seen(
             "copying the staged files beside the database before the swap",
@@ -608,8 +606,7 @@ async fn a_disk_full_part_way_through_a_batch_leaves_each_partition_whole() {
     )
     .await
     .unwrap();
-    let left = files_below(&small);
-    drop(disk);
+    let left = disk.unmount();
     assert!(left.is_empty(), "staged files were left: {left:?}");
     assert_eq!(results.len(), 3);
     for (p, result) in (1..=3u64).zip(&results) {

@@ -131,8 +131,7 @@ async fn a_scrub_stopped_or_out_of_disk_blames_nothing_and_leaves_nothing() {
         let err = scrub(&fx.repository, PartitionId(1), false, &small)
             .await
             .unwrap_err();
-        let left = common::files_below(&disk.0);
-        drop(disk);
+        let left = disk.unmount();
         assert!(matches!(err, RestoreError::DiskFull { .. }), "{err:?}");
         assert_eq!(failure_reason(&err), "disk_full");
         assert!(left.is_empty(), "staged files were left: {left:?}");

@@ -217,8 +217,11 @@ async fn remote_snapshot(db: &Path) -> Value {
 async fn remote(db: &Path) -> Value {
     let config = PipelineConfig::default();
     let baselines = std::env::var_os("ROCKSNAP_BENCH_BASELINES").is_some();
-    // rocksnap (the plain snapshot and the sealed one).
-    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::with_arena(arena_for(db, 2)));
+    // rocksnap's plain snapshot and its sealed one, and the references'
+    // two copies when they run: each receives its parts into the arena.
+    let copies = if baselines { 4 } else { 2 };
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(model::RemoteModel::with_arena(arena_for(db, copies)));
     let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
     let partitions = PartitionStore::open_existing(db).unwrap();
     let cpu = Cpu::this_process();

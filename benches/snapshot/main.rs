@@ -649,6 +649,11 @@ impl PartPeaks {
 parts held at once, by the pipeline's own count: {n} snapshots in child processes; the most any held, {:.1}% of its bound",
             most as f64 / 10.0
         );
+        if n == 0 {
+            // No count to hold to the bound: the check cannot pass.
+            checks.missing("parts held at once, by the pipeline's own count");
+            return;
+        }
         checks.at_most(
             &format!("snapshots whose parts held more than their bound at once (of {n})"),
             over as f64,

@@ -74,6 +74,13 @@ impl Lease {
         }
     }
 
+    /// Whether a third of `ttl` has passed since the lease was last
+    /// renewed: the writer renews it then, so that one renewal may fail and
+    /// be retried before the lease expires.
+    pub fn renewal_due(&self, ttl: std::time::Duration) -> bool {
+        Utc::now() - self.renewed_at >= ttl_of(ttl) / 3
+    }
+
     /// Parses and checks an untrusted lease found at `leases/<name>`.
     pub fn parse(bytes: &[u8], name: &str) -> Result<Self, FormatError> {
         check_version(bytes)?;

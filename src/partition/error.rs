@@ -91,14 +91,13 @@ pub enum PartitionError {
 
 impl PartitionError {
     /// The filesystem under the database is full. RocksDB reports it only
-    /// in its message, as the system's own words for `ENOSPC`.
+    /// in its message.
     pub fn is_disk_full(&self) -> bool {
-        const ENOSPC: &str = "No space left on device";
         match self {
-            PartitionError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
-            PartitionError::Rocks { source, .. } => source.as_ref().contains(ENOSPC),
+            PartitionError::Io { source, .. } => crate::disk_full::is_full(source),
+            PartitionError::Rocks { source, .. } => crate::disk_full::said(source.as_ref()),
             PartitionError::Import { reason, .. } | PartitionError::Export { reason, .. } => {
-                reason.contains(ENOSPC)
+                crate::disk_full::said(reason)
             }
             _ => false,
         }

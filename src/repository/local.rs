@@ -117,10 +117,7 @@ async fn lock(root: &FsPath, key: &Path) -> Result<std::fs::File, RepoError> {
 fn write_durably(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
     let dir: PathBuf = path.parent().expect("a key has a folder").to_path_buf();
     std::fs::create_dir_all(&dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    replace_whole(path, tmp_dir, bytes)?;
     // The pointer is replaced from here on: a directory fsync that fails
     // (some network filesystems refuse it) must not report the swap as
     // failed, or the publisher would undo what the pointer now names.
@@ -128,6 +125,16 @@ fn write_durably(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Resu
         tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the pointer's directory; the pointer is replaced");
     }
     Ok(())
+}
+
+/// Replaces `path` with `bytes`, whole: written to a temporary file in
+/// `tmp_dir` (on the same filesystem), fsynced, then renamed over it, so a
+/// reader or a power cut finds the old content or the new, never a part.
+fn replace_whole(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
 }
 
 /// Writes a lease under `root` for a writer on this machine: its bytes are
@@ -155,10 +162,7 @@ pub(super) async fn put_lease(root: &FsPath, key: &Path, bytes: Vec<u8>) -> std:
             _ => {}
         }
         std::fs::create_dir_all(&tmp_dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)?;
-        tmp.write_all(&bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path).map(drop).map_err(|e| e.error)
+        replace_whole(&path, &tmp_dir, &bytes)
     })
     .await
     .expect("the lease task does not panic")

@@ -517,11 +517,7 @@ impl RestoreError {
         match self {
             RestoreError::DiskFull { .. } | RestoreError::DatabaseDiskFull { .. } => true,
             RestoreError::Partition(e) => e.is_disk_full(),
-            RestoreError::Local { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
-            RestoreError::Download(DownloadError::Local { source, .. }) => {
-                source.kind() == std::io::ErrorKind::StorageFull
-            }
-            _ => false,
+            e => crate::disk_full::caused(e),
         }
     }
 

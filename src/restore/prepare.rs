@@ -204,9 +204,7 @@ pub(crate) async fn check(
                     reason: e.to_string(),
                 })
             }
-            DownloadError::Local { path, source }
-                if source.kind() == std::io::ErrorKind::StorageFull =>
-            {
+            DownloadError::Local { path, source } if crate::disk_full::is_full(&source) => {
                 RestoreError::DiskFull {
                     path,
                     bytes: stored_bytes,

@@ -110,30 +110,21 @@ pub(super) fn onto_database_disk(
             .map(|m| m.dev())
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     };
-    fn local(p: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
-        move |e| RestoreError::Local {
-            path: p.to_path_buf(),
-            source: e,
-        }
-    }
-    let db_dev = dev(db).map_err(local(db))?;
+    let dev_of = |p: &Path| dev(p).map_err(|e| RestoreError::local(p, e));
+    let db_dev = dev_of(db)?;
     let beside = db.parent().unwrap_or(db);
-    if dev(prepared.staging.path()).map_err(local(prepared.staging.path()))? == db_dev
-        || dev(beside).map_err(local(beside))? != db_dev
-    {
+    if dev_of(prepared.staging.path())? == db_dev || dev_of(beside)? != db_dev {
         return Ok(prepared);
     }
     let root = staging::default_staging_dir(db);
     tracing::debug!(%cf, db = %db.display(), "copying the staged files beside the database before the swap");
     let bytes: u64 = prepared.files.iter().map(|f| f.size).sum();
-    let full = |e: std::io::Error, path: PathBuf| match e.kind() {
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-            RestoreError::DatabaseDiskFull {
-                path: db.to_path_buf(),
-                bytes,
-            }
-        }
-        _ => RestoreError::Local { path, source: e },
+    let full = |e: std::io::Error, path: PathBuf| match crate::disk_full::is_full(&e) {
+        true => RestoreError::DatabaseDiskFull {
+            path: db.to_path_buf(),
+            bytes,
+        },
+        false => RestoreError::Local { path, source: e },
     };
     // Named as intents name a column family: any name makes a file name.
     let dir = staging::restore_dir(&root, &format!("swap-{}", hex::encode(cf)))
@@ -149,10 +140,7 @@ pub(super) fn onto_database_disk(
         let to = dir.path().join(name);
         // Durable before the import links it: the database will name it.
         let copied = std::fs::File::open(&from)
-            .map_err(|e| RestoreError::Local {
-                path: from.clone(),
-                source: e,
-            })
+            .map_err(|e| RestoreError::local(&from, e))
             .and_then(|mut src| {
                 let mut dst = std::fs::File::create(&to).map_err(|e| full(e, to.clone()))?;
                 std::io::copy(&mut src, &mut dst)

@@ -268,6 +268,11 @@ impl SmallDisk {
         }
         mounted.then(|| SmallDisk(at.to_path_buf()))
     }
+
+    /// Unmounts the disk; the files that were left on it.
+    pub fn unmount(self) -> Vec<String> {
+        files_below(&self.0)
+    }
 }
 
 impl Drop for SmallDisk {

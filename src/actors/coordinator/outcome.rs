@@ -141,20 +141,8 @@ impl SnapshotError {
     /// repository's, for a local one, or the database's under its export.
     /// An operator frees room; nothing is wrong with the data.
     pub fn is_disk_full(&self) -> bool {
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = next {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-                ) {
-                    return true;
-                }
-            }
-            next = e.source();
-        }
-        // RocksDB reports it in words only.
-        matches!(self, SnapshotError::Export { reason, .. } if reason.contains("No space left on device"))
+        crate::disk_full::caused(self)
+            || matches!(self, SnapshotError::Export { reason, .. } if crate::disk_full::said(reason))
     }
 
     pub(super) fn export(partition: PartitionId, e: ExportError) -> Self {
