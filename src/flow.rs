@@ -8,13 +8,14 @@
 //! which slows the exporter, instead of filling memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use ractor::{ActorRef, Message};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics as m;
+use crate::transfer::AlignedBuffer;
 
 /// Opens once a snapshot's lease is written (or is known not to be). The
 /// snapshot's parts travel before: a multipart upload's parts are no
@@ -69,6 +70,9 @@ pub struct MemoryBudget {
     parts: usize,
     semaphore: Arc<Semaphore>,
     requests: Arc<Semaphore>,
+    /// Downloads' buffers not in use, kept while any part is held so that
+    /// the next range is read into memory already touched.
+    buffers: Arc<Mutex<Vec<AlignedBuffer>>>,
 }
 
 impl MemoryBudget {
@@ -80,6 +84,7 @@ impl MemoryBudget {
             parts,
             semaphore: Arc::new(Semaphore::new(parts)),
             requests: Arc::new(Semaphore::new((parts - 1).max(1))),
+            buffers: Arc::default(),
         }
     }
 
@@ -105,6 +110,75 @@ impl MemoryBudget {
     /// Requests on the wire at once, shared by every transfer of the budget.
     pub(crate) fn requests(&self) -> &Arc<Semaphore> {
         &self.requests
+    }
+
+    /// Waits for one part of the budget, and gives it a buffer of at least
+    /// `capacity` bytes: one a download used before if there is one.
+    /// Buffers are made only by a holder of a part without one, so there
+    /// are never more than the budget's parts; the last part returned with
+    /// no other held empties the pool, so an idle budget holds none.
+    pub(crate) async fn part(&self, capacity: usize) -> BufferedPart {
+        let permit = self
+            .semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let pooled = {
+            let mut pool = self.buffers.lock().expect("not poisoned");
+            match pool.iter().position(|b| b.capacity() >= capacity) {
+                Some(i) => Some(pool.swap_remove(i)),
+                // One too small (another part size) gives way to the new one.
+                None => pool.pop().and(None),
+            }
+        };
+        let mut buffer = match pooled {
+            Some(buffer) => buffer,
+            // Made (and its pages touched) off the runtime's threads, whose
+            // other requests' timers would wait for it.
+            None => tokio::task::spawn_blocking(move || AlignedBuffer::with_capacity(capacity))
+                .await
+                .expect("allocation task"),
+        };
+        buffer.clear();
+        BufferedPart {
+            buffer: Some(buffer),
+            budget: self.clone(),
+            permit: Some(permit),
+        }
+    }
+}
+
+/// One part of a [`MemoryBudget`] and the buffer it holds.
+#[derive(Debug)]
+pub(crate) struct BufferedPart {
+    buffer: Option<AlignedBuffer>,
+    budget: MemoryBudget,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for BufferedPart {
+    type Target = AlignedBuffer;
+
+    fn deref(&self) -> &AlignedBuffer {
+        self.buffer.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for BufferedPart {
+    fn deref_mut(&mut self) -> &mut AlignedBuffer {
+        self.buffer.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for BufferedPart {
+    fn drop(&mut self) {
+        let mut pool = self.budget.buffers.lock().expect("not poisoned");
+        pool.extend(self.buffer.take());
+        drop(self.permit.take());
+        if self.budget.semaphore.available_permits() == self.budget.parts {
+            pool.clear();
+        }
     }
 }
 
@@ -435,5 +509,30 @@ mod tests {
         assert!(recycled.is_empty());
         assert_eq!(stats.parts_alive(), 0);
         assert_eq!(credits.in_use(), 0);
+    }
+    #[tokio::test]
+    async fn a_budgets_buffers_are_reused_while_it_is_busy_and_freed_when_idle() {
+        let budget = MemoryBudget::new(3);
+        let pooled = |b: &MemoryBudget| b.buffers.lock().unwrap().len();
+        let first = budget.part(8192).await;
+        let at = first.as_slice().as_ptr();
+        assert_eq!(at.align_offset(crate::transfer::ALIGN), 0);
+        let busy = budget.part(8192).await;
+        assert_eq!(budget.in_use(), 2);
+        drop(first);
+        assert_eq!(pooled(&budget), 1, "kept while another part is held");
+        let again = budget.part(4096).await;
+        assert_eq!(again.as_slice().as_ptr(), at, "the same memory, reused");
+        assert!(again.as_slice().is_empty());
+        drop(again);
+        // A larger part size: the smaller buffer gives way, never adds one.
+        let larger = budget.part(3 * 8192).await;
+        assert!(larger.capacity() >= 3 * 8192);
+        assert_eq!(pooled(&budget), 0);
+        drop(larger);
+        assert_eq!(pooled(&budget), 1);
+        drop(busy);
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(pooled(&budget), 0, "an idle budget holds no memory");
     }
 }

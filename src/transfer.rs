@@ -4,15 +4,18 @@
 //! At most `concurrency` ranges are fetched at once across all files, and
 //! one more may be held while it is written, so memory stays below
 //! `part_size × (concurrency + 1)` and no connection waits for the disk.
-//! Every response's object size is checked against what the metadata says,
-//! and each file's checksum once it is whole.
+//! Each range is read into a buffer of the memory budget's, reused from
+//! range to range, and written from it around the page cache where the
+//! filesystem allows (see [`direct`]). Every response's object size is
+//! checked against what the metadata says, and each file's checksum once
+//! it is whole.
 
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::try_join_all;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use tokio::sync::Semaphore;
@@ -21,6 +24,13 @@ use crate::crypto::{FileKey, SEGMENT_SIZE, TAG_LEN};
 use crate::flow::MemoryBudget;
 use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
+
+mod direct;
+
+pub(crate) use direct::AlignedBuffer;
+use direct::Destination;
+#[cfg(test)]
+pub(crate) use direct::ALIGN;
 
 /// Bytes moved so far and bytes to move, for progress reports.
 #[derive(Debug, Default)]
@@ -45,8 +55,8 @@ impl TransferProgress {
 #[derive(Debug, Clone)]
 pub(crate) struct Downloader {
     store: Arc<dyn ObjectStore>,
-    /// Parts held in memory, from the request to the write.
-    memory: Arc<Semaphore>,
+    /// Parts held in memory, from the request to the write, and their buffers.
+    budget: MemoryBudget,
     /// Requests on the wire.
     requests: Arc<Semaphore>,
     part_size: u64,
@@ -88,8 +98,8 @@ impl Downloader {
         Downloader {
             retry,
             store,
-            memory: budget.semaphore().clone(),
             requests: budget.requests().clone(),
+            budget,
             part_size: part_size.max(1) as u64,
             progress,
             rate_limit,
@@ -127,20 +137,13 @@ impl Downloader {
         }
         let dest = d.dest.clone();
         let size = d.sealed.as_ref().map_or(d.size, |(_, plain)| *plain);
-        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&dest)?;
-            file.set_len(size)?;
-            Ok(file)
-        })
-        .await
-        .expect("create task")
-        .map_err(|e| DownloadError::Local {
-            path: d.dest.clone(),
-            source: e,
-        })?;
+        let file = tokio::task::spawn_blocking(move || Destination::create_new(&dest, size))
+            .await
+            .expect("create task")
+            .map_err(|e| DownloadError::Local {
+                path: d.dest.clone(),
+                source: e,
+            })?;
         let file = Arc::new(file);
         // Sealed objects are fetched in whole stored segments.
         const STORED_SEGMENT: u64 = (SEGMENT_SIZE + TAG_LEN) as u64;
@@ -166,21 +169,38 @@ impl Downloader {
             async move {
                 // Memory first, held until the range is written; the
                 // request only while it is on the wire.
-                let _memory = self.memory.acquire().await.expect("never closed");
+                let part = self.budget.part(step as usize).await;
                 let on_the_wire = self.requests.acquire().await.expect("never closed");
                 if let Some(limit) = &self.rate_limit {
                     limit.acquire(end - start).await;
                 }
+                let want = end - start;
+                // Each attempt reads the range into the part's buffer anew.
+                let part = tokio::sync::Mutex::new(part);
                 let fetched = retry
                     .run("ranged get", || async {
+                        let mut buf = part.lock().await;
+                        buf.clear();
                         let options = GetOptions::new().with_range(Some(start..end));
                         let got = self.store.get_opts(&d.key, options).await?;
                         let size = got.meta.size;
-                        Ok((size, got.bytes().await?))
+                        let mut body = got.into_stream();
+                        let mut received = 0;
+                        while let Some(chunk) = body.next().await {
+                            let chunk = chunk?;
+                            received += chunk.len() as u64;
+                            // More than asked: no more is read, and the
+                            // size check below says so.
+                            if received > want || !buf.push(&chunk) {
+                                break;
+                            }
+                        }
+                        Ok((size, received))
                     })
                     .await;
                 drop(on_the_wire);
-                let (stored_size, bytes) = match fetched {
+                let mut part = part.into_inner();
+                let (stored_size, received) = match fetched {
                     Ok(fetched) => fetched,
                     // Missing, or shorter than the range: say which.
                     Err(e) => {
@@ -198,36 +218,35 @@ impl Downloader {
                         actual: stored_size,
                     });
                 }
-                if bytes.len() as u64 != end - start {
+                if received != want {
                     return Err(DownloadError::Size {
                         key: d.key.to_string(),
                         expected: d.size,
-                        actual: start + bytes.len() as u64,
+                        actual: start + received,
                     });
                 }
                 let path = d.dest.clone();
                 let sealed = d.sealed.clone().zip(segments);
                 let key = d.key.to_string();
                 let crc = tokio::task::spawn_blocking(move || {
-                    let crc = (crc32c::crc32c(&bytes), bytes.len());
+                    let crc = (crc32c::crc32c(part.as_slice()), part.as_slice().len());
                     let write = |data: &[u8], at: u64| {
                         let _alone = writing.lock().expect("not poisoned");
                         file.write_all_at(data, at)
                             .map_err(|e| DownloadError::Local { path, source: e })
                     };
                     match sealed {
-                        None => write(&bytes, start)?,
+                        None => write(part.as_slice(), start)?,
                         Some(((seal, _), segments)) => {
                             let first = start / STORED_SEGMENT;
-                            let mut buf = bytes
-                                .try_into_mut()
-                                .unwrap_or_else(|b| bytes::BytesMut::from(&b[..]));
                             let plain = seal
-                                .open_segments(&key, first, segments, &mut buf)
+                                .open_segments(&key, first, segments, part.as_mut_slice())
                                 .map_err(DownloadError::Sealed)?;
-                            write(&buf[..plain], first * SEGMENT_SIZE as u64)?;
+                            write(&part.as_slice()[..plain], first * SEGMENT_SIZE as u64)?;
                         }
                     }
+                    // The part (its memory) goes back once written.
+                    drop(part);
                     Ok::<_, DownloadError>(crc)
                 })
                 .await
@@ -240,10 +259,13 @@ impl Downloader {
         }))
         .await?;
         let path = d.dest.clone();
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .expect("sync task")
-            .map_err(|e| DownloadError::Local { path, source: e })?;
+        tokio::task::spawn_blocking(move || {
+            tracing::trace!(path = %path.display(), direct = file.direct_bytes(), "file written");
+            file.sync_all()
+                .map_err(|e| DownloadError::Local { path, source: e })
+        })
+        .await
+        .expect("sync task")?;
         Ok(crcs
             .into_iter()
             .fold(0, |acc, (crc, len)| crc32c::crc32c_combine(acc, crc, len)))
@@ -281,7 +303,12 @@ impl Downloader {
     /// The fast path of [`Downloader::fetch`] for a plain local store.
     async fn copy_local(&self, root: &std::path::Path, d: &Download) -> Result<u32, DownloadError> {
         // One permit per file: its read-back buffer is one part.
-        let _permit = self.memory.acquire().await.expect("never closed");
+        let _permit = self
+            .budget
+            .semaphore()
+            .acquire()
+            .await
+            .expect("never closed");
         // Keys are built from checked plain names, '/'-separated.
         let src = root.join(d.key.as_ref());
         let (dest, key, size, part) = (d.dest.clone(), d.key.to_string(), d.size, self.part_size);

@@ -188,12 +188,17 @@ pub async fn restore_partitions(
     target: RestoreTarget,
     opts: &RestoreOptions,
 ) -> Result<Vec<Result<RestoreOutcome, RestoreError>>, RestoreError> {
+    let opening = Instant::now();
     let store = {
         let db = db.to_path_buf();
         tokio::task::spawn_blocking(move || PartitionStore::open(&db, &[]))
             .await
             .expect("open task")?
     };
+    tracing::debug!(
+        ms = opening.elapsed().as_millis() as u64,
+        "database opened for the restores"
+    );
     let opts = RestoreOptions {
         cf: None,
         budget: Some(
@@ -213,9 +218,14 @@ pub async fn restore_partitions(
     }))
     .await;
     // Closed before the caller opens it.
+    let closing = Instant::now();
     tokio::task::spawn_blocking(move || drop(store))
         .await
         .expect("close task");
+    tracing::debug!(
+        ms = closing.elapsed().as_millis() as u64,
+        "database closed after the restores"
+    );
     Ok(results)
 }
 

@@ -1,0 +1,214 @@
+//! Writing a download around the page cache.
+//!
+//! A restore writes each snapshot file once and reads little of it back
+//! before RocksDB does, maybe much later. Through the page cache, every byte
+//! would be copied by the kernel into pages it must first find (reclaiming
+//! others: a node's own working set) and later write back; with `O_DIRECT`
+//! the disk takes the bytes straight from the part's buffer, which is
+//! reused from part to part. Where the filesystem or the request refuses
+//! it (alignment, a filesystem without direct I/O), the same bytes go
+//! through the page cache instead: the file is the same either way, and
+//! `sync_all` makes both durable.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The alignment direct I/O asks of a write's memory, offset and length:
+/// one page, a multiple of every logical block size in common use.
+pub(crate) const ALIGN: usize = 4096;
+
+/// A part's memory, its start aligned for direct I/O. Taken from safe
+/// code: a `Vec` one alignment longer than asked, used from its first
+/// aligned byte.
+#[derive(Debug)]
+pub(crate) struct AlignedBuffer {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+    capacity: usize,
+}
+
+impl AlignedBuffer {
+    /// Room for `capacity` bytes, every page of it written once now: the
+    /// first write of a fresh page costs a fault (on a virtual machine
+    /// whose host took the page back, a fault on the host as well), paid
+    /// here, where the caller chooses, rather than in the middle of a copy.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut raw = vec![0u8; capacity + ALIGN];
+        for page in raw.chunks_mut(ALIGN) {
+            page[0] = 1;
+        }
+        let start = raw.as_ptr().align_offset(ALIGN);
+        AlignedBuffer {
+            raw,
+            start,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Bytes it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Empty again, its memory kept.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `data`, or returns `false` and appends nothing if it does
+    /// not fit.
+    pub fn push(&mut self, data: &[u8]) -> bool {
+        if self.len + data.len() > self.capacity {
+            return false;
+        }
+        let at = self.start + self.len;
+        self.raw[at..at + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        true
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// A new file a download writes into, at any offsets, from any thread.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    /// Through the page cache: the writes direct I/O cannot take, the
+    /// length, and the sync.
+    file: File,
+    /// The same file opened for direct I/O, while the filesystem takes it.
+    direct: Option<File>,
+    refused: AtomicBool,
+    /// Bytes the disk took straight from memory.
+    direct_bytes: AtomicU64,
+}
+
+impl Destination {
+    /// Creates `path` (never an existing file) at `size` bytes.
+    pub fn create_new(path: &Path, size: u64) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        file.set_len(size)?;
+        Ok(Destination {
+            file,
+            direct: open_direct(path),
+            refused: AtomicBool::new(false),
+            direct_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Writes all of `data` at `at`: the whole pages of an aligned write
+    /// directly, anything else (a file's last partial page, a write the
+    /// filesystem refuses directly) through the page cache. Pages of one
+    /// file never go both ways at once: a direct write covers only whole
+    /// pages of its own range.
+    pub fn write_all_at(&self, data: &[u8], at: u64) -> io::Result<()> {
+        let aligned = at.is_multiple_of(ALIGN as u64) && data.as_ptr().align_offset(ALIGN) == 0;
+        let whole = if aligned {
+            data.len() / ALIGN * ALIGN
+        } else {
+            0
+        };
+        if let Some(direct) = self.direct.as_ref().filter(|_| whole > 0) {
+            if !self.refused.load(Ordering::Relaxed) {
+                match direct.write_all_at(&data[..whole], at) {
+                    Ok(()) => {
+                        self.direct_bytes.fetch_add(whole as u64, Ordering::Relaxed);
+                        return self.file.write_all_at(&data[whole..], at + whole as u64);
+                    }
+                    // Alignment this device does not take: the page cache
+                    // from now on (rewriting whatever went before).
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        tracing::debug!(error = %e, "direct write refused; writing through the page cache");
+                        self.refused.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.file.write_all_at(data, at)
+    }
+
+    /// Bytes written around the page cache so far.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Makes the file durable, however its bytes were written.
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// `path` opened again for direct writes, if its filesystem allows them.
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .inspect_err(|e| tracing::debug!(error = %e, "no direct I/O here"))
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &Path) -> Option<File> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_starts_aligned_and_refuses_what_does_not_fit() {
+        let mut b = AlignedBuffer::with_capacity(10_000);
+        assert_eq!(b.as_slice().as_ptr().align_offset(ALIGN), 0);
+        assert!(b.push(&[1; 6000]));
+        assert!(!b.push(&[2; 6000]));
+        assert_eq!(b.as_slice(), &[1; 6000][..]);
+        b.clear();
+        assert!(b.as_slice().is_empty());
+        assert!(b.push(&[3; 10_000]));
+    }
+
+    #[test]
+    fn every_kind_of_write_lands_where_it_was_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let size = 3 * ALIGN as u64 + 100;
+        let d = Destination::create_new(&path, size).unwrap();
+        let mut aligned = AlignedBuffer::with_capacity(2 * ALIGN + 100);
+        assert!(aligned.push(&[7; 2 * ALIGN + 100]));
+        // Aligned with a partial page at its end, then an unaligned write.
+        d.write_all_at(aligned.as_slice(), ALIGN as u64).unwrap();
+        d.write_all_at(&[9; ALIGN], 0).unwrap();
+        d.sync_all().unwrap();
+        if d.direct.is_some() {
+            // The aligned write's whole pages; its last 100 bytes not.
+            assert!(d.direct_bytes() >= 2 * ALIGN as u64);
+        }
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len() as u64, size);
+        assert!(back[..ALIGN].iter().all(|&b| b == 9));
+        assert!(back[ALIGN..3 * ALIGN + 100].iter().all(|&b| b == 7));
+        assert!(
+            Destination::create_new(&path, 1).is_err(),
+            "never an existing file"
+        );
+    }
+}
