@@ -7,7 +7,7 @@
 //! no credit left the sender waits, so a slow object store slows the chunker,
 //! which slows the exporter, instead of filling memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -64,15 +64,20 @@ impl LeaseGate {
 ///
 /// Of its parts, all but one may be on the wire at once (a request each);
 /// the one more is read from disk, or written to it, while the others
-/// travel, so that the connections never wait for the local work.
+/// travel, so that the connections never wait for the local work. A
+/// download takes its part when its range's answer comes, not before its
+/// request: the first byte's wait holds no memory, and no request waits
+/// for memory still busy with earlier ranges' writes.
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
     parts: usize,
     semaphore: Arc<Semaphore>,
     requests: Arc<Semaphore>,
-    /// Downloads' buffers not in use, kept while any part is held so that
-    /// the next range is read into memory already touched.
+    /// Downloads' buffers not in use, kept while any download runs so that
+    /// its next range is read into memory already touched.
     buffers: Arc<Mutex<Vec<AlignedBuffer>>>,
+    /// Downloads running (see [`MemoryBudget::download`]).
+    downloads: Arc<AtomicUsize>,
 }
 
 impl MemoryBudget {
@@ -85,6 +90,7 @@ impl MemoryBudget {
             semaphore: Arc::new(Semaphore::new(parts)),
             requests: Arc::new(Semaphore::new((parts - 1).max(1))),
             buffers: Arc::default(),
+            downloads: Arc::default(),
         }
     }
 
@@ -112,11 +118,18 @@ impl MemoryBudget {
         &self.requests
     }
 
+    /// A download begins: until it ends (the guard is dropped), the
+    /// buffers its parts return are kept for the next. When the last
+    /// download ends they are freed, so an idle budget holds none.
+    pub(crate) fn download(&self) -> Download {
+        self.downloads.fetch_add(1, Ordering::SeqCst);
+        Download(self.clone())
+    }
+
     /// Waits for one part of the budget, and gives it a buffer of at least
     /// `capacity` bytes: one a download used before if there is one.
     /// Buffers are made only by a holder of a part without one, so there
-    /// are never more than the budget's parts; the last part returned with
-    /// no other held empties the pool, so an idle budget holds none.
+    /// are never more than the budget's parts.
     pub(crate) async fn part(&self, capacity: usize) -> BufferedPart {
         let permit = self
             .semaphore
@@ -144,7 +157,7 @@ impl MemoryBudget {
         BufferedPart {
             buffer: Some(buffer),
             budget: self.clone(),
-            permit: Some(permit),
+            _permit: permit,
         }
     }
 }
@@ -154,7 +167,7 @@ impl MemoryBudget {
 pub(crate) struct BufferedPart {
     buffer: Option<AlignedBuffer>,
     budget: MemoryBudget,
-    permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for BufferedPart {
@@ -174,9 +187,20 @@ impl std::ops::DerefMut for BufferedPart {
 impl Drop for BufferedPart {
     fn drop(&mut self) {
         let mut pool = self.budget.buffers.lock().expect("not poisoned");
-        pool.extend(self.buffer.take());
-        drop(self.permit.take());
-        if self.budget.semaphore.available_permits() == self.budget.parts {
+        if self.budget.downloads.load(Ordering::SeqCst) > 0 {
+            pool.extend(self.buffer.take());
+        }
+    }
+}
+
+/// A download of a [`MemoryBudget`]'s under way.
+#[derive(Debug)]
+pub(crate) struct Download(MemoryBudget);
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        let mut pool = self.0.buffers.lock().expect("not poisoned");
+        if self.0.downloads.fetch_sub(1, Ordering::SeqCst) == 1 {
             pool.clear();
         }
     }
@@ -511,28 +535,36 @@ mod tests {
         assert_eq!(credits.in_use(), 0);
     }
     #[tokio::test]
-    async fn a_budgets_buffers_are_reused_while_it_is_busy_and_freed_when_idle() {
+    async fn a_budgets_buffers_are_reused_while_it_downloads_and_freed_when_idle() {
         let budget = MemoryBudget::new(3);
         let pooled = |b: &MemoryBudget| b.buffers.lock().unwrap().len();
+        let download = budget.download();
         let first = budget.part(8192).await;
         let at = first.as_slice().as_ptr();
         assert_eq!(at.align_offset(crate::transfer::ALIGN), 0);
         let busy = budget.part(8192).await;
         assert_eq!(budget.in_use(), 2);
-        drop(first);
-        assert_eq!(pooled(&budget), 1, "kept while another part is held");
+        drop((first, busy));
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(pooled(&budget), 2, "kept while the download runs");
         let again = budget.part(4096).await;
-        assert_eq!(again.as_slice().as_ptr(), at, "the same memory, reused");
+        assert!([at, again.as_slice().as_ptr()].contains(&again.as_slice().as_ptr()));
         assert!(again.as_slice().is_empty());
-        drop(again);
-        // A larger part size: the smaller buffer gives way, never adds one.
+        assert_eq!(pooled(&budget), 1);
+        // A larger part size: a smaller buffer gives way, never adds one.
         let larger = budget.part(3 * 8192).await;
         assert!(larger.capacity() >= 3 * 8192);
         assert_eq!(pooled(&budget), 0);
-        drop(larger);
-        assert_eq!(pooled(&budget), 1);
-        drop(busy);
-        assert_eq!(budget.in_use(), 0);
+        drop((again, larger));
+        assert_eq!(pooled(&budget), 2);
+        let other = budget.download();
+        drop(download);
+        assert_eq!(pooled(&budget), 2, "another download still runs");
+        drop(other);
         assert_eq!(pooled(&budget), 0, "an idle budget holds no memory");
+        // A part returned with no download running is not kept.
+        let late = budget.part(8192).await;
+        drop(late);
+        assert_eq!(pooled(&budget), 0);
     }
 }

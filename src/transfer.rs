@@ -119,11 +119,12 @@ impl Downloader {
 
     /// Fetches every download; returns each file's CRC32C, in order.
     pub async fn fetch_all(&self, downloads: &[Download]) -> Result<Vec<u32>, DownloadError> {
+        let _running = self.budget.download();
         try_join_all(downloads.iter().map(|d| self.fetch(d))).await
     }
 
     /// Fetches one object into `dest` (created, never overwritten) and returns its CRC32C.
-    pub async fn fetch(&self, d: &Download) -> Result<u32, DownloadError> {
+    async fn fetch(&self, d: &Download) -> Result<u32, DownloadError> {
         if let Some(root) = &self.local_files {
             if d.sealed.is_none() && self.rate_limit.is_none() {
                 return self.copy_local(root, d).await;
@@ -167,23 +168,29 @@ impl Downloader {
             let file = file.clone();
             let writing = writing.clone();
             async move {
-                // Memory first, held until the range is written; the
-                // request only while it is on the wire.
-                let part = self.budget.part(step as usize).await;
+                // The request first, held while it is on the wire; memory
+                // from the moment its answer comes, held until the range is
+                // written. Asked for before, memory still busy with the
+                // last ranges' writes would hold back the next requests,
+                // and connections would wait for the disk.
                 let on_the_wire = self.requests.acquire().await.expect("never closed");
                 if let Some(limit) = &self.rate_limit {
                     limit.acquire(end - start).await;
                 }
                 let want = end - start;
-                // Each attempt reads the range into the part's buffer anew.
-                let part = tokio::sync::Mutex::new(part);
+                // Each attempt reads the range anew, into the same part.
+                let part = tokio::sync::Mutex::new(None);
                 let fetched = retry
                     .run("ranged get", || async {
-                        let mut buf = part.lock().await;
-                        buf.clear();
                         let options = GetOptions::new().with_range(Some(start..end));
                         let got = self.store.get_opts(&d.key, options).await?;
                         let size = got.meta.size;
+                        let mut held = part.lock().await;
+                        if held.is_none() {
+                            *held = Some(self.budget.part(step as usize).await);
+                        }
+                        let buf = held.as_mut().expect("just taken");
+                        buf.clear();
                         let mut body = got.into_stream();
                         let mut received = 0;
                         while let Some(chunk) = body.next().await {
@@ -199,7 +206,7 @@ impl Downloader {
                     })
                     .await;
                 drop(on_the_wire);
-                let mut part = part.into_inner();
+                let part = part.into_inner();
                 let (stored_size, received) = match fetched {
                     Ok(fetched) => fetched,
                     // Missing, or shorter than the range: say which.
@@ -225,6 +232,7 @@ impl Downloader {
                         actual: start + received,
                     });
                 }
+                let mut part = part.expect("a range answered holds its part");
                 let path = d.dest.clone();
                 let sealed = d.sealed.clone().zip(segments);
                 let key = d.key.to_string();
