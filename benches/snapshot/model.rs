@@ -10,7 +10,8 @@
 //! send's copy into the socket would be (see `Arena`); it keeps a multipart
 //! object as those parts (the in-memory store would copy them again into
 //! one buffer on completion, a copy no remote store makes the client pay),
-//! and serves ranges from them.
+//! and serves ranges from them, each body in pieces that come as the
+//! connection moves them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,6 +33,8 @@ use object_store::{
 pub const LATENCY: Duration = Duration::from_millis(20);
 /// Bytes per second of one connection.
 pub const BANDWIDTH: f64 = 100.0 * 1024.0 * 1024.0;
+/// The pieces a ranged answer's body comes in.
+const PIECE: usize = 1 << 20;
 
 fn transfer(bytes: usize) -> Duration {
     Duration::from_secs_f64(bytes as f64 / BANDWIDTH)
@@ -175,14 +178,27 @@ impl ObjectStore for RemoteModel {
         let Some(parts) = parts.filter(|_| !options.head) else {
             return self.inner.get_opts(location, options).await;
         };
-        // The stored object only stands in for the parts: its answer gives
-        // the metadata, the checked preconditions and the range.
+        // The stored object only stands in for the parts: its answer (after
+        // the request's latency) gives the metadata, the checked
+        // preconditions and the range.
+        let asked = tokio::time::Instant::now();
         let stand_in = self.inner.get_opts(location, options).await?;
         let range = stand_in.range.clone();
-        tokio::time::sleep(transfer((range.end - range.start) as usize)).await;
         let data = slice(&parts, range.start as usize, range.end as usize);
+        // The body comes as over one connection: each piece once the bytes
+        // up to its end have moved, so that a client handles a piece while
+        // the next travels (as an upload's part is copied within its
+        // request's time); the last at the same time as the whole would.
+        let pieces = (0..data.len()).step_by(PIECE).map(move |at| {
+            let end = (at + PIECE).min(data.len());
+            (asked + LATENCY + transfer(end), data.slice(at..end))
+        });
+        let body = futures::stream::iter(pieces).then(|(due, piece)| async move {
+            tokio::time::sleep_until(due).await;
+            Ok(piece)
+        });
         Ok(GetResult {
-            payload: GetResultPayload::Stream(futures::stream::once(async { Ok(data) }).boxed()),
+            payload: GetResultPayload::Stream(body.boxed()),
             ..stand_in
         })
     }
