@@ -790,3 +790,39 @@ async fn a_restore_lists_the_bucket_only_to_fall_back() {
         }
     }
 }
+
+/// A download holds no memory while its requests wait for their answers:
+/// the memory of a range is taken when its answer comes, so a slow store's
+/// first byte keeps none of the budget from the writes of earlier ranges.
+/// Once answered, every range is written and its part returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_holds_no_memory_while_its_answers_are_on_the_way() {
+    use common::faulty::{Op, When};
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 400, 1024); // ~400 KiB: more ranges than requests at once
+    let supervisor = fx.supervisor(fx.config()).await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+    let (store, repo) = fx.faulty_repository();
+    let budget = rocksnap::MemoryBudget::new(5);
+    let opts = RestoreOptions {
+        budget: Some(budget.clone()),
+        ..opts(&fx)
+    };
+    // The pointer and the metadata come first; every ranged GET after them
+    // is held on the wire.
+    let gate = store.hold(Op::Get, When::FromNth(3));
+    let db = fx.dir.path().join("restored");
+    let restoring = {
+        let (repo, db, opts) = (repo.clone(), db.clone(), opts.clone());
+        tokio::spawn(async move {
+            restore(&repo, &db, PartitionId(1), RestoreTarget::Latest, &opts).await
+        })
+    };
+    common::wait_until("every request is on the wire", || gate.waiting() == 4).await;
+    assert_eq!(budget.in_use(), 0, "memory held before any answer came");
+    gate.open();
+    restoring.await.unwrap().unwrap();
+    assert_eq!(budget.in_use(), 0, "every part returned");
+    assert!(dump_path(&db, "data-1") == dump(&fx.partitions, "data-1"));
+}
