@@ -64,18 +64,22 @@ impl LeaseGate {
 ///
 /// Of its parts, all but one may be on the wire at once (a request each);
 /// the one more is read from disk, or written to it, while the others
-/// travel, so that the connections never wait for the local work. A
-/// download takes its part when its range's answer comes, not before its
-/// request: the first byte's wait holds no memory, and no request waits
-/// for memory still busy with earlier ranges' writes.
+/// travel, so that the connections never wait for the local work. Every
+/// transfer takes its part before its request, never a request before a
+/// part: uploads and downloads share both, and the other order would let
+/// each wait for what the other holds.
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
     parts: usize,
     semaphore: Arc<Semaphore>,
     requests: Arc<Semaphore>,
-    /// Downloads' buffers not in use, kept while any download runs so that
-    /// its next range is read into memory already touched.
-    buffers: Arc<Mutex<Vec<AlignedBuffer>>>,
+    /// Downloads' parts not in use, each with its buffer and its permit,
+    /// kept while any download runs so that its next range is read into
+    /// memory already touched. A kept buffer keeps its permit: the budget
+    /// counts it like a part in use, and nothing else can take its place.
+    idle: Arc<Mutex<Vec<(AlignedBuffer, OwnedSemaphorePermit)>>>,
+    /// Told when a part goes idle, for downloads waiting for one.
+    returned: Arc<tokio::sync::Notify>,
     /// Downloads running (see [`MemoryBudget::download`]).
     downloads: Arc<AtomicUsize>,
 }
@@ -89,7 +93,8 @@ impl MemoryBudget {
             parts,
             semaphore: Arc::new(Semaphore::new(parts)),
             requests: Arc::new(Semaphore::new((parts - 1).max(1))),
-            buffers: Arc::default(),
+            idle: Arc::default(),
+            returned: Arc::default(),
             downloads: Arc::default(),
         }
     }
@@ -118,34 +123,36 @@ impl MemoryBudget {
         &self.requests
     }
 
-    /// A download begins: until it ends (the guard is dropped), the
-    /// buffers its parts return are kept for the next. When the last
-    /// download ends they are freed, so an idle budget holds none.
+    /// A download begins: until it ends (the guard is dropped), the parts
+    /// it is done with stay idle for its next ranges. When the last
+    /// download ends they are freed, so an idle budget holds nothing.
     pub(crate) fn download(&self) -> Download {
         self.downloads.fetch_add(1, Ordering::SeqCst);
         Download(self.clone())
     }
 
-    /// Waits for one part of the budget, and gives it a buffer of at least
-    /// `capacity` bytes: one a download used before if there is one.
-    /// Buffers are made only by a holder of a part without one, so there
-    /// are never more than the budget's parts.
+    /// Waits for one part of the budget, with a buffer of at least
+    /// `capacity` bytes: an idle one a download used before, or a free
+    /// permit and a new buffer. A buffer exists only with its permit, so
+    /// there are never more buffers than parts, whoever else (uploads)
+    /// draws on the budget.
     pub(crate) async fn part(&self, capacity: usize) -> BufferedPart {
-        let permit = self
-            .semaphore
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let pooled = {
-            let mut pool = self.buffers.lock().expect("not poisoned");
-            match pool.iter().position(|b| b.capacity() >= capacity) {
-                Some(i) => Some(pool.swap_remove(i)),
-                // One too small (another part size) gives way to the new one.
-                None => pool.pop().and(None),
+        let (buffer, permit) = loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Told of a part that goes idle from here on, before looking.
+            returned.as_mut().enable();
+            if let Some((buffer, permit)) = self.idle.lock().expect("not poisoned").pop() {
+                break (Some(buffer), permit);
+            }
+            tokio::select! {
+                permit = self.semaphore.clone().acquire_owned() => {
+                    break (None, permit.expect("never closed"));
+                }
+                () = &mut returned => {}
             }
         };
-        let mut buffer = match pooled {
+        let mut buffer = match buffer.filter(|b| b.capacity() >= capacity) {
             Some(buffer) => buffer,
             // Made (and its pages touched) off the runtime's threads, whose
             // other requests' timers would wait for it.
@@ -155,41 +162,42 @@ impl MemoryBudget {
         };
         buffer.clear();
         BufferedPart {
-            buffer: Some(buffer),
+            held: Some((buffer, permit)),
             budget: self.clone(),
-            _permit: permit,
         }
     }
 }
 
-/// One part of a [`MemoryBudget`] and the buffer it holds.
+/// One part of a [`MemoryBudget`]: its permit and the buffer it holds.
 #[derive(Debug)]
 pub(crate) struct BufferedPart {
-    buffer: Option<AlignedBuffer>,
+    held: Option<(AlignedBuffer, OwnedSemaphorePermit)>,
     budget: MemoryBudget,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for BufferedPart {
     type Target = AlignedBuffer;
 
     fn deref(&self) -> &AlignedBuffer {
-        self.buffer.as_ref().expect("held until dropped")
+        &self.held.as_ref().expect("held until dropped").0
     }
 }
 
 impl std::ops::DerefMut for BufferedPart {
     fn deref_mut(&mut self) -> &mut AlignedBuffer {
-        self.buffer.as_mut().expect("held until dropped")
+        &mut self.held.as_mut().expect("held until dropped").0
     }
 }
 
 impl Drop for BufferedPart {
     fn drop(&mut self) {
-        let mut pool = self.budget.buffers.lock().expect("not poisoned");
+        let mut idle = self.budget.idle.lock().expect("not poisoned");
         if self.budget.downloads.load(Ordering::SeqCst) > 0 {
-            pool.extend(self.buffer.take());
+            idle.extend(self.held.take());
+            drop(idle);
+            self.budget.returned.notify_one();
         }
+        // Else buffer and permit go back here.
     }
 }
 
@@ -199,9 +207,9 @@ pub(crate) struct Download(MemoryBudget);
 
 impl Drop for Download {
     fn drop(&mut self) {
-        let mut pool = self.0.buffers.lock().expect("not poisoned");
+        let mut idle = self.0.idle.lock().expect("not poisoned");
         if self.0.downloads.fetch_sub(1, Ordering::SeqCst) == 1 {
-            pool.clear();
+            idle.clear();
         }
     }
 }
@@ -537,34 +545,49 @@ mod tests {
     #[tokio::test]
     async fn a_budgets_buffers_are_reused_while_it_downloads_and_freed_when_idle() {
         let budget = MemoryBudget::new(3);
-        let pooled = |b: &MemoryBudget| b.buffers.lock().unwrap().len();
+        let idle = |b: &MemoryBudget| b.idle.lock().unwrap().len();
         let download = budget.download();
         let first = budget.part(8192).await;
-        let at = first.as_slice().as_ptr();
-        assert_eq!(at.align_offset(crate::transfer::ALIGN), 0);
         let busy = budget.part(8192).await;
-        assert_eq!(budget.in_use(), 2);
+        let (a, b) = (first.as_slice().as_ptr(), busy.as_slice().as_ptr());
+        assert_eq!(a.align_offset(crate::transfer::ALIGN), 0);
         drop((first, busy));
-        assert_eq!(budget.in_use(), 0);
-        assert_eq!(pooled(&budget), 2, "kept while the download runs");
+        assert_eq!(idle(&budget), 2, "kept while the download runs");
+        assert_eq!(budget.in_use(), 2, "a kept buffer keeps its permit");
+        // Uploads draw on what is left: one part, not three.
+        let upload = Credits::from_budget("test", &budget);
+        let credit = upload.acquire().await;
+        assert_eq!(budget.in_use(), 3);
         let again = budget.part(4096).await;
-        assert!([at, again.as_slice().as_ptr()].contains(&again.as_slice().as_ptr()));
+        assert!([a, b].contains(&again.as_slice().as_ptr()), "not reused");
         assert!(again.as_slice().is_empty());
-        assert_eq!(pooled(&budget), 1);
-        // A larger part size: a smaller buffer gives way, never adds one.
+        assert_eq!(idle(&budget), 1);
+        // A larger part size: a kept buffer too small is replaced, its
+        // permit kept.
         let larger = budget.part(3 * 8192).await;
         assert!(larger.capacity() >= 3 * 8192);
-        assert_eq!(pooled(&budget), 0);
-        drop((again, larger));
-        assert_eq!(pooled(&budget), 2);
+        assert_eq!((idle(&budget), budget.in_use()), (0, 3));
+        // Every part held: a download waits, and takes the next that goes
+        // idle.
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.part(8192).await.capacity() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(larger);
+        assert!(waiting.await.unwrap() >= 8192);
+        assert_eq!((idle(&budget), budget.in_use()), (1, 3));
         let other = budget.download();
         drop(download);
-        assert_eq!(pooled(&budget), 2, "another download still runs");
+        assert_eq!(idle(&budget), 1, "another download still runs");
         drop(other);
-        assert_eq!(pooled(&budget), 0, "an idle budget holds no memory");
+        assert_eq!(idle(&budget), 0, "an idle budget holds no buffer");
+        drop((again, credit));
+        assert_eq!(budget.in_use(), 0, "and no permit");
         // A part returned with no download running is not kept.
         let late = budget.part(8192).await;
         drop(late);
-        assert_eq!(pooled(&budget), 0);
+        assert_eq!((idle(&budget), budget.in_use()), (0, 0));
     }
 }

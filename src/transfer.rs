@@ -168,29 +168,25 @@ impl Downloader {
             let file = file.clone();
             let writing = writing.clone();
             async move {
-                // The request first, held while it is on the wire; memory
-                // from the moment its answer comes, held until the range is
-                // written. Asked for before, memory still busy with the
-                // last ranges' writes would hold back the next requests,
-                // and connections would wait for the disk.
+                // Memory first, held until the range is written; the
+                // request only while it is on the wire. Never the other way
+                // round: uploads sharing the budget take theirs in this
+                // order, and each would wait for what the other holds.
+                let part = self.budget.part(step as usize).await;
                 let on_the_wire = self.requests.acquire().await.expect("never closed");
                 if let Some(limit) = &self.rate_limit {
                     limit.acquire(end - start).await;
                 }
                 let want = end - start;
                 // Each attempt reads the range anew, into the same part.
-                let part = tokio::sync::Mutex::new(None);
+                let part = tokio::sync::Mutex::new(part);
                 let fetched = retry
                     .run("ranged get", || async {
+                        let mut buf = part.lock().await;
+                        buf.clear();
                         let options = GetOptions::new().with_range(Some(start..end));
                         let got = self.store.get_opts(&d.key, options).await?;
                         let size = got.meta.size;
-                        let mut held = part.lock().await;
-                        if held.is_none() {
-                            *held = Some(self.budget.part(step as usize).await);
-                        }
-                        let buf = held.as_mut().expect("just taken");
-                        buf.clear();
                         let mut body = got.into_stream();
                         let mut received = 0;
                         while let Some(chunk) = body.next().await {
@@ -206,11 +202,13 @@ impl Downloader {
                     })
                     .await;
                 drop(on_the_wire);
-                let part = part.into_inner();
+                let mut part = part.into_inner();
                 let (stored_size, received) = match fetched {
                     Ok(fetched) => fetched,
-                    // Missing, or shorter than the range: say which.
+                    // Missing, or shorter than the range: say which, the
+                    // part (of no more use) back first.
                     Err(e) => {
+                        drop(part);
                         self.check_size(d).await?;
                         return Err(DownloadError::Store {
                             key: d.key.to_string(),
@@ -232,7 +230,6 @@ impl Downloader {
                         actual: start + received,
                     });
                 }
-                let mut part = part.expect("a range answered holds its part");
                 let path = d.dest.clone();
                 let sealed = d.sealed.clone().zip(segments);
                 let key = d.key.to_string();

@@ -791,27 +791,41 @@ async fn a_restore_lists_the_bucket_only_to_fall_back() {
     }
 }
 
-/// A download holds no memory while its requests wait for their answers:
-/// the memory of a range is taken when its answer comes, so a slow store's
-/// first byte keeps none of the budget from the writes of earlier ranges.
-/// Once answered, every range is written and its part returned.
+/// Uploads and downloads that share one memory budget (as a node's
+/// snapshots, restores and scrubs do) both finish: each takes its part
+/// before its request, so neither waits for what the other holds. A budget
+/// of two parts and one request; the restore's first ranged GET is held on
+/// the wire while the snapshot takes every part it can and waits for the
+/// request; then the GET is answered. (A download that took its request
+/// first would find no part left to write its answer into, and the upload
+/// holding the parts would wait for its request forever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_holds_no_memory_while_its_answers_are_on_the_way() {
+async fn uploads_and_downloads_sharing_one_budget_both_finish() {
     use common::faulty::{Op, When};
-    let fx = Fixture::new(&[1]);
-    fx.write(1, 10, 400, 1024); // ~400 KiB: more ranges than requests at once
+    let fx = Fixture::new(&[1, 2]);
+    fx.write(1, 10, 300, 1024);
     let supervisor = fx.supervisor(fx.config()).await;
     snapshot(&supervisor, 1, None).await.unwrap();
     supervisor.stop(None);
-    let (store, repo) = fx.faulty_repository();
-    let budget = rocksnap::MemoryBudget::new(5);
+    fx.write(2, 10, 300, 1024);
+
+    let budget = rocksnap::MemoryBudget::new(2);
+    let config = PipelineConfig {
+        part_size: 64 * 1024,
+        ..fx.config()
+    };
+    let mut args =
+        rocksnap::SupervisorArgs::new(config, fx.partitions.clone(), fx.repository.clone());
+    args.budget = Some(budget.clone());
+    let shared = rocksnap::Supervisor::start(args).await.unwrap().0;
+    // Behind a wrapper, so that the restore fetches ranges (a plain local
+    // directory's are copied in the kernel, under no request).
+    let (faults, repo) = fx.faulty_repository();
+    let gate = faults.hold(Op::Get, When::Nth(3)); // after the pointer and the metadata
     let opts = RestoreOptions {
         budget: Some(budget.clone()),
         ..opts(&fx)
     };
-    // The pointer and the metadata come first; every ranged GET after them
-    // is held on the wire.
-    let gate = store.hold(Op::Get, When::FromNth(3));
     let db = fx.dir.path().join("restored");
     let restoring = {
         let (repo, db, opts) = (repo.clone(), db.clone(), opts.clone());
@@ -819,10 +833,26 @@ async fn a_download_holds_no_memory_while_its_answers_are_on_the_way() {
             restore(&repo, &db, PartitionId(1), RestoreTarget::Latest, &opts).await
         })
     };
-    common::wait_until("every request is on the wire", || gate.waiting() == 4).await;
-    assert_eq!(budget.in_use(), 0, "memory held before any answer came");
+    common::wait_until("the restore's first range is on the wire", || {
+        gate.waiting() == 1
+    })
+    .await;
+    let snapshotting = {
+        let shared = shared.clone();
+        tokio::spawn(async move { snapshot(&shared, 2, None).await })
+    };
+    common::wait_until("the snapshot holds every part left", || {
+        budget.in_use() == 2
+    })
+    .await;
     gate.open();
-    restoring.await.unwrap().unwrap();
-    assert_eq!(budget.in_use(), 0, "every part returned");
+    let both = async { (restoring.await.unwrap(), snapshotting.await.unwrap()) };
+    let (restored, snapshotted) = tokio::time::timeout(std::time::Duration::from_secs(60), both)
+        .await
+        .expect("the restore and the snapshot wait for each other");
+    restored.unwrap();
+    snapshotted.unwrap();
     assert!(dump_path(&db, "data-1") == dump(&fx.partitions, "data-1"));
+    assert_eq!(budget.in_use(), 0, "parts left held");
+    shared.stop(None);
 }

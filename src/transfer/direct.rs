@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The alignment direct I/O asks of a write's memory, offset and length:
@@ -87,8 +87,8 @@ pub(crate) struct Destination {
     /// Through the page cache: the writes direct I/O cannot take, the
     /// length, and the sync.
     file: File,
-    /// The same file opened for direct I/O, while the filesystem takes it.
-    direct: Option<File>,
+    path: PathBuf,
+    /// Set once the filesystem refuses direct I/O: opened, or a write.
     refused: AtomicBool,
     /// Bytes the disk took straight from memory.
     direct_bytes: AtomicU64,
@@ -104,7 +104,7 @@ impl Destination {
         file.set_len(size)?;
         Ok(Destination {
             file,
-            direct: open_direct(path),
+            path: path.to_path_buf(),
             refused: AtomicBool::new(false),
             direct_bytes: AtomicU64::new(0),
         })
@@ -115,6 +115,11 @@ impl Destination {
     /// filesystem refuses directly) through the page cache. Pages of one
     /// file never go both ways at once: a direct write covers only whole
     /// pages of its own range.
+    ///
+    /// The direct handle is opened for the write and closed after it (an
+    /// `open` per part, against a second descriptor held per file for the
+    /// whole download: a partition of a thousand files would need two
+    /// thousand).
     pub fn write_all_at(&self, data: &[u8], at: u64) -> io::Result<()> {
         let aligned = at.is_multiple_of(ALIGN as u64) && data.as_ptr().align_offset(ALIGN) == 0;
         let whole = if aligned {
@@ -122,21 +127,21 @@ impl Destination {
         } else {
             0
         };
-        if let Some(direct) = self.direct.as_ref().filter(|_| whole > 0) {
-            if !self.refused.load(Ordering::Relaxed) {
-                match direct.write_all_at(&data[..whole], at) {
-                    Ok(()) => {
-                        self.direct_bytes.fetch_add(whole as u64, Ordering::Relaxed);
-                        return self.file.write_all_at(&data[whole..], at + whole as u64);
-                    }
-                    // Alignment this device does not take: the page cache
-                    // from now on (rewriting whatever went before).
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        tracing::debug!(error = %e, "direct write refused; writing through the page cache");
-                        self.refused.store(true, Ordering::Relaxed);
-                    }
-                    Err(e) => return Err(e),
+        if whole > 0 && !self.refused.load(Ordering::Relaxed) {
+            match open_direct(&self.path).and_then(|d| d.write_all_at(&data[..whole], at)) {
+                Ok(()) => {
+                    self.direct_bytes.fetch_add(whole as u64, Ordering::Relaxed);
+                    return self.file.write_all_at(&data[whole..], at + whole as u64);
                 }
+                // No direct I/O here (the open), or not at this alignment
+                // (the write): the page cache from now on, rewriting
+                // whatever went before.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!(path = %self.path.display(), error = %e,
+                        "no direct I/O; writing through the page cache");
+                    self.refused.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
             }
         }
         self.file.write_all_at(data, at)
@@ -153,21 +158,20 @@ impl Destination {
     }
 }
 
-/// `path` opened again for direct writes, if its filesystem allows them.
+/// `path` opened again for direct writes: `EINVAL` where the filesystem
+/// has no direct I/O.
 #[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> Option<File> {
+fn open_direct(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
-        .inspect_err(|e| tracing::debug!(error = %e, "no direct I/O here"))
-        .ok()
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_: &Path) -> Option<File> {
-    None
+fn open_direct(_: &Path) -> io::Result<File> {
+    Err(io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 #[cfg(test)]
@@ -190,22 +194,34 @@ mod tests {
     fn every_kind_of_write_lands_where_it_was_asked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let size = 3 * ALIGN as u64 + 100;
+        let size = 4 * ALIGN as u64 + 100;
         let d = Destination::create_new(&path, size).unwrap();
+        let direct = open_direct(&path).is_ok();
         let mut aligned = AlignedBuffer::with_capacity(2 * ALIGN + 100);
         assert!(aligned.push(&[7; 2 * ALIGN + 100]));
-        // Aligned with a partial page at its end, then an unaligned write.
-        d.write_all_at(aligned.as_slice(), ALIGN as u64).unwrap();
-        d.write_all_at(&[9; ALIGN], 0).unwrap();
+        // Aligned with a partial page at its end.
+        d.write_all_at(aligned.as_slice(), 2 * ALIGN as u64)
+            .unwrap();
+        // Aligned, whole pages.
+        aligned.clear();
+        assert!(aligned.push(&[9; ALIGN]));
+        d.write_all_at(aligned.as_slice(), 0).unwrap();
+        // Unaligned memory: through the page cache.
+        let unaligned = vec![5u8; 2 * ALIGN];
+        let at = unaligned.as_ptr().align_offset(ALIGN) + 1;
+        d.write_all_at(&unaligned[at..at + ALIGN - 1], ALIGN as u64)
+            .unwrap();
         d.sync_all().unwrap();
-        if d.direct.is_some() {
-            // The aligned write's whole pages; its last 100 bytes not.
-            assert!(d.direct_bytes() >= 2 * ALIGN as u64);
-        }
         let back = std::fs::read(&path).unwrap();
         assert_eq!(back.len() as u64, size);
         assert!(back[..ALIGN].iter().all(|&b| b == 9));
-        assert!(back[ALIGN..3 * ALIGN + 100].iter().all(|&b| b == 7));
+        assert!(back[ALIGN..2 * ALIGN - 1].iter().all(|&b| b == 5));
+        assert_eq!(back[2 * ALIGN - 1], 0, "a byte nothing wrote");
+        assert!(back[2 * ALIGN..4 * ALIGN + 100].iter().all(|&b| b == 7));
+        // Where the filesystem takes direct I/O, the aligned writes' whole
+        // pages went that way and nothing else did.
+        let expected = if direct { 3 * ALIGN as u64 } else { 0 };
+        assert_eq!(d.direct_bytes(), expected);
         assert!(
             Destination::create_new(&path, 1).is_err(),
             "never an existing file"
