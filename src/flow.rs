@@ -73,13 +73,14 @@ pub struct MemoryBudget {
     parts: usize,
     semaphore: Arc<Semaphore>,
     requests: Arc<Semaphore>,
-    /// Downloads' parts not in use, each with its buffer and its permit,
-    /// kept while any download runs so that its next range is read into
-    /// memory already touched. A kept buffer keeps its permit: the budget
-    /// counts it like a part in use, and nothing else can take its place.
-    idle: Arc<Mutex<Vec<(AlignedBuffer, OwnedSemaphorePermit)>>>,
-    /// Told when a part goes idle, for downloads waiting for one.
-    returned: Arc<tokio::sync::Notify>,
+    /// Downloads' buffers not in use, kept while any download runs so that
+    /// its next range is read into memory already touched. Their permits
+    /// go back to the budget, whose queue is fair to uploads and downloads
+    /// alike; each kept buffer stands for the permit it came back with, so
+    /// that whoever takes a permit without taking a buffer (an upload, a
+    /// local copy) lets go of those beyond the permits left free: no more
+    /// memory than the budget's parts is ever in use or kept.
+    idle: IdleBuffers,
     /// Downloads running (see [`MemoryBudget::download`]).
     downloads: Arc<AtomicUsize>,
 }
@@ -93,8 +94,7 @@ impl MemoryBudget {
             parts,
             semaphore: Arc::new(Semaphore::new(parts)),
             requests: Arc::new(Semaphore::new((parts - 1).max(1))),
-            idle: Arc::default(),
-            returned: Arc::default(),
+            idle: IdleBuffers::default(),
             downloads: Arc::default(),
         }
     }
@@ -114,45 +114,45 @@ impl MemoryBudget {
         self.parts - self.semaphore.available_permits()
     }
 
-    pub(crate) fn semaphore(&self) -> &Arc<Semaphore> {
-        &self.semaphore
-    }
-
     /// Requests on the wire at once, shared by every transfer of the budget.
     pub(crate) fn requests(&self) -> &Arc<Semaphore> {
         &self.requests
     }
 
-    /// A download begins: until it ends (the guard is dropped), the parts
-    /// it is done with stay idle for its next ranges. When the last
-    /// download ends they are freed, so an idle budget holds nothing.
+    /// A download begins: until it ends (the guard is dropped), the
+    /// buffers it is done with may be kept for its next ranges. When the
+    /// last download ends they are freed, so an idle budget holds none.
     pub(crate) fn download(&self) -> Download {
         self.downloads.fetch_add(1, Ordering::SeqCst);
         Download(self.clone())
     }
 
+    /// Waits for one part of the budget for something that brings its own
+    /// memory (a local copy's read-back buffer): a kept buffer lets go if
+    /// it no longer stands for a free permit.
+    pub(crate) async fn permit(&self) -> OwnedSemaphorePermit {
+        let permit = self
+            .semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        self.idle.trim(&self.semaphore);
+        permit
+    }
+
     /// Waits for one part of the budget, with a buffer of at least
-    /// `capacity` bytes: an idle one a download used before, or a free
-    /// permit and a new buffer. A buffer exists only with its permit, so
-    /// there are never more buffers than parts, whoever else (uploads)
-    /// draws on the budget.
+    /// `capacity` bytes: one a download kept if there is one (it stood for
+    /// the permit just taken), else a new one.
     pub(crate) async fn part(&self, capacity: usize) -> BufferedPart {
-        let (buffer, permit) = loop {
-            let returned = self.returned.notified();
-            tokio::pin!(returned);
-            // Told of a part that goes idle from here on, before looking.
-            returned.as_mut().enable();
-            if let Some((buffer, permit)) = self.idle.lock().expect("not poisoned").pop() {
-                break (Some(buffer), permit);
-            }
-            tokio::select! {
-                permit = self.semaphore.clone().acquire_owned() => {
-                    break (None, permit.expect("never closed"));
-                }
-                () = &mut returned => {}
-            }
-        };
-        let mut buffer = match buffer.filter(|b| b.capacity() >= capacity) {
+        let permit = self
+            .semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let kept = self.idle.take(capacity);
+        let mut buffer = match kept {
             Some(buffer) => buffer,
             // Made (and its pages touched) off the runtime's threads, whose
             // other requests' timers would wait for it.
@@ -165,6 +165,34 @@ impl MemoryBudget {
             held: Some((buffer, permit)),
             budget: self.clone(),
         }
+    }
+}
+
+/// Buffers downloads are done with, each standing for a free permit.
+#[derive(Debug, Clone, Default)]
+struct IdleBuffers(Arc<Mutex<Vec<AlignedBuffer>>>);
+
+impl IdleBuffers {
+    /// The one standing for the permit just taken: of at least `capacity`
+    /// bytes if one is, else none (and one too small lets go).
+    fn take(&self, capacity: usize) -> Option<AlignedBuffer> {
+        let mut idle = self.0.lock().expect("not poisoned");
+        match idle.iter().position(|b| b.capacity() >= capacity) {
+            Some(i) => Some(idle.swap_remove(i)),
+            None => idle.pop().and(None),
+        }
+    }
+
+    /// Lets go of those beyond the permits left free.
+    fn trim(&self, semaphore: &Semaphore) {
+        let mut idle = self.0.lock().expect("not poisoned");
+        let free = semaphore.available_permits();
+        idle.truncate(free);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("not poisoned").len()
     }
 }
 
@@ -191,13 +219,15 @@ impl std::ops::DerefMut for BufferedPart {
 
 impl Drop for BufferedPart {
     fn drop(&mut self) {
-        let mut idle = self.budget.idle.lock().expect("not poisoned");
+        let (buffer, permit) = self.held.take().expect("held until dropped");
+        // Under the lock: whoever the permit goes to next (the first in the
+        // budget's queue, woken now) finds the buffer kept beside it, and
+        // takes it (a download) or lets it go (anything else).
+        let mut idle = self.budget.idle.0.lock().expect("not poisoned");
+        drop(permit);
         if self.budget.downloads.load(Ordering::SeqCst) > 0 {
-            idle.extend(self.held.take());
-            drop(idle);
-            self.budget.returned.notify_one();
+            idle.push(buffer);
         }
-        // Else buffer and permit go back here.
     }
 }
 
@@ -207,7 +237,7 @@ pub(crate) struct Download(MemoryBudget);
 
 impl Drop for Download {
     fn drop(&mut self) {
-        let mut idle = self.0.idle.lock().expect("not poisoned");
+        let mut idle = self.0.idle.0.lock().expect("not poisoned");
         if self.0.downloads.fetch_sub(1, Ordering::SeqCst) == 1 {
             idle.clear();
         }
@@ -220,6 +250,9 @@ pub(crate) struct Credits {
     stage: &'static str,
     capacity: usize,
     semaphore: Arc<Semaphore>,
+    /// Drawn from a budget: its downloads' kept buffers, which a credit
+    /// taken may leave standing for no free permit.
+    idle: Option<IdleBuffers>,
 }
 
 impl Credits {
@@ -229,6 +262,7 @@ impl Credits {
             stage,
             capacity,
             semaphore: Arc::new(Semaphore::new(capacity)),
+            idle: None,
         }
     }
 
@@ -238,6 +272,7 @@ impl Credits {
             stage,
             capacity: budget.parts,
             semaphore: budget.semaphore.clone(),
+            idle: Some(budget.idle.clone()),
         }
     }
 
@@ -249,6 +284,9 @@ impl Credits {
             .acquire_owned()
             .await
             .expect("stage semaphores are never closed");
+        if let Some(idle) = &self.idle {
+            idle.trim(&self.semaphore);
+        }
         m::mailbox_depth(self.stage).set(self.in_use() as f64);
         Credit {
             stage: self.stage,
@@ -543,51 +581,86 @@ mod tests {
         assert_eq!(credits.in_use(), 0);
     }
     #[tokio::test]
-    async fn a_budgets_buffers_are_reused_while_it_downloads_and_freed_when_idle() {
+    async fn a_budgets_buffers_are_reused_while_it_downloads_and_never_outnumber_its_parts() {
         let budget = MemoryBudget::new(3);
-        let idle = |b: &MemoryBudget| b.idle.lock().unwrap().len();
+        let kept = |b: &MemoryBudget| b.idle.len();
         let download = budget.download();
         let first = budget.part(8192).await;
         let busy = budget.part(8192).await;
         let (a, b) = (first.as_slice().as_ptr(), busy.as_slice().as_ptr());
         assert_eq!(a.align_offset(crate::transfer::ALIGN), 0);
         drop((first, busy));
-        assert_eq!(idle(&budget), 2, "kept while the download runs");
-        assert_eq!(budget.in_use(), 2, "a kept buffer keeps its permit");
-        // Uploads draw on what is left: one part, not three.
-        let upload = Credits::from_budget("test", &budget);
-        let credit = upload.acquire().await;
-        assert_eq!(budget.in_use(), 3);
+        assert_eq!(kept(&budget), 2, "kept while the download runs");
+        assert_eq!(budget.in_use(), 0, "their permits back to the budget");
         let again = budget.part(4096).await;
         assert!([a, b].contains(&again.as_slice().as_ptr()), "not reused");
         assert!(again.as_slice().is_empty());
-        assert_eq!(idle(&budget), 1);
-        // A larger part size: a kept buffer too small is replaced, its
-        // permit kept.
+        assert_eq!(kept(&budget), 1);
+        // An upload takes a permit the kept buffer stood for: it lets go
+        // (two parts held, one free, one kept).
+        let upload = Credits::from_budget("test", &budget);
+        let credit = upload.acquire().await;
+        assert_eq!((budget.in_use(), kept(&budget)), (2, 1));
+        let other = upload.acquire().await;
+        assert_eq!(
+            (budget.in_use(), kept(&budget)),
+            (3, 0),
+            "more memory than parts"
+        );
+        drop(other);
+        // So does a local copy's permit.
+        drop(again);
+        assert_eq!((budget.in_use(), kept(&budget)), (1, 1));
+        let copy = budget.permit().await;
+        let third = budget.permit().await;
+        assert_eq!((budget.in_use(), kept(&budget)), (3, 0));
+        drop((copy, third, credit));
+        assert_eq!((budget.in_use(), kept(&budget)), (0, 0));
+        drop(budget.part(8192).await);
+        assert_eq!(kept(&budget), 1);
+        // A larger part size: a kept buffer too small lets go.
         let larger = budget.part(3 * 8192).await;
         assert!(larger.capacity() >= 3 * 8192);
-        assert_eq!((idle(&budget), budget.in_use()), (0, 3));
-        // Every part held: a download waits, and takes the next that goes
-        // idle.
+        assert_eq!(kept(&budget), 0);
+        drop(larger);
+        assert_eq!(kept(&budget), 1);
+        let second = budget.download();
+        drop(download);
+        assert_eq!(kept(&budget), 1, "another download still runs");
+        drop(second);
+        assert_eq!(kept(&budget), 0, "an idle budget holds no buffer");
+        // A part returned with no download running is not kept.
+        drop(budget.part(8192).await);
+        assert_eq!((kept(&budget), budget.in_use()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_returned_buffer_goes_to_whoever_waits_for_its_permit() {
+        let budget = MemoryBudget::new(1);
+        let _download = budget.download();
+        // A download waiting: it reads into the same memory.
+        let held = budget.part(8192).await;
+        let at = held.as_slice().as_ptr() as usize;
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.part(8192).await.capacity() }
+            async move { budget.part(8192).await.as_slice().as_ptr() as usize }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        drop(larger);
-        assert!(waiting.await.unwrap() >= 8192);
-        assert_eq!((idle(&budget), budget.in_use()), (1, 3));
-        let other = budget.download();
-        drop(download);
-        assert_eq!(idle(&budget), 1, "another download still runs");
-        drop(other);
-        assert_eq!(idle(&budget), 0, "an idle budget holds no buffer");
-        drop((again, credit));
-        assert_eq!(budget.in_use(), 0, "and no permit");
-        // A part returned with no download running is not kept.
-        let late = budget.part(8192).await;
-        drop(late);
-        assert_eq!((idle(&budget), budget.in_use()), (0, 0));
+        drop(held);
+        assert_eq!(
+            waiting.await.unwrap(),
+            at,
+            "a waiting download got new memory"
+        );
+        // An upload waiting: the buffer lets go.
+        let held = budget.part(8192).await;
+        let upload = Credits::from_budget("test", &budget);
+        let waiting = tokio::spawn(async move { upload.acquire().await });
+        tokio::task::yield_now().await;
+        drop(held);
+        let credit = waiting.await.unwrap();
+        assert_eq!((budget.in_use(), budget.idle.len()), (1, 0));
+        drop(credit);
     }
 }

@@ -308,12 +308,7 @@ impl Downloader {
     /// The fast path of [`Downloader::fetch`] for a plain local store.
     async fn copy_local(&self, root: &std::path::Path, d: &Download) -> Result<u32, DownloadError> {
         // One permit per file: its read-back buffer is one part.
-        let _permit = self
-            .budget
-            .semaphore()
-            .acquire()
-            .await
-            .expect("never closed");
+        let _permit = self.budget.permit().await;
         // Keys are built from checked plain names, '/'-separated.
         let src = root.join(d.key.as_ref());
         let (dest, key, size, part) = (d.dest.clone(), d.key.to_string(), d.size, self.part_size);

@@ -128,23 +128,33 @@ impl Destination {
             0
         };
         if whole > 0 && !self.refused.load(Ordering::Relaxed) {
-            match open_direct(&self.path).and_then(|d| d.write_all_at(&data[..whole], at)) {
-                Ok(()) => {
-                    self.direct_bytes.fetch_add(whole as u64, Ordering::Relaxed);
-                    return self.file.write_all_at(&data[whole..], at + whole as u64);
-                }
-                // No direct I/O here (the open), or not at this alignment
-                // (the write): the page cache from now on, rewriting
-                // whatever went before.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Any refusal to open (no direct I/O here, no descriptor left)
+            // costs only the page cache; EINVAL says it will not change.
+            match open_direct(&self.path) {
+                Ok(direct) => match direct.write_all_at(&data[..whole], at) {
+                    Ok(()) => {
+                        self.direct_bytes.fetch_add(whole as u64, Ordering::Relaxed);
+                        return self.file.write_all_at(&data[whole..], at + whole as u64);
+                    }
+                    // Not at this alignment: the page cache from now on,
+                    // rewriting whatever went before.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse(&e),
+                    Err(e) => return Err(e),
+                },
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse(&e),
+                Err(e) => {
                     tracing::debug!(path = %self.path.display(), error = %e,
-                        "no direct I/O; writing through the page cache");
-                    self.refused.store(true, Ordering::Relaxed);
+                        "cannot open for direct I/O; this write through the page cache");
                 }
-                Err(e) => return Err(e),
             }
         }
         self.file.write_all_at(data, at)
+    }
+
+    fn refuse(&self, e: &io::Error) {
+        tracing::debug!(path = %self.path.display(), error = %e,
+            "no direct I/O; writing through the page cache");
+        self.refused.store(true, Ordering::Relaxed);
     }
 
     /// Bytes written around the page cache so far.
