@@ -131,26 +131,25 @@ impl MemoryBudget {
     /// memory (a local copy's read-back buffer): a kept buffer lets go if
     /// it no longer stands for a free permit.
     pub(crate) async fn permit(&self) -> OwnedSemaphorePermit {
-        let permit = self
-            .semaphore
+        let permit = self.next_permit().await;
+        self.idle.trim(&self.semaphore);
+        permit
+    }
+
+    /// The next permit of the budget's queue, in turn with every transfer.
+    async fn next_permit(&self) -> OwnedSemaphorePermit {
+        self.semaphore
             .clone()
             .acquire_owned()
             .await
-            .expect("never closed");
-        self.idle.trim(&self.semaphore);
-        permit
+            .expect("never closed")
     }
 
     /// Waits for one part of the budget, with a buffer of at least
     /// `capacity` bytes: one a download kept if there is one (it stood for
     /// the permit just taken), else a new one.
     pub(crate) async fn part(&self, capacity: usize) -> BufferedPart {
-        let permit = self
-            .semaphore
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let permit = self.next_permit().await;
         let kept = self.idle.take(capacity);
         let mut buffer = match kept {
             Some(buffer) => buffer,
