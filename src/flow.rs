@@ -122,9 +122,9 @@ impl MemoryBudget {
     /// A download begins: until it ends (the guard is dropped), the
     /// buffers it is done with may be kept for its next ranges. When the
     /// last download ends they are freed, so an idle budget holds none.
-    pub(crate) fn download(&self) -> Download {
+    pub(crate) fn download(&self) -> Downloading {
         self.downloads.fetch_add(1, Ordering::SeqCst);
-        Download(self.clone())
+        Downloading(self.clone())
     }
 
     /// Waits for one part of the budget for something that brings its own
@@ -232,9 +232,9 @@ impl Drop for BufferedPart {
 
 /// A download of a [`MemoryBudget`]'s under way.
 #[derive(Debug)]
-pub(crate) struct Download(MemoryBudget);
+pub(crate) struct Downloading(MemoryBudget);
 
-impl Drop for Download {
+impl Drop for Downloading {
     fn drop(&mut self) {
         let mut idle = self.0.idle.0.lock().expect("not poisoned");
         if self.0.downloads.fetch_sub(1, Ordering::SeqCst) == 1 {

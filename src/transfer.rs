@@ -18,7 +18,6 @@ use futures::future::try_join_all;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
-use tokio::sync::Semaphore;
 
 use crate::crypto::{FileKey, SEGMENT_SIZE, TAG_LEN};
 use crate::flow::MemoryBudget;
@@ -55,10 +54,9 @@ impl TransferProgress {
 #[derive(Debug, Clone)]
 pub(crate) struct Downloader {
     store: Arc<dyn ObjectStore>,
-    /// Parts held in memory, from the request to the write, and their buffers.
+    /// Parts held in memory, from the request to the write, and their
+    /// buffers; and requests on the wire.
     budget: MemoryBudget,
-    /// Requests on the wire.
-    requests: Arc<Semaphore>,
     part_size: u64,
     progress: Arc<TransferProgress>,
     rate_limit: Option<RateLimit>,
@@ -98,7 +96,6 @@ impl Downloader {
         Downloader {
             retry,
             store,
-            requests: budget.requests().clone(),
             budget,
             part_size: part_size.max(1) as u64,
             progress,
@@ -173,7 +170,12 @@ impl Downloader {
                 // round: uploads sharing the budget take theirs in this
                 // order, and each would wait for what the other holds.
                 let part = self.budget.part(step as usize).await;
-                let on_the_wire = self.requests.acquire().await.expect("never closed");
+                let on_the_wire = self
+                    .budget
+                    .requests()
+                    .acquire()
+                    .await
+                    .expect("never closed");
                 if let Some(limit) = &self.rate_limit {
                     limit.acquire(end - start).await;
                 }
@@ -281,7 +283,12 @@ impl Downloader {
     /// Asks the store for the object's size and checks it: `Missing` or
     /// `Size` if it is not what the metadata says.
     async fn check_size(&self, d: &Download) -> Result<(), DownloadError> {
-        let _on_the_wire = self.requests.acquire().await.expect("never closed");
+        let _on_the_wire = self
+            .budget
+            .requests()
+            .acquire()
+            .await
+            .expect("never closed");
         let meta = self
             .retry
             .run("head", || self.store.head(&d.key))
