@@ -17,6 +17,7 @@ mod actors;
 pub mod bootstrap;
 mod config;
 pub mod crypto;
+mod direct;
 mod disk_full;
 mod ffi;
 mod flow;

@@ -6,7 +6,7 @@
 //! `part_size × (concurrency + 1)` and no connection waits for the disk.
 //! Each range is read into a buffer of the memory budget's, reused from
 //! range to range, and written from it around the page cache where the
-//! filesystem allows (see [`direct`]). Every response's object size is
+//! filesystem allows (see [`crate::direct`]). Every response's object size is
 //! checked against what the metadata says, and each file's checksum once
 //! it is whole.
 
@@ -24,12 +24,11 @@ use crate::flow::MemoryBudget;
 use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
 
-mod direct;
 
-pub(crate) use direct::AlignedBuffer;
-use direct::Destination;
+pub(crate) use crate::direct::AlignedBuffer;
+use crate::direct::NewFile;
 #[cfg(test)]
-pub(crate) use direct::ALIGN;
+pub(crate) use crate::direct::ALIGN;
 
 /// Bytes moved so far and bytes to move, for progress reports.
 #[derive(Debug, Default)]
@@ -135,7 +134,7 @@ impl Downloader {
         }
         let dest = d.dest.clone();
         let size = d.sealed.as_ref().map_or(d.size, |(_, plain)| *plain);
-        let file = tokio::task::spawn_blocking(move || Destination::create_new(&dest, size))
+        let file = tokio::task::spawn_blocking(move || NewFile::create_new(&dest, size))
             .await
             .expect("create task")
             .map_err(|e| DownloadError::Local {

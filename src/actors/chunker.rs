@@ -19,7 +19,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use object_store::path::Path;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio_util::sync::CancellationToken;
@@ -212,8 +212,7 @@ impl ChunkerState {
             // zeroes first: as a vector (the same allocation, no copy: the
             // buffer is empty and, once recycled, owned by the chunker alone)
             // that the standard library reads a file straight into.
-            let mut room_vec = Vec::from(buf);
-            room_vec.reserve_exact(room);
+            let (mut room_vec, skip) = read_buffer(buf, room, seal.is_some());
             let seal = seal.cloned();
             let last = index + 1 == parts;
             // The read, the sealing and the checksum run on a blocking
@@ -225,14 +224,14 @@ impl ChunkerState {
                         let first = offset / crate::crypto::SEGMENT_SIZE as u64;
                         seal.seal_segments(first, &mut room_vec, last);
                     }
-                    crc32c::crc32c_append(crc, &room_vec)
+                    crc32c::crc32c_append(crc, &room_vec[skip..])
                 });
                 (file, room_vec, read)
             })
             .await
             .expect("a read does not panic");
             file = f;
-            let mut buf = BytesMut::from(bytes::Bytes::from(filled));
+            let mut buf = part_buffer(filled, skip);
             match read {
                 Ok(next) => crc = next,
                 Err(e) => {
@@ -254,6 +253,34 @@ impl ChunkerState {
         }
         Ok(crc)
     }
+}
+
+/// `buf`'s allocation as an empty vector with room for `room` bytes after
+/// the returned number of filler bytes, which make a plain part start on a
+/// page boundary: a local directory writes it around the page cache (see
+/// [`crate::direct`]). A sealed part grows in place by its tags, and its
+/// offsets in the object are not aligned: it starts where it lands.
+///
+/// As a vector, the buffer is the same allocation (no copy: it is empty
+/// and, once recycled, owned by the chunker alone), which the standard
+/// library reads a file straight into.
+fn read_buffer(buf: BytesMut, room: usize, sealed: bool) -> (Vec<u8>, usize) {
+    let mut vec = Vec::from(buf);
+    vec.reserve_exact(room + crate::direct::ALIGN);
+    let skip = if sealed {
+        0
+    } else {
+        vec.as_ptr().align_offset(crate::direct::ALIGN)
+    };
+    vec.resize(skip, 0);
+    (vec, skip)
+}
+
+/// The buffer a part is split from: `filled`, less its filler bytes.
+fn part_buffer(filled: Vec<u8>, skip: usize) -> BytesMut {
+    let mut buf = BytesMut::from(bytes::Bytes::from(filled));
+    buf.advance(skip);
+    buf
 }
 
 /// Reads the next `len` bytes of `file` into `buf`'s spare capacity (which
@@ -310,4 +337,40 @@ async fn open(path: PathBuf, expected: u64) -> Result<File, UploadError> {
         ))));
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::direct::ALIGN;
+
+    /// The chunker's round: a buffer read into, split into a part, the part
+    /// dropped by the uploader and its buffer taken back for the next one.
+    #[test]
+    fn a_plain_part_starts_on_a_page_and_its_buffer_is_reused() {
+        let room = 3 * ALIGN + 100;
+        let mut buf = BytesMut::new();
+        let mut allocation = None;
+        for round in 0..4u8 {
+            let (mut vec, skip) = read_buffer(buf, room, false);
+            assert!(vec.capacity() >= skip + room);
+            let start = vec.as_ptr() as usize;
+            if let Some(first) = allocation {
+                assert_eq!(start, first, "round {round}: the buffer was allocated again");
+            }
+            allocation = Some(start);
+            vec.extend(std::iter::repeat_n(round, room));
+            let mut rest = part_buffer(vec, skip);
+            let part = rest.split().freeze();
+            assert_eq!(part.as_ptr().align_offset(ALIGN), 0, "round {round}");
+            assert_eq!(part.len(), room);
+            assert!(part.iter().all(|&b| b == round));
+            drop(rest);
+            buf = part.try_into_mut().expect("the part was the last handle");
+        }
+        // A sealed part starts where its buffer does.
+        let (vec, skip) = read_buffer(buf, room, true);
+        assert_eq!(skip, 0);
+        assert!(vec.is_empty());
+    }
 }

@@ -156,7 +156,7 @@ pub(super) async fn put_lease(root: &FsPath, key: &Path, bytes: Vec<u8>) -> std:
         let leases = path.parent().expect("a key has a folder");
         // The partition's folder holds what the snapshot will store: made
         // durably, as the store makes an object's folders.
-        create_dirs_durably(leases.parent().expect("leases sit in a partition"))?;
+        crate::store::local::create_dirs_durably(leases.parent().expect("leases sit in a partition"))?;
         match std::fs::create_dir(leases) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
@@ -189,28 +189,4 @@ pub(super) async fn delete_lease(root: &FsPath, key: &Path) -> std::io::Result<(
     })
     .await
     .expect("the lease task does not panic")
-}
-
-/// Creates `dir` and its missing parents, fsyncing the parent of each one
-/// made, so that a power cut cannot take a folder whose files were synced.
-fn create_dirs_durably(dir: &FsPath) -> std::io::Result<()> {
-    let mut missing = Vec::new();
-    let mut at = dir;
-    while !at.exists() {
-        missing.push(at);
-        at = match at.parent() {
-            Some(parent) => parent,
-            None => break,
-        };
-    }
-    for new in missing.into_iter().rev() {
-        match std::fs::create_dir(new) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        if let Some(parent) = new.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 //! name the URL without credentials.
 
 mod azure;
+pub(crate) mod local;
 mod s3;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -213,7 +214,7 @@ impl Destination {
             // Pruned snapshots leave no empty folders behind.
             .with_automatic_cleanup(true);
         Ok(Destination {
-            store: Arc::new(store),
+            store: Arc::new(local::LocalDirectory::new(store)),
             prefix: Path::default(),
             local_root: Some(root.clone()),
             display,

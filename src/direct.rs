@@ -1,13 +1,15 @@
-//! Writing a download around the page cache.
+//! Writing files around the page cache.
 //!
-//! A restore writes each snapshot file once and reads little of it back
-//! before RocksDB does, maybe much later. Through the page cache, every byte
-//! would be copied by the kernel into pages it must first find (reclaiming
-//! others: a node's own working set) and later write back; with `O_DIRECT`
-//! the disk takes the bytes straight from the part's buffer, which is
-//! reused from part to part. Where the filesystem or the request refuses
-//! it (alignment, a filesystem without direct I/O), the same bytes go
-//! through the page cache instead: the file is the same either way, and
+//! Two kinds of file are written once and read little, if at all, soon
+//! after: a restore's snapshot files (RocksDB reads them maybe much later)
+//! and a snapshot's objects in a local directory (read only by a restore,
+//! maybe never). Through the page cache, every byte would be copied by the
+//! kernel into pages it must first find (reclaiming others: a node's own
+//! working set, its database's blocks) and later write back; with
+//! `O_DIRECT` the disk takes the bytes straight from the part's buffer,
+//! which is reused from part to part. Where the filesystem or the request
+//! refuses it (alignment, a filesystem without direct I/O), the same bytes
+//! go through the page cache instead: the file is the same either way, and
 //! `sync_all` makes both durable.
 
 use std::fs::File;
@@ -81,9 +83,9 @@ impl AlignedBuffer {
     }
 }
 
-/// A new file a download writes into, at any offsets, from any thread.
+/// A new file written at any offsets, from any thread.
 #[derive(Debug)]
-pub(crate) struct Destination {
+pub(crate) struct NewFile {
     /// Through the page cache: the writes direct I/O cannot take, the
     /// length, and the sync.
     file: File,
@@ -94,15 +96,16 @@ pub(crate) struct Destination {
     direct_bytes: AtomicU64,
 }
 
-impl Destination {
-    /// Creates `path` (never an existing file) at `size` bytes.
+impl NewFile {
+    /// Creates `path` (never an existing file) at `size` bytes; writes
+    /// past the end grow it.
     pub fn create_new(path: &Path, size: u64) -> io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)?;
         file.set_len(size)?;
-        Ok(Destination {
+        Ok(NewFile {
             file,
             path: path.to_path_buf(),
             refused: AtomicBool::new(false),
@@ -184,6 +187,17 @@ fn open_direct(_: &Path) -> io::Result<File> {
     Err(io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// Whether files in `dir` can be written with direct I/O (tests say what
+/// they could check).
+#[cfg(test)]
+pub(crate) fn takes_direct_io(dir: &Path) -> bool {
+    let probe = dir.join(".direct-probe");
+    let _ = std::fs::File::create(&probe);
+    let direct = open_direct(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    direct
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +219,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let size = 4 * ALIGN as u64 + 100;
-        let d = Destination::create_new(&path, size).unwrap();
+        let d = NewFile::create_new(&path, size).unwrap();
         let direct = open_direct(&path).is_ok();
         let mut aligned = AlignedBuffer::with_capacity(2 * ALIGN + 100);
         assert!(aligned.push(&[7; 2 * ALIGN + 100]));
@@ -233,7 +247,7 @@ mod tests {
         let expected = if direct { 3 * ALIGN as u64 } else { 0 };
         assert_eq!(d.direct_bytes(), expected);
         assert!(
-            Destination::create_new(&path, 1).is_err(),
+            NewFile::create_new(&path, 1).is_err(),
             "never an existing file"
         );
     }

@@ -1,0 +1,441 @@
+//! A local directory's store: `object_store`'s own, with multipart uploads
+//! written around the page cache.
+//!
+//! A snapshot writes each of its files once into the directory, and only a
+//! restore reads it back, maybe never. Through the page cache, every part
+//! would be copied by the kernel into pages it must first find (taking them
+//! from the node's own working set: its database's blocks), then written
+//! back at the fsync; a gigabyte snapshot would evict a gigabyte of what
+//! the node serves from. Here each part is written with `O_DIRECT` where
+//! the filesystem takes it (see [`crate::direct`]): the disk reads it
+//! straight from the chunker's buffer.
+//!
+//! Everything else is `LocalFileSystem`'s, and so is the way an upload is
+//! published: a staging file `<key>#<n>` beside the object (the name
+//! garbage collection looks for open uploads by), fsynced once complete,
+//! renamed over the key, its folder fsynced. A single put (a file smaller
+//! than a part, `metadata.json`) goes to the inner store as it is.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::FutureExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+};
+
+use crate::direct::NewFile;
+
+/// A local directory whose multipart uploads go around the page cache.
+#[derive(Debug)]
+pub(crate) struct LocalDirectory {
+    inner: Arc<LocalFileSystem>,
+}
+
+impl LocalDirectory {
+    /// `inner` must make what it writes durable (`with_fsync(true)`): its
+    /// single puts are this store's.
+    pub fn new(inner: LocalFileSystem) -> Self {
+        LocalDirectory {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl fmt::Display for LocalDirectory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+/// Why a write into the directory failed.
+#[derive(Debug, thiserror::Error)]
+enum LocalError {
+    #[error("cannot create the staging file {}: {source}", path.display())]
+    Stage {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write to {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot publish {} as {}: {source}", staging.display(), path.display())]
+    Publish {
+        staging: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the upload was completed or aborted already")]
+    Closed,
+}
+
+impl From<LocalError> for object_store::Error {
+    fn from(e: LocalError) -> Self {
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalDirectory {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        if !opts.attributes.is_empty() {
+            // The inner store refuses them, and says why.
+            return self.inner.put_multipart_opts(location, opts).await;
+        }
+        let dest = self.inner.path_to_filesystem(location)?;
+        let staged = tokio::task::spawn_blocking(move || Staged::create(dest))
+            .await
+            .expect("creating a file does not panic")?;
+        Ok(Box::new(DirectUpload {
+            staged: Some(Arc::new(staged)),
+            offset: 0,
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// An upload's staging file and the object it becomes.
+#[derive(Debug)]
+struct Staged {
+    /// Parts are written one at a time: concurrent writers of one file
+    /// would only wait for each other on its inode's lock.
+    file: Mutex<NewFile>,
+    staging: PathBuf,
+    dest: PathBuf,
+}
+
+impl Staged {
+    /// Creates the first free `<dest>#<n>`, and `dest`'s missing folders
+    /// durably, as `LocalFileSystem` names and makes them.
+    fn create(dest: PathBuf) -> Result<Self, LocalError> {
+        let mut n = 1u32;
+        loop {
+            let mut staging = dest.clone().into_os_string();
+            staging.push(format!("#{n}"));
+            let staging = PathBuf::from(staging);
+            let stage_err = |source| LocalError::Stage {
+                path: staging.clone(),
+                source,
+            };
+            // Written from its parts' offsets on; it grows as they land.
+            match NewFile::create_new(&staging, 0) {
+                Ok(file) => {
+                    return Ok(Staged {
+                        file: Mutex::new(file),
+                        staging,
+                        dest,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let folder = dest.parent().expect("an object has a folder");
+                    create_dirs_durably(folder).map_err(stage_err)?;
+                }
+                Err(e) => return Err(stage_err(e)),
+            }
+        }
+    }
+
+    /// Bytes the disk took straight from memory so far.
+    #[cfg(test)]
+    fn direct_bytes(&self) -> u64 {
+        self.file.lock().expect("a write does not panic").direct_bytes()
+    }
+
+    fn write(&self, payload: &PutPayload, mut at: u64) -> Result<(), LocalError> {
+        let file = self.file.lock().expect("a write does not panic");
+        for chunk in payload.iter() {
+            file.write_all_at(chunk, at)
+                .map_err(|source| LocalError::Write {
+                    path: self.staging.clone(),
+                    source,
+                })?;
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes the staging file durable, renames it over the object and
+    /// makes the rename durable.
+    fn publish(&self) -> Result<PutResult, LocalError> {
+        let publish_err = |source| LocalError::Publish {
+            staging: self.staging.clone(),
+            path: self.dest.clone(),
+            source,
+        };
+        let file = self.file.lock().expect("a write does not panic");
+        file.sync_all().map_err(publish_err)?;
+        tracing::trace!(path = %self.dest.display(), direct = file.direct_bytes(), "object written");
+        let meta = std::fs::metadata(&self.staging).map_err(publish_err)?;
+        std::fs::rename(&self.staging, &self.dest).map_err(publish_err)?;
+        let folder = self.dest.parent().expect("an object has a folder");
+        std::fs::File::open(folder)
+            .and_then(|f| f.sync_all())
+            .map_err(publish_err)?;
+        Ok(PutResult {
+            e_tag: Some(e_tag(&meta)),
+            version: None,
+            extensions: Default::default(),
+        })
+    }
+}
+
+/// The entity tag `LocalFileSystem` gives the same file (a rename keeps
+/// the inode, the modification time and the size).
+fn e_tag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default()
+        .as_micros();
+    format!("\"{:x}-{mtime:x}-{:x}\"", meta.ino(), meta.len())
+}
+
+/// One multipart upload into the directory.
+#[derive(Debug)]
+struct DirectUpload {
+    /// `None` once completed or aborted.
+    staged: Option<Arc<Staged>>,
+    /// Where the next part goes.
+    offset: u64,
+}
+
+impl DirectUpload {
+    fn staged(&self) -> Result<Arc<Staged>, LocalError> {
+        self.staged.clone().ok_or(LocalError::Closed)
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for DirectUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let at = self.offset;
+        self.offset += data.content_length() as u64;
+        let staged = self.staged();
+        async move {
+            let staged = staged?;
+            tokio::task::spawn_blocking(move || staged.write(&data, at))
+                .await
+                .expect("a write does not panic")?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let staged = self.staged()?;
+        let done = tokio::task::spawn_blocking(move || staged.publish())
+            .await
+            .expect("a publish does not panic")?;
+        self.staged = None;
+        Ok(done)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        let staged = self.staged()?;
+        self.staged = None;
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&staged.staging) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LocalError::Write {
+                path: staged.staging.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        })
+        .await
+        .expect("a removal does not panic")?;
+        Ok(())
+    }
+}
+
+impl Drop for DirectUpload {
+    /// An upload dropped unfinished leaves no staging file, as
+    /// `LocalFileSystem`'s does not. One unlink, done at once: no task
+    /// outlives the upload.
+    fn drop(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            let _ = std::fs::remove_file(&staged.staging);
+        }
+    }
+}
+
+/// Creates `dir` and its missing parents, fsyncing the parent of each one
+/// made, so that a power cut cannot take a folder whose files were synced.
+pub(crate) fn create_dirs_durably(dir: &std::path::Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at);
+        at = match at.parent() {
+            Some(parent) => parent,
+            None => break,
+        };
+    }
+    for new in missing.into_iter().rev() {
+        match std::fs::create_dir(new) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        if let Some(parent) = new.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::direct::ALIGN;
+    use object_store::ObjectStoreExt;
+
+    fn store(dir: &std::path::Path) -> LocalDirectory {
+        LocalDirectory::new(
+            LocalFileSystem::new_with_prefix(dir)
+                .unwrap()
+                .with_fsync(true),
+        )
+    }
+
+    /// `len` bytes of `byte` starting on a page, as the chunker's parts do.
+    fn aligned(byte: u8, len: usize) -> bytes::Bytes {
+        let mut raw = bytes::BytesMut::zeroed(len + ALIGN);
+        let skip = raw.as_ptr().align_offset(ALIGN);
+        raw[skip..skip + len].fill(byte);
+        raw.split_off(skip).split_to(len).freeze()
+    }
+
+    #[tokio::test]
+    async fn a_multipart_upload_is_seen_whole_and_only_once_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let key = Path::from("p/1/file.sst");
+        let mut upload = store.put_multipart(&key).await.unwrap();
+        let staging = dir.path().join("p/1/file.sst#1");
+        assert!(staging.exists(), "the staging file is named as LocalFileSystem names it");
+        let first = aligned(1, 2 * ALIGN);
+        let unaligned = bytes::Bytes::from(vec![2u8; ALIGN + 7]).slice(1..);
+        let last = aligned(3, ALIGN + 100);
+        upload.put_part(first.clone().into()).await.unwrap();
+        upload.put_part(unaligned.clone().into()).await.unwrap();
+        upload.put_part(last.clone().into()).await.unwrap();
+        assert!(
+            matches!(store.head(&key).await, Err(object_store::Error::NotFound { .. })),
+            "visible before it was complete"
+        );
+        let put = upload.complete().await.unwrap();
+        assert!(!staging.exists());
+        let meta = store.head(&key).await.unwrap();
+        assert_eq!(put.e_tag, meta.e_tag, "the e-tag the store gives the object");
+        let got = store.get(&key).await.unwrap().bytes().await.unwrap();
+        let want = [&first[..], &unaligned[..], &last[..]].concat();
+        assert_eq!(&got[..], &want[..]);
+    }
+
+    #[tokio::test]
+    async fn aligned_parts_go_around_the_page_cache_where_the_filesystem_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = tokio::task::spawn_blocking({
+            let dest = dir.path().join("a/b/object");
+            move || Staged::create(dest)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        // The first part is whole pages; the second, the object's end,
+        // has a partial last page, which goes through the page cache.
+        staged.write(&aligned(1, 4 * ALIGN).into(), 0).unwrap();
+        staged
+            .write(&aligned(2, ALIGN + 10).into(), 4 * ALIGN as u64)
+            .unwrap();
+        let direct = crate::direct::takes_direct_io(&dir.path().join("a/b"));
+        let expected = if direct { 5 * ALIGN as u64 } else { 0 };
+        assert_eq!(staged.direct_bytes(), expected, "direct I/O here: {direct}");
+        staged.publish().unwrap();
+        let back = std::fs::read(dir.path().join("a/b/object")).unwrap();
+        assert_eq!(back.len(), 5 * ALIGN + 10);
+        assert!(back[..4 * ALIGN].iter().all(|&b| b == 1));
+        assert!(back[4 * ALIGN..].iter().all(|&b| b == 2));
+    }
+
+    #[tokio::test]
+    async fn an_aborted_or_dropped_upload_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let key = Path::from("p/file");
+        let mut aborted = store.put_multipart(&key).await.unwrap();
+        aborted.put_part(aligned(1, ALIGN).into()).await.unwrap();
+        let mut dropped = store.put_multipart(&key).await.unwrap();
+        dropped.put_part(aligned(1, ALIGN).into()).await.unwrap();
+        assert!(dir.path().join("p/file#1").exists());
+        assert!(dir.path().join("p/file#2").exists(), "a second upload of one key");
+        aborted.abort().await.unwrap();
+        assert!(aborted.complete().await.is_err(), "completed after its abort");
+        drop(dropped);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("p")).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(matches!(
+            store.head(&key).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+    }
+}
