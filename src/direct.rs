@@ -90,6 +90,11 @@ pub(crate) struct NewFile {
     /// length, and the sync.
     file: File,
     path: PathBuf,
+    /// The file's device and inode: the direct handle is opened by path,
+    /// and a path can name another file by then (this one removed and a
+    /// new one made under its name, by the retry of an aborted upload
+    /// while a write of the old one was still on its way).
+    identity: (u64, u64),
     /// Set once the filesystem refuses direct I/O: opened, or a write.
     refused: AtomicBool,
     /// Bytes the disk took straight from memory.
@@ -105,9 +110,11 @@ impl NewFile {
             .create_new(true)
             .open(path)?;
         file.set_len(size)?;
+        let identity = identity(&file)?;
         Ok(NewFile {
             file,
             path: path.to_path_buf(),
+            identity,
             refused: AtomicBool::new(false),
             direct_bytes: AtomicU64::new(0),
         })
@@ -134,6 +141,9 @@ impl NewFile {
             // Any refusal to open (no direct I/O here, no descriptor left)
             // costs only the page cache; EINVAL says it will not change.
             match open_direct(&self.path) {
+                // Another file under the path now: this one is no longer
+                // anybody's, and the page cache writes what is left of it.
+                Ok(direct) if identity(&direct)? != self.identity => {}
                 Ok(direct) => match direct.write_all_at(&data[..whole], at) {
                     Ok(()) => {
                         self.direct_bytes.fetch_add(whole as u64, Ordering::Relaxed);
@@ -165,10 +175,22 @@ impl NewFile {
         self.direct_bytes.load(Ordering::Relaxed)
     }
 
+    /// The file's metadata, from its handle.
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
     /// Makes the file durable, however its bytes were written.
     pub fn sync_all(&self) -> io::Result<()> {
         self.file.sync_all()
     }
+}
+
+/// A file's device and inode number.
+fn identity(file: &File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// `path` opened again for direct writes: `EINVAL` where the filesystem
@@ -250,5 +272,21 @@ mod tests {
             NewFile::create_new(&path, 1).is_err(),
             "never an existing file"
         );
+    }
+
+    #[test]
+    fn a_write_never_lands_in_a_new_file_under_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f#1");
+        let old = NewFile::create_new(&path, 0).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let new = NewFile::create_new(&path, 0).unwrap();
+        let mut aligned = AlignedBuffer::with_capacity(2 * ALIGN);
+        assert!(aligned.push(&[4; 2 * ALIGN]));
+        old.write_all_at(aligned.as_slice(), 0).unwrap();
+        assert_eq!(old.direct_bytes(), 0, "written directly into the new file");
+        new.sync_all().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(std::fs::read(&path).unwrap().is_empty());
     }
 }

@@ -24,7 +24,6 @@ use crate::flow::MemoryBudget;
 use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
 
-
 pub(crate) use crate::direct::AlignedBuffer;
 use crate::direct::NewFile;
 #[cfg(test)]

@@ -203,11 +203,7 @@ impl ChunkerState {
             // than there are credits. Sized to each part, files of many
             // sizes left buffers in the pool that fitted no later part.
             let room = crate::crypto::stored_len(part_size as u64, seal.is_some()) as usize;
-            if buf.capacity() < room {
-                if let Some(recycled) = self.pool.take(room) {
-                    buf = recycled;
-                }
-            }
+            buf = next_buffer(buf, &self.pool, room);
             // The part is read into the buffer's spare room, which nothing
             // zeroes first: as a vector (the same allocation, no copy: the
             // buffer is empty and, once recycled, owned by the chunker alone)
@@ -253,6 +249,20 @@ impl ChunkerState {
         }
         Ok(crc)
     }
+}
+
+/// The buffer the next part is read into: what is left of the chunker's
+/// own after the last part was split off, if it has room for a whole part
+/// and the filler before it, or else one the pool recycled. (With less
+/// than that test, the rest after a part of a few bytes would count as
+/// room while that part still shares its allocation: turned into a
+/// vector it would be copied into a new one, and every small file would
+/// leave one more buffer behind.)
+fn next_buffer(rest: BytesMut, pool: &BufferPool, room: usize) -> BytesMut {
+    if rest.capacity() >= room + crate::direct::ALIGN {
+        return rest;
+    }
+    pool.take(room).unwrap_or(rest)
 }
 
 /// `buf`'s allocation as an empty vector with room for `room` bytes after
@@ -343,33 +353,52 @@ async fn open(path: PathBuf, expected: u64) -> Result<File, UploadError> {
 mod tests {
     use super::*;
     use crate::direct::ALIGN;
+    use crate::flow::Credits;
+    use std::collections::{HashSet, VecDeque};
 
-    /// The chunker's round: a buffer read into, split into a part, the part
-    /// dropped by the uploader and its buffer taken back for the next one.
-    #[test]
-    fn a_plain_part_starts_on_a_page_and_its_buffer_is_reused() {
+    /// The chunker's round, as `send_parts` runs it: a part read into the
+    /// next buffer and split off, the rest kept, the part held by the
+    /// uploader for two more rounds (every credit out) and then dropped,
+    /// its buffer going back to the pool. Parts of a few bytes (a
+    /// `CURRENT` file) alternate with whole ones.
+    #[tokio::test]
+    async fn parts_start_on_a_page_and_buffers_never_outnumber_the_credits() {
         let room = 3 * ALIGN + 100;
-        let mut buf = BytesMut::new();
-        let mut allocation = None;
-        for round in 0..4u8 {
+        let credits = Credits::new("test", 3);
+        let stats = Arc::new(PipelineStats::default());
+        let pool = BufferPool::default();
+        let mut rest = BytesMut::new();
+        let mut in_flight = VecDeque::new();
+        let mut allocations = HashSet::new();
+        for round in 0..40u8 {
+            if in_flight.len() == 3 {
+                drop(in_flight.pop_front());
+            }
+            let credit = credits.acquire().await;
+            rest.clear();
+            let buf = next_buffer(rest, &pool, room);
             let (mut vec, skip) = read_buffer(buf, room, false);
             assert!(vec.capacity() >= skip + room);
-            let start = vec.as_ptr() as usize;
-            if let Some(first) = allocation {
-                assert_eq!(start, first, "round {round}: the buffer was allocated again");
-            }
-            allocation = Some(start);
-            vec.extend(std::iter::repeat_n(round, room));
-            let mut rest = part_buffer(vec, skip);
+            allocations.insert(vec.as_ptr() as usize);
+            let len = if round % 2 == 0 { 16 } else { room };
+            vec.extend(std::iter::repeat_n(round, len));
+            rest = part_buffer(vec, skip);
             let part = rest.split().freeze();
             assert_eq!(part.as_ptr().align_offset(ALIGN), 0, "round {round}");
-            assert_eq!(part.len(), room);
+            assert_eq!(part.len(), len);
             assert!(part.iter().all(|&b| b == round));
-            drop(rest);
-            buf = part.try_into_mut().expect("the part was the last handle");
+            in_flight.push_back(Part::new(part, credit, stats.clone(), pool.clone()));
         }
-        // A sealed part starts where its buffer does.
-        let (vec, skip) = read_buffer(buf, room, true);
+        assert!(
+            allocations.len() <= 4,
+            "{} buffers for 3 credits and the chunker's own",
+            allocations.len()
+        );
+    }
+
+    #[test]
+    fn a_sealed_part_starts_where_its_buffer_does() {
+        let (vec, skip) = read_buffer(BytesMut::new(), 3 * ALIGN, true);
         assert_eq!(skip, 0);
         assert!(vec.is_empty());
     }

@@ -156,7 +156,9 @@ pub(super) async fn put_lease(root: &FsPath, key: &Path, bytes: Vec<u8>) -> std:
         let leases = path.parent().expect("a key has a folder");
         // The partition's folder holds what the snapshot will store: made
         // durably, as the store makes an object's folders.
-        crate::store::local::create_dirs_durably(leases.parent().expect("leases sit in a partition"))?;
+        crate::store::local::create_dirs_durably(
+            leases.parent().expect("leases sit in a partition"),
+        )?;
         match std::fs::create_dir(leases) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}

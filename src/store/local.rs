@@ -28,7 +28,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, UploadPart,
 };
 
 use crate::direct::NewFile;
@@ -73,6 +73,12 @@ enum LocalError {
     #[error("cannot publish {} as {}: {source}", staging.display(), path.display())]
     Publish {
         staging: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot remove the staging file {}: {source}", path.display())]
+    Remove {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -147,8 +153,20 @@ impl ObjectStore for LocalDirectory {
         self.inner.list_with_delimiter(prefix).await
     }
 
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
     }
 }
 
@@ -156,8 +174,9 @@ impl ObjectStore for LocalDirectory {
 #[derive(Debug)]
 struct Staged {
     /// Parts are written one at a time: concurrent writers of one file
-    /// would only wait for each other on its inode's lock.
-    file: Mutex<NewFile>,
+    /// would only wait for each other on its inode's lock. `None` once
+    /// the file is closed to be published.
+    file: Mutex<Option<NewFile>>,
     staging: PathBuf,
     dest: PathBuf,
 }
@@ -167,6 +186,7 @@ impl Staged {
     /// durably, as `LocalFileSystem` names and makes them.
     fn create(dest: PathBuf) -> Result<Self, LocalError> {
         let mut n = 1u32;
+        let mut made = false;
         loop {
             let mut staging = dest.clone().into_os_string();
             staging.push(format!("#{n}"));
@@ -179,15 +199,18 @@ impl Staged {
             match NewFile::create_new(&staging, 0) {
                 Ok(file) => {
                     return Ok(Staged {
-                        file: Mutex::new(file),
+                        file: Mutex::new(Some(file)),
                         staging,
                         dest,
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Made once; missing again (a dangling link where the
+                // folder should be), it will not appear by trying on.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !made => {
                     let folder = dest.parent().expect("an object has a folder");
                     create_dirs_durably(folder).map_err(stage_err)?;
+                    made = true;
                 }
                 Err(e) => return Err(stage_err(e)),
             }
@@ -197,11 +220,13 @@ impl Staged {
     /// Bytes the disk took straight from memory so far.
     #[cfg(test)]
     fn direct_bytes(&self) -> u64 {
-        self.file.lock().expect("a write does not panic").direct_bytes()
+        let file = self.file.lock().expect("a write does not panic");
+        file.as_ref().map_or(0, NewFile::direct_bytes)
     }
 
     fn write(&self, payload: &PutPayload, mut at: u64) -> Result<(), LocalError> {
         let file = self.file.lock().expect("a write does not panic");
+        let file = file.as_ref().ok_or(LocalError::Closed)?;
         for chunk in payload.iter() {
             file.write_all_at(chunk, at)
                 .map_err(|source| LocalError::Write {
@@ -213,18 +238,21 @@ impl Staged {
         Ok(())
     }
 
-    /// Makes the staging file durable, renames it over the object and
-    /// makes the rename durable.
+    /// Makes the staging file durable, closes it (a network filesystem
+    /// may commit on close), renames it over the object and makes the
+    /// rename durable.
     fn publish(&self) -> Result<PutResult, LocalError> {
         let publish_err = |source| LocalError::Publish {
             staging: self.staging.clone(),
             path: self.dest.clone(),
             source,
         };
-        let file = self.file.lock().expect("a write does not panic");
+        let file = self.file.lock().expect("a write does not panic").take();
+        let file = file.ok_or(LocalError::Closed)?;
         file.sync_all().map_err(publish_err)?;
+        let meta = file.metadata().map_err(publish_err)?;
         tracing::trace!(path = %self.dest.display(), direct = file.direct_bytes(), "object written");
-        let meta = std::fs::metadata(&self.staging).map_err(publish_err)?;
+        drop(file);
         std::fs::rename(&self.staging, &self.dest).map_err(publish_err)?;
         let folder = self.dest.parent().expect("an object has a folder");
         std::fs::File::open(folder)
@@ -295,7 +323,7 @@ impl MultipartUpload for DirectUpload {
         let staged = self.staged()?;
         self.staged = None;
         tokio::task::spawn_blocking(move || match std::fs::remove_file(&staged.staging) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LocalError::Write {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LocalError::Remove {
                 path: staged.staging.clone(),
                 source: e,
             }),
@@ -309,8 +337,10 @@ impl MultipartUpload for DirectUpload {
 
 impl Drop for DirectUpload {
     /// An upload dropped unfinished leaves no staging file, as
-    /// `LocalFileSystem`'s does not. One unlink, done at once: no task
-    /// outlives the upload.
+    /// `LocalFileSystem`'s does not: one unlink, done at once. (A part's
+    /// write already on a blocking thread runs to its end, into the
+    /// unlinked file; see [`NewFile`] for why it never lands in a new
+    /// file under the same name.)
     fn drop(&mut self) {
         if let Some(staged) = self.staged.take() {
             let _ = std::fs::remove_file(&staged.staging);
@@ -371,7 +401,10 @@ mod tests {
         let key = Path::from("p/1/file.sst");
         let mut upload = store.put_multipart(&key).await.unwrap();
         let staging = dir.path().join("p/1/file.sst#1");
-        assert!(staging.exists(), "the staging file is named as LocalFileSystem names it");
+        assert!(
+            staging.exists(),
+            "the staging file is named as LocalFileSystem names it"
+        );
         let first = aligned(1, 2 * ALIGN);
         let unaligned = bytes::Bytes::from(vec![2u8; ALIGN + 7]).slice(1..);
         let last = aligned(3, ALIGN + 100);
@@ -379,13 +412,19 @@ mod tests {
         upload.put_part(unaligned.clone().into()).await.unwrap();
         upload.put_part(last.clone().into()).await.unwrap();
         assert!(
-            matches!(store.head(&key).await, Err(object_store::Error::NotFound { .. })),
+            matches!(
+                store.head(&key).await,
+                Err(object_store::Error::NotFound { .. })
+            ),
             "visible before it was complete"
         );
         let put = upload.complete().await.unwrap();
         assert!(!staging.exists());
         let meta = store.head(&key).await.unwrap();
-        assert_eq!(put.e_tag, meta.e_tag, "the e-tag the store gives the object");
+        assert_eq!(
+            put.e_tag, meta.e_tag,
+            "the e-tag the store gives the object"
+        );
         let got = store.get(&key).await.unwrap().bytes().await.unwrap();
         let want = [&first[..], &unaligned[..], &last[..]].concat();
         assert_eq!(&got[..], &want[..]);
@@ -418,6 +457,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn parts_land_at_their_offsets_whatever_order_they_finish_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let key = Path::from("file");
+        let mut upload = store.put_multipart(&key).await.unwrap();
+        let parts: Vec<_> = (0..4u8).map(|i| aligned(i + 1, 2 * ALIGN)).collect();
+        let mut pending: Vec<_> = parts
+            .iter()
+            .map(|p| upload.put_part(p.clone().into()))
+            .collect();
+        while let Some(part) = pending.pop() {
+            part.await.unwrap();
+        }
+        upload.complete().await.unwrap();
+        let got = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], &parts.concat()[..]);
+    }
+
+    #[test]
+    fn a_full_disk_is_still_seen_under_the_store_error() {
+        let full = io::Error::from_raw_os_error(libc::ENOSPC);
+        let e: object_store::Error = LocalError::Write {
+            path: PathBuf::from("x"),
+            source: full,
+        }
+        .into();
+        assert!(crate::disk_full::caused(&e), "{e}");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_folder_that_cannot_be_made_fails_the_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone/deeper"), dir.path().join("p")).unwrap();
+        let store = store(dir.path());
+        let key = Path::from("p/file");
+        let upload = store.put_multipart(&key);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(30), upload)
+            .await
+            .expect("an answer, not a loop")
+            .expect_err("an upload under a dangling link");
+        assert!(err.to_string().contains("staging file"), "{err}");
+    }
+
+    #[tokio::test]
     async fn an_aborted_or_dropped_upload_leaves_no_staging_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
@@ -427,9 +511,15 @@ mod tests {
         let mut dropped = store.put_multipart(&key).await.unwrap();
         dropped.put_part(aligned(1, ALIGN).into()).await.unwrap();
         assert!(dir.path().join("p/file#1").exists());
-        assert!(dir.path().join("p/file#2").exists(), "a second upload of one key");
+        assert!(
+            dir.path().join("p/file#2").exists(),
+            "a second upload of one key"
+        );
         aborted.abort().await.unwrap();
-        assert!(aborted.complete().await.is_err(), "completed after its abort");
+        assert!(
+            aborted.complete().await.is_err(),
+            "completed after its abort"
+        );
         drop(dropped);
         let left: Vec<_> = std::fs::read_dir(dir.path().join("p")).unwrap().collect();
         assert!(left.is_empty(), "left behind: {left:?}");
