@@ -156,21 +156,34 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         }
         built.push((gib, dataset(root, gib * GIB, 1)));
     }
-    for (gib, db) in built {
-        eprintln!("size curve: {gib} GiB");
-        // Written back and read once: each size starts with its files in
-        // the page cache and nothing dirty, as the other rows do.
-        settle(&[&db]);
-        let idle = run_child("idle", &db, &root.join("unused"), &[]);
-        let overhead = fixed_overhead(&db, root, &idle);
-        let repo = root.join("repo");
-        let mut samples = Vec::new();
-        for _ in 0..runs {
+    // Every dataset in the page cache at once (together 15 GiB by
+    // default: a snapshot no longer takes page cache for its copies), and
+    // each run visits every size in turn, as the partitions curve does: a
+    // noisy stretch of the machine then falls on every size alike, not on
+    // whichever was being measured (run back to back, the same size
+    // differed by a quarter between two stretches of the same hour).
+    settle(&built.iter().map(|(_, db)| db.as_path()).collect::<Vec<_>>());
+    let idle: Vec<Value> = built
+        .iter()
+        .map(|(_, db)| run_child("idle", db, &root.join("unused"), &[]))
+        .collect();
+    let overheads: Vec<u64> = built
+        .iter()
+        .zip(&idle)
+        .map(|((_, db), idle)| fixed_overhead(db, root, idle))
+        .collect();
+    let repo = root.join("repo");
+    let mut samples = vec![Vec::new(); built.len()];
+    for run in 0..runs {
+        eprintln!("size curve: run {} of {runs}", run + 1);
+        for (i, (_, db)) in built.iter().enumerate() {
             let _ = std::fs::remove_dir_all(&repo);
-            let s = run_child("snapshot", &db, &repo, &[]);
+            samples[i].push(run_child("snapshot", db, &repo, &[]));
             std::fs::remove_dir_all(&repo).unwrap();
-            samples.push(s);
         }
+    }
+    for (i, (gib, _)) in built.iter().enumerate() {
+        let samples = &mut samples[i];
         samples.sort_by_key(secs);
         let s = &samples[samples.len() / 2];
         let stored = s["bytes"].as_u64().unwrap() as f64 / GIB as f64;
@@ -178,13 +191,13 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         let cpu = crate::cpu(s).expect("the snapshot child reports its CPU");
         let peak = samples.iter().map(rss).max().unwrap();
         rows.push((
-            gib,
+            *gib,
             secs(s).as_secs_f64(),
             per_gib,
-            peak.saturating_sub(rss(&idle)),
+            peak.saturating_sub(rss(&idle[i])),
             cpu.user / stored,
             cpu.sys / stored,
-            overhead,
+            overheads[i],
         ));
     }
     if rows.is_empty() {
