@@ -13,11 +13,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload, PutResult, Result, UploadPart,
 };
 
 /// An Azure store whose aborted uploads leave no blocks behind.
@@ -38,17 +36,7 @@ impl fmt::Display for DropBlocksOnAbort {
     }
 }
 
-#[async_trait]
-impl ObjectStore for DropBlocksOnAbort {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
+wrapper_store!(DropBlocksOnAbort {
     async fn put_multipart_opts(
         &self,
         location: &Path,
@@ -61,30 +49,7 @@ impl ObjectStore for DropBlocksOnAbort {
             location: location.clone(),
         }))
     }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+});
 
 #[derive(Debug)]
 struct BlockUpload {
