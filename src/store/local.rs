@@ -19,7 +19,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -115,13 +115,17 @@ wrapper_store!(LocalDirectory {
     }
 });
 
+/// The staging file, `None` once it is closed to be published.
+type StagingFile = Arc<tokio::sync::Mutex<Option<NewFile>>>;
+
 /// An upload's staging file and the object it becomes.
 #[derive(Debug)]
 struct Staged {
-    /// Parts are written one at a time: concurrent writers of one file
-    /// would only wait for each other on its inode's lock. `None` once
-    /// the file is closed to be published.
-    file: Mutex<Option<NewFile>>,
+    /// Parts are written one at a time (concurrent writers of one file
+    /// would only wait for each other on its inode's lock), and a part
+    /// waits for its turn here, before it takes a blocking thread: eight
+    /// parts of one file in flight hold one thread, not eight.
+    file: StagingFile,
     staging: PathBuf,
     dest: PathBuf,
 }
@@ -144,7 +148,7 @@ impl Staged {
             match NewFile::create_new(&staging, 0) {
                 Ok(file) => {
                     return Ok(Staged {
-                        file: Mutex::new(Some(file)),
+                        file: Arc::new(tokio::sync::Mutex::new(Some(file))),
                         staging,
                         dest,
                     })
@@ -164,50 +168,62 @@ impl Staged {
 
     /// Bytes the disk took straight from memory so far.
     #[cfg(test)]
-    fn direct_bytes(&self) -> u64 {
-        let file = self.file.lock().expect("a write does not panic");
+    async fn direct_bytes(&self) -> u64 {
+        let file = self.file.lock().await;
         file.as_ref().map_or(0, NewFile::direct_bytes)
     }
 
-    fn write(&self, payload: &PutPayload, mut at: u64) -> Result<(), LocalError> {
-        let file = self.file.lock().expect("a write does not panic");
-        let file = file.as_ref().ok_or(LocalError::Closed)?;
-        for chunk in payload.iter() {
-            file.write_all_at(chunk, at)
-                .map_err(|source| LocalError::Write {
-                    path: self.staging.clone(),
-                    source,
-                })?;
-            at += chunk.len() as u64;
-        }
-        Ok(())
+    /// Writes `payload` at `at`, once the file's earlier writes are done.
+    async fn write(&self, payload: PutPayload, mut at: u64) -> Result<(), LocalError> {
+        let file = self.file.clone().lock_owned().await;
+        let staging = self.staging.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = file.as_ref().ok_or(LocalError::Closed)?;
+            for chunk in payload.iter() {
+                file.write_all_at(chunk, at)
+                    .map_err(|source| LocalError::Write {
+                        path: staging.clone(),
+                        source,
+                    })?;
+                at += chunk.len() as u64;
+            }
+            Ok(())
+        })
+        .await
+        .expect("a write does not panic")
     }
 
     /// Makes the staging file durable, closes it (a network filesystem
     /// may commit on close), renames it over the object and makes the
     /// rename durable.
-    fn publish(&self) -> Result<PutResult, LocalError> {
-        let publish_err = |source| LocalError::Publish {
-            staging: self.staging.clone(),
-            path: self.dest.clone(),
-            source,
-        };
-        let file = self.file.lock().expect("a write does not panic").take();
-        let file = file.ok_or(LocalError::Closed)?;
-        file.sync_all().map_err(publish_err)?;
-        let meta = file.metadata().map_err(publish_err)?;
-        tracing::trace!(path = %self.dest.display(), direct = file.direct_bytes(), "object written");
-        drop(file);
-        std::fs::rename(&self.staging, &self.dest).map_err(publish_err)?;
-        let folder = self.dest.parent().expect("an object has a folder");
-        std::fs::File::open(folder)
-            .and_then(|f| f.sync_all())
-            .map_err(publish_err)?;
-        Ok(PutResult {
-            e_tag: Some(e_tag(&meta)),
-            version: None,
-            extensions: Default::default(),
+    async fn publish(&self) -> Result<PutResult, LocalError> {
+        let file = self.file.clone().lock_owned().await;
+        let (staging, dest) = (self.staging.clone(), self.dest.clone());
+        tokio::task::spawn_blocking(move || {
+            let publish_err = |source| LocalError::Publish {
+                staging: staging.clone(),
+                path: dest.clone(),
+                source,
+            };
+            let mut file = file;
+            let file = file.take().ok_or(LocalError::Closed)?;
+            file.sync_all().map_err(publish_err)?;
+            let meta = file.metadata().map_err(publish_err)?;
+            tracing::trace!(path = %dest.display(), direct = file.direct_bytes(), "object written");
+            drop(file);
+            std::fs::rename(&staging, &dest).map_err(publish_err)?;
+            let folder = dest.parent().expect("an object has a folder");
+            std::fs::File::open(folder)
+                .and_then(|f| f.sync_all())
+                .map_err(publish_err)?;
+            Ok(PutResult {
+                e_tag: Some(e_tag(&meta)),
+                version: None,
+                extensions: Default::default(),
+            })
         })
+        .await
+        .expect("a publish does not panic")
     }
 }
 
@@ -245,21 +261,11 @@ impl MultipartUpload for DirectUpload {
         let at = self.offset;
         self.offset += data.content_length() as u64;
         let staged = self.staged();
-        async move {
-            let staged = staged?;
-            tokio::task::spawn_blocking(move || staged.write(&data, at))
-                .await
-                .expect("a write does not panic")?;
-            Ok(())
-        }
-        .boxed()
+        async move { Ok(staged?.write(data, at).await?) }.boxed()
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        let staged = self.staged()?;
-        let done = tokio::task::spawn_blocking(move || staged.publish())
-            .await
-            .expect("a publish does not panic")?;
+        let done = self.staged()?.publish().await?;
         self.staged = None;
         Ok(done)
     }
@@ -282,10 +288,11 @@ impl MultipartUpload for DirectUpload {
 
 impl Drop for DirectUpload {
     /// An upload dropped unfinished leaves no staging file, as
-    /// `LocalFileSystem`'s does not: one unlink, done at once. (A part's
-    /// write already on a blocking thread runs to its end, into the
-    /// unlinked file; see [`NewFile`] for why it never lands in a new
-    /// file under the same name.)
+    /// `LocalFileSystem`'s does not: one unlink, done at once. (A part
+    /// waiting for its turn is dropped unwritten; one already on a
+    /// blocking thread runs to its end, into the unlinked file: see
+    /// [`NewFile`] for why it never lands in a new file under the same
+    /// name.)
     fn drop(&mut self) {
         if let Some(staged) = self.staged.take() {
             let _ = std::fs::remove_file(&staged.staging);
@@ -387,14 +394,19 @@ mod tests {
         .unwrap();
         // The first part is whole pages; the second, the object's end,
         // has a partial last page, which goes through the page cache.
-        staged.write(&aligned(1, 4 * ALIGN).into(), 0).unwrap();
+        staged.write(aligned(1, 4 * ALIGN).into(), 0).await.unwrap();
         staged
-            .write(&aligned(2, ALIGN + 10).into(), 4 * ALIGN as u64)
+            .write(aligned(2, ALIGN + 10).into(), 4 * ALIGN as u64)
+            .await
             .unwrap();
         let direct = crate::direct::takes_direct_io(&dir.path().join("a/b"));
         let expected = if direct { 5 * ALIGN as u64 } else { 0 };
-        assert_eq!(staged.direct_bytes(), expected, "direct I/O here: {direct}");
-        staged.publish().unwrap();
+        assert_eq!(
+            staged.direct_bytes().await,
+            expected,
+            "direct I/O here: {direct}"
+        );
+        staged.publish().await.unwrap();
         let back = std::fs::read(dir.path().join("a/b/object")).unwrap();
         assert_eq!(back.len(), 5 * ALIGN + 10);
         assert!(back[..4 * ALIGN].iter().all(|&b| b == 1));
@@ -444,6 +456,29 @@ mod tests {
             .expect("an answer, not a loop")
             .expect_err("an upload under a dangling link");
         assert!(err.to_string().contains("staging file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_part_waiting_for_its_turn_is_dropped_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("object");
+        let staged = tokio::task::spawn_blocking(move || Staged::create(dest))
+            .await
+            .unwrap()
+            .unwrap();
+        // Another part's write under way.
+        let turn = staged.file.clone().lock_owned().await;
+        let mut waiting = Box::pin(staged.write(aligned(7, ALIGN).into(), 0));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        drop(waiting);
+        drop(turn);
+        staged.publish().await.unwrap();
+        let back = std::fs::read(dir.path().join("object")).unwrap();
+        assert!(
+            back.is_empty(),
+            "a dropped part was written: {} bytes",
+            back.len()
+        );
     }
 
     #[tokio::test]
