@@ -204,10 +204,7 @@ impl ChunkerState {
             // sizes left buffers in the pool that fitted no later part.
             let room = crate::crypto::stored_len(part_size as u64, seal.is_some()) as usize;
             buf = next_buffer(buf, &self.pool, room);
-            // The part is read into the buffer's spare room, which nothing
-            // zeroes first: as a vector (the same allocation, no copy: the
-            // buffer is empty and, once recycled, owned by the chunker alone)
-            // that the standard library reads a file straight into.
+            // Read into the buffer's spare room, which nothing zeroes first.
             let (mut room_vec, skip) = read_buffer(buf, room, seal.is_some());
             let seal = seal.cloned();
             let last = index + 1 == parts;

@@ -193,6 +193,17 @@ impl Staged {
         .expect("a write does not panic")
     }
 
+    /// Removes the staging file (gone already counts as removed).
+    fn remove(&self) -> Result<(), LocalError> {
+        match std::fs::remove_file(&self.staging) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LocalError::Remove {
+                path: self.staging.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Makes the staging file durable, closes it (a network filesystem
     /// may commit on close), renames it over the object and makes the
     /// rename durable.
@@ -273,15 +284,9 @@ impl MultipartUpload for DirectUpload {
     async fn abort(&mut self) -> Result<()> {
         let staged = self.staged()?;
         self.staged = None;
-        tokio::task::spawn_blocking(move || match std::fs::remove_file(&staged.staging) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LocalError::Remove {
-                path: staged.staging.clone(),
-                source: e,
-            }),
-            _ => Ok(()),
-        })
-        .await
-        .expect("a removal does not panic")?;
+        tokio::task::spawn_blocking(move || staged.remove())
+            .await
+            .expect("a removal does not panic")?;
         Ok(())
     }
 }
@@ -295,7 +300,7 @@ impl Drop for DirectUpload {
     /// name.)
     fn drop(&mut self) {
         if let Some(staged) = self.staged.take() {
-            let _ = std::fs::remove_file(&staged.staging);
+            let _ = staged.remove();
         }
     }
 }
@@ -336,6 +341,14 @@ mod tests {
                 .unwrap()
                 .with_fsync(true),
         )
+    }
+
+    /// A staged upload to `dest`, made as the store makes one.
+    async fn staged(dest: PathBuf) -> Staged {
+        tokio::task::spawn_blocking(move || Staged::create(dest))
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     /// `len` bytes of `byte` starting on a page, as the chunker's parts do.
@@ -385,13 +398,7 @@ mod tests {
     #[tokio::test]
     async fn aligned_parts_go_around_the_page_cache_where_the_filesystem_allows() {
         let dir = tempfile::tempdir().unwrap();
-        let staged = tokio::task::spawn_blocking({
-            let dest = dir.path().join("a/b/object");
-            move || Staged::create(dest)
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let staged = staged(dir.path().join("a/b/object")).await;
         // The first part is whole pages; the second, the object's end,
         // has a partial last page, which goes through the page cache.
         staged.write(aligned(1, 4 * ALIGN).into(), 0).await.unwrap();
@@ -461,11 +468,7 @@ mod tests {
     #[tokio::test]
     async fn a_part_waiting_for_its_turn_is_dropped_unwritten() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("object");
-        let staged = tokio::task::spawn_blocking(move || Staged::create(dest))
-            .await
-            .unwrap()
-            .unwrap();
+        let staged = staged(dir.path().join("object")).await;
         // Another part's write under way.
         let turn = staged.file.clone().lock_owned().await;
         let mut waiting = Box::pin(staged.write(aligned(7, ALIGN).into(), 0));
