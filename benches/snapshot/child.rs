@@ -46,6 +46,10 @@ pub fn run(mode: &str) {
                     encryption: keyring(),
                     part_size: crate::env_or("ROCKSNAP_BENCH_PART_MIB", defaults.part_size >> 20)
                         << 20,
+                    max_parts_in_flight: crate::env_or(
+                        "ROCKSNAP_BENCH_IN_FLIGHT",
+                        defaults.max_parts_in_flight,
+                    ),
                     ..defaults
                 };
                 let local = Repository::new(
@@ -415,6 +419,9 @@ async fn incremental(dataset: &Path, repo: &Path) -> Value {
     // The actors let go of the checkpoint before it is removed.
     sup.stop(None);
     done.await.unwrap();
+    // The flush may have started a compaction, whose files would land in
+    // the folder while it is being removed.
+    partitions.db().cancel_all_background_work(true);
     drop(partitions);
     std::fs::remove_dir_all(&work).unwrap();
     json!({

@@ -18,7 +18,7 @@ const GIB: u64 = 1 << 30;
 
 /// Runs per point of the partitions and size curves.
 fn curve_runs() -> usize {
-    env_or("ROCKSNAP_BENCH_CURVE_RUNS", 3).max(1)
+    env_or("ROCKSNAP_BENCH_CURVE_RUNS", 5).max(1)
 }
 
 /// 1 to 256 partitions holding `bytes` together, snapshotted at once by one
@@ -65,7 +65,7 @@ pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut 
             median(std::mem::take(&mut remote[i])),
             remote_bound[i],
             rss_over[i],
-            fixed_overhead(&dbs[i], root, &idle[i]),
+            fixed_overhead(&dbs[i], root, &idle[i], runs),
         ));
     }
     let at = |n: u64| rows.iter().find(|r| r.0 == n).unwrap();
@@ -170,7 +170,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
     let overheads: Vec<u64> = built
         .iter()
         .zip(&idle)
-        .map(|((_, db), idle)| fixed_overhead(db, root, idle))
+        .map(|((_, db), idle)| fixed_overhead(db, root, idle, runs))
         .collect();
     let repo = root.join("repo");
     let mut samples = vec![Vec::new(); built.len()];
@@ -266,12 +266,22 @@ pub fn settle(dbs: &[&Path]) {
             .expect("ROCKSNAP_BENCH_DROP_CACHES needs root");
     }
     for db in dbs {
-        for e in std::fs::read_dir(db).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_file() {
-                let mut f = std::fs::File::open(&path).unwrap();
-                std::io::copy(&mut f, &mut std::io::sink()).unwrap();
-            }
+        warm(db);
+    }
+}
+
+/// Reads every file of `db` once, so that what reads it next finds it in
+/// the page cache. Called again just before each measurement that reads a
+/// database: a machine may page out page cache that went unread for a
+/// while (this one runs a DAMON `pageout` scheme on pages a minute cold),
+/// and a dataset read at a curve's start could otherwise be back on disk,
+/// in part, by its turn: the same snapshot then took twice its time.
+pub fn warm(db: &Path) {
+    for e in std::fs::read_dir(db).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_file() {
+            let mut f = std::fs::File::open(&path).unwrap();
+            std::io::copy(&mut f, &mut std::io::sink()).unwrap();
         }
     }
 }

@@ -24,7 +24,9 @@
 //!   `partitions,size,population,parts,foreground` (default all; `none`);
 //! - `ROCKSNAP_BENCH_SIZES_GIB`: the size curve's sizes (default `1,2,4,8`);
 //! - `ROCKSNAP_BENCH_CURVE_RUNS`: runs per point of the partitions and
-//!   size curves (default 3);
+//!   size curves (default 5);
+//! - `ROCKSNAP_BENCH_IN_FLIGHT`: parts in flight of every local snapshot
+//!   child (default the pipeline's), to probe the setting by hand;
 //! - `ROCKSNAP_BENCH_LOG`: a `tracing` filter for the child processes'
 //!   logs on stderr (e.g. `rocksnap=debug`);
 //! - `ROCKSNAP_BENCH_SKIP_4X=1`: skip the memory run on a 4× dataset (one
@@ -96,7 +98,7 @@ fn main() {
     let mut t = Table::default();
     let idle = run_child("idle", &db, &root.join("unused"), &[]);
     comparisons(&mut t, &db, &root, &idle, runs, partitions, rate_mib);
-    let overheads = fixed_overheads(&db, &root, &idle);
+    let overheads = fixed_overheads(&db, &root, &idle, runs);
     let overhead = overheads.iter().copied().max().unwrap_or(0);
     // Memory must not grow with the snapshot's size (one partition: the
     // size curve's dataset of that size), each size over its own idle
@@ -108,7 +110,7 @@ fn main() {
             let big = dataset(&root, 4 * bytes, 1);
             curves::settle(&[&big]);
             let big_idle = run_child("idle", &big, &root.join("unused"), &[]);
-            let big_overhead = fixed_overhead(&big, &root, &big_idle);
+            let big_overhead = fixed_overhead(&big, &root, &big_idle, 1);
             let repo = root.join("repo");
             let _ = std::fs::remove_dir_all(&repo);
             let snap = run_child("snapshot", &big, &repo, &[]);
@@ -210,12 +212,18 @@ fn comparisons(
         }
         let repo = root.join("repo");
         let _ = std::fs::remove_dir_all(&repo);
+        // The exported files are links to the database's, warmed as the
+        // snapshot child's are.
+        let copy_export = || {
+            curves::warm(db);
+            copy_tree(&export, &root.join("copy"))
+        };
         let mut copied = None;
         if baseline_first {
-            copied = Some(copy_tree(&export, &root.join("copy")));
+            copied = Some(copy_export());
         }
         let snap = run_child("snapshot", db, &repo, &[]);
-        let copied = copied.unwrap_or_else(|| copy_tree(&export, &root.join("copy")));
+        let copied = copied.unwrap_or_else(copy_export);
         std::fs::remove_dir_all(&export).unwrap();
         let stored = snap["bytes"].as_u64().unwrap();
         t.add(
@@ -436,12 +444,12 @@ fn encrypted_local(t: &mut Table, db: &Path, root: &Path, sealed: &[(&str, &str)
 
 /// What a snapshot process of `db` holds beside its parts: the peak over
 /// `idle` of the same snapshot with 5 MiB parts instead of 8, less what
-/// those parts can hold (5 MiB × (parts in flight + 1)); each of
-/// [`OVERHEAD_RUNS`] runs.
-pub fn fixed_overheads(db: &Path, root: &Path, idle: &Value) -> Vec<u64> {
+/// those parts can hold (5 MiB × (parts in flight + 1)); one figure for
+/// each of `runs` runs, at least [`OVERHEAD_RUNS`].
+pub fn fixed_overheads(db: &Path, root: &Path, idle: &Value, runs: usize) -> Vec<u64> {
     let parts = (5 * (PipelineConfig::default().max_parts_in_flight as u64 + 1)) << 20;
     let repo = root.join("repo");
-    (0..OVERHEAD_RUNS)
+    (0..runs.max(OVERHEAD_RUNS))
         .map(|_| {
             let _ = std::fs::remove_dir_all(&repo);
             let s = run_child("snapshot", db, &repo, &[("ROCKSNAP_BENCH_PART_MIB", "5")]);
@@ -451,16 +459,20 @@ pub fn fixed_overheads(db: &Path, root: &Path, idle: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// Runs of the 5 MiB-part snapshot that measure a dataset's fixed overhead.
+/// The fewest runs of the 5 MiB-part snapshot that measure a dataset's
+/// fixed overhead.
 pub const OVERHEAD_RUNS: usize = 3;
 
-/// A dataset's fixed overhead: the largest of [`fixed_overheads`]. A run
-/// whose store kept up with its reads never filled every part (its peak
-/// then falls a part or two short, and the overhead it implies to zero),
-/// so only the runs that did fill them measure it, and the largest is one
-/// of those; each row is held to the largest of its own runs likewise.
-pub fn fixed_overhead(db: &Path, root: &Path, idle: &Value) -> u64 {
-    fixed_overheads(db, root, idle)
+/// A dataset's fixed overhead, for rows that take the largest of `runs`
+/// runs: the largest of as many of [`fixed_overheads`]. A run whose store
+/// kept up with its reads never filled every part (its peak then falls a
+/// part or two short, and the overhead it implies to zero), so only the
+/// runs that did fill them measure it, and the largest is one of those.
+/// Both sides are the largest of as many runs, since the largest of five
+/// runs tends to be above the largest of three of the same process (by
+/// 1–2 MiB here, threads and allocator arenas coming and going).
+pub fn fixed_overhead(db: &Path, root: &Path, idle: &Value, runs: usize) -> u64 {
+    fixed_overheads(db, root, idle, runs)
         .into_iter()
         .max()
         .unwrap_or(0)
@@ -589,6 +601,10 @@ pub fn quiet_disk() {
 /// Runs one measurement in a child process of this benchmark; its JSON.
 pub fn run_child(mode: &str, db: &Path, repo: &Path, env: &[(&str, &str)]) -> Value {
     quiet_disk();
+    // Every child but a restore reads the database (a restore writes it).
+    if mode != "restore" && db.is_dir() {
+        curves::warm(db);
+    }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env("ROCKSNAP_BENCH_CHILD", mode)
         .env("ROCKSNAP_BENCH_DB", db)
