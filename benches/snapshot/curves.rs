@@ -2,11 +2,11 @@
 //! partitions, with one partition's size, and with the part size and the
 //! parts in flight.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use rocksnap::{PartitionStore, PipelineConfig};
+use rocksnap::{PartitionId, PartitionStore, PipelineConfig};
 use serde_json::{json, Value};
 
 use crate::child::snapshot_into_model;
@@ -129,8 +129,9 @@ pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut 
 }
 
 /// One partition of 1, 2, 4, 8 GiB (or `ROCKSNAP_BENCH_SIZES_GIB`) into a
-/// local directory: time per GiB and peak memory. A size the disk cannot
-/// hold twice over (dataset and snapshot) is skipped, and said so.
+/// local directory: time per GiB and peak memory, beside the time per GiB
+/// of a direct copy of the same files (`disk::copy`). A size the disk
+/// cannot hold twice over (dataset and snapshot) is skipped, and said so.
 pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
     let sizes: Vec<u64> = std::env::var("ROCKSNAP_BENCH_SIZES_GIB")
         .unwrap_or_else(|_| "1,2,4,8".into())
@@ -138,7 +139,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let runs = curve_runs();
-    let mut rows = Vec::new();
+    let mut rows: Vec<SizeRow> = Vec::new();
     let mut skipped = Vec::new();
     // Every dataset is built first, so that no measurement meets another
     // one's writeback.
@@ -172,66 +173,120 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         .zip(&idle)
         .map(|((_, db), idle)| fixed_overhead(db, root, idle, runs))
         .collect();
+    // The same files copied with nothing but the disk in the way
+    // (`disk::copy`), alternating with the snapshot: what the disk itself
+    // does with each size. Its time per GiB falls with size too (a 1 GiB
+    // direct `dd` here took 0.77–0.83 s, an 8 GiB one 0.58–0.68 s per
+    // GiB), and the snapshot cannot be flatter than the disk it writes to.
+    let exports: Vec<(PathBuf, PathBuf)> = built
+        .iter()
+        .map(|(gib, db)| {
+            let export = root.join(format!("export-{gib}"));
+            let _ = std::fs::remove_dir_all(&export);
+            std::fs::create_dir_all(&export).unwrap();
+            let store = PartitionStore::open_existing(db).unwrap();
+            let cf = rocksnap::partition::cf_name(PartitionId(0));
+            let files = export.join(&cf);
+            store.export_column_family(&cf, &files).unwrap();
+            (export, files)
+        })
+        .collect();
     let repo = root.join("repo");
     let mut samples = vec![Vec::new(); built.len()];
+    let mut copies = vec![Vec::new(); built.len()];
     for run in 0..runs {
         eprintln!("size curve: run {} of {runs}", run + 1);
         for (i, (_, db)) in built.iter().enumerate() {
+            let copy = || {
+                warm(db);
+                crate::quiet_disk();
+                let dest = root.join("copy");
+                let took = crate::disk::copy(&exports[i].1, &dest);
+                std::fs::remove_dir_all(&dest).unwrap();
+                took
+            };
+            let baseline_first = run % 2 == 0;
+            if baseline_first {
+                copies[i].push(copy());
+            }
             let _ = std::fs::remove_dir_all(&repo);
             samples[i].push(run_child("snapshot", db, &repo, &[]));
             std::fs::remove_dir_all(&repo).unwrap();
+            if !baseline_first {
+                copies[i].push(copy());
+            }
         }
+    }
+    for (export, _) in &exports {
+        std::fs::remove_dir_all(export).unwrap();
     }
     for (i, (gib, _)) in built.iter().enumerate() {
         let samples = &mut samples[i];
         samples.sort_by_key(secs);
         let s = &samples[samples.len() / 2];
         let stored = s["bytes"].as_u64().unwrap() as f64 / GIB as f64;
-        let per_gib = secs(s).as_secs_f64() / stored;
         let cpu = crate::cpu(s).expect("the snapshot child reports its CPU");
         let peak = samples.iter().map(rss).max().unwrap();
-        rows.push((
-            *gib,
-            secs(s).as_secs_f64(),
-            per_gib,
-            peak.saturating_sub(rss(&idle[i])),
-            cpu.user / stored,
-            cpu.sys / stored,
-            overheads[i],
-        ));
+        let copy = median(copies[i].iter().map(|d| d.as_secs_f64()).collect());
+        rows.push(SizeRow {
+            gib: *gib,
+            seconds: secs(s).as_secs_f64(),
+            per_gib: secs(s).as_secs_f64() / stored,
+            copy_per_gib: copy / stored,
+            rss_over_idle: peak.saturating_sub(rss(&idle[i])),
+            overhead: overheads[i],
+            user_per_gib: cpu.user / stored,
+            sys_per_gib: cpu.sys / stored,
+        });
     }
     if rows.is_empty() {
         return json!({"skipped_gib": skipped});
     }
-    let reference = median(rows.iter().map(|r| r.2).collect());
-    println!("\nsize: one partition, local directory (median of {runs})\n");
+    let reference = median(rows.iter().map(|r| r.per_gib).collect());
+    let copy_reference = median(rows.iter().map(|r| r.copy_per_gib).collect());
+    println!("\nsize: one partition, local directory (median of {runs}), beside a direct copy of the same files\n");
     println!(
-        "{:>6} {:>9} {:>8} {:>8} {:>17} {:>13} {:>10} {:>10}",
+        "{:>6} {:>9} {:>8} {:>8} {:>13} {:>8} {:>9} {:>17} {:>13} {:>10} {:>10}",
         "GiB",
         "seconds",
         "s/GiB",
         "÷median",
+        "copy s/GiB",
+        "÷median",
+        "copy÷snap",
         "RSS over idle MiB",
         "overhead MiB",
         "user s/GiB",
         "sys s/GiB"
     );
     let mut json_rows = Vec::new();
-    for &(gib, s, per, m, user, sys, o) in &rows {
+    for r in &rows {
         println!(
-            "{gib:>6} {s:>9.3} {per:>8.3} {:>8.2} {:>17.0} {:>13.0} {user:>10.3} {sys:>10.3}",
-            per / reference,
-            mib(m),
-            mib(o)
+            "{:>6} {:>9.3} {:>8.3} {:>8.2} {:>13.3} {:>8.2} {:>9.2} {:>17.0} {:>13.0} {:>10.3} {:>10.3}",
+            r.gib,
+            r.seconds,
+            r.per_gib,
+            r.per_gib / reference,
+            r.copy_per_gib,
+            r.copy_per_gib / copy_reference,
+            r.copy_per_gib / r.per_gib,
+            mib(r.rss_over_idle),
+            mib(r.overhead),
+            r.user_per_gib,
+            r.sys_per_gib,
         );
         json_rows.push(json!({
-            "gib": gib, "seconds": s, "seconds_per_gib": per, "ratio_to_median": per / reference,
-            "peak_rss_over_idle": m, "fixed_overhead": o,
-            "user_cpu_per_gib": user, "system_cpu_per_gib": sys,
+            "gib": r.gib, "seconds": r.seconds, "seconds_per_gib": r.per_gib,
+            "ratio_to_median": r.per_gib / reference,
+            "copy_seconds_per_gib": r.copy_per_gib,
+            "copy_ratio_to_median": r.copy_per_gib / copy_reference,
+            "copy_over_snapshot": r.copy_per_gib / r.per_gib,
+            "peak_rss_over_idle": r.rss_over_idle, "fixed_overhead": r.overhead,
+            "user_cpu_per_gib": r.user_per_gib, "system_cpu_per_gib": r.sys_per_gib,
         }));
         checks.within(
-            &format!("size: {gib} GiB, time per GiB ÷ median of sizes"),
-            per / reference,
+            &format!("size: {} GiB, time per GiB ÷ median of sizes", r.gib),
+            r.per_gib / reference,
             0.9,
             1.1,
         );
@@ -239,22 +294,43 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
     if !skipped.is_empty() {
         println!("skipped for lack of disk: {skipped:?} GiB");
     }
-    for &(gib, _, _, m, _, _, o) in &rows {
-        checks.memory(&format!("size: {gib} GiB, peak RSS over idle"), m, o, bound);
+    for r in &rows {
+        checks.memory(
+            &format!("size: {} GiB, peak RSS over idle", r.gib),
+            r.rss_over_idle,
+            r.overhead,
+            bound,
+        );
     }
-    let xs: Vec<f64> = rows.iter().map(|r| r.0 as f64).collect();
+    let xs: Vec<f64> = rows.iter().map(|r| r.gib as f64).collect();
     plot::lines(
         &out.join("size.svg"),
-        "Snapshot of one partition: time per GiB",
+        "One partition into a local directory: time per GiB",
         Axis::log("GiB"),
         Axis::linear("seconds per GiB"),
-        &[Series::new(
-            "local directory",
-            &xs,
-            rows.iter().map(|r| r.2),
-        )],
+        &[
+            Series::new("rocksnap snapshot", &xs, rows.iter().map(|r| r.per_gib)),
+            Series::new(
+                "direct copy of the same files",
+                &xs,
+                rows.iter().map(|r| r.copy_per_gib),
+            ),
+        ],
     );
     json!({"rows": json_rows, "skipped_gib": skipped})
+}
+
+/// One size of the size curve: the snapshot's median run, and the synced
+/// copy's.
+struct SizeRow {
+    gib: u64,
+    seconds: f64,
+    per_gib: f64,
+    copy_per_gib: f64,
+    rss_over_idle: u64,
+    overhead: u64,
+    user_per_gib: f64,
+    sys_per_gib: f64,
 }
 
 /// Writes back everything dirty (with `ROCKSNAP_BENCH_DROP_CACHES`, then

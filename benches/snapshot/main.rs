@@ -39,6 +39,7 @@
 
 mod child;
 mod curves;
+mod disk;
 mod foreground;
 mod model;
 mod plot;
