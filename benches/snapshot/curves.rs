@@ -175,9 +175,11 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         .collect();
     // The same files copied with nothing but the disk in the way
     // (`disk::copy`), alternating with the snapshot: what the disk itself
-    // does with each size. Its time per GiB falls with size too (a 1 GiB
-    // direct `dd` here took 0.77–0.83 s, an 8 GiB one 0.58–0.68 s per
-    // GiB), and the snapshot cannot be flatter than the disk it writes to.
+    // does with each size, so that a row off the median can be read
+    // against the disk's own row. (Direct `dd` streams of zeros here took
+    // 0.77–0.83 s per GiB at 1 GiB and 0.58–0.68 s at 8 GiB; the copy's
+    // rows have spread by ±10% around their median, falling with size in
+    // some runs and not in others.)
     let exports: Vec<(PathBuf, PathBuf)> = built
         .iter()
         .map(|(gib, db)| {

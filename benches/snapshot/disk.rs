@@ -7,8 +7,9 @@
 //! at the end. No checksum, no staging name, no rename: what is left is
 //! what the disk and the filesystem take for as many bytes in as many
 //! files, so that the snapshot's time per GiB can be read against the
-//! disk's at each size (on this machine the disk's own time per GiB falls
-//! with the length of what is written).
+//! disk's at each size. Its buffers are touched before the clock starts; a
+//! snapshot child touches its parts' memory while it runs, which is part
+//! of what a snapshot costs a new process.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
