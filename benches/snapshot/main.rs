@@ -26,7 +26,8 @@
 //! - `ROCKSNAP_BENCH_CURVE_RUNS`: runs per point of the partitions and
 //!   size curves (default 5);
 //! - `ROCKSNAP_BENCH_IN_FLIGHT`: parts in flight of every local snapshot
-//!   child (default the pipeline's), to probe the setting by hand;
+//!   child (default the pipeline's), to probe the setting by hand (the
+//!   memory targets still hold the default's bound);
 //! - `ROCKSNAP_BENCH_LOG`: a `tracing` filter for the child processes'
 //!   logs on stderr (e.g. `rocksnap=debug`);
 //! - `ROCKSNAP_BENCH_SKIP_4X=1`: skip the memory run on a 4× dataset (one
