@@ -46,10 +46,7 @@ pub fn run(mode: &str) {
                     encryption: keyring(),
                     part_size: crate::env_or("ROCKSNAP_BENCH_PART_MIB", defaults.part_size >> 20)
                         << 20,
-                    max_parts_in_flight: crate::env_or(
-                        "ROCKSNAP_BENCH_IN_FLIGHT",
-                        defaults.max_parts_in_flight,
-                    ),
+                    max_parts_in_flight: crate::parts_in_flight(),
                     ..defaults
                 };
                 let local = Repository::new(

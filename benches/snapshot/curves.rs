@@ -178,8 +178,8 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
     // does with each size, so that a row off the median can be read
     // against the disk's own row. (Direct `dd` streams of zeros here took
     // 0.77–0.83 s per GiB at 1 GiB and 0.58–0.68 s at 8 GiB; the copy's
-    // rows have spread by ±10% around their median, falling with size in
-    // some runs and not in others.)
+    // rows have spread over 0.76–1.03, 0.89–1.07 and 0.90–1.05 of their
+    // median in three runs, falling with size in one and not in others.)
     let exports: Vec<(PathBuf, PathBuf)> = built
         .iter()
         .map(|(gib, db)| {
@@ -195,7 +195,8 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         .collect();
     let repo = root.join("repo");
     let mut samples = vec![Vec::new(); built.len()];
-    let mut copies = vec![Vec::new(); built.len()];
+    let mut copies: Vec<Vec<crate::disk::Copied>> = built.iter().map(|_| Vec::new()).collect();
+    let mut buffered = false;
     for run in 0..runs {
         eprintln!("size curve: run {} of {runs}", run + 1);
         for (i, (_, db)) in built.iter().enumerate() {
@@ -203,9 +204,9 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
                 warm(db);
                 crate::quiet_disk();
                 let dest = root.join("copy");
-                let took = crate::disk::copy(&exports[i].1, &dest);
+                let copied = crate::disk::copy(&exports[i].1, &dest);
                 std::fs::remove_dir_all(&dest).unwrap();
-                took
+                copied
             };
             let baseline_first = run % 2 == 0;
             if baseline_first {
@@ -229,12 +230,18 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         let stored = s["bytes"].as_u64().unwrap() as f64 / GIB as f64;
         let cpu = crate::cpu(s).expect("the snapshot child reports its CPU");
         let peak = samples.iter().map(rss).max().unwrap();
-        let copy = median(copies[i].iter().map(|d| d.as_secs_f64()).collect());
+        let copy = median(
+            copies[i]
+                .iter()
+                .map(|c| c.took.as_secs_f64() * GIB as f64 / c.bytes as f64)
+                .collect(),
+        );
+        buffered |= copies[i].iter().any(|c| !c.direct);
         rows.push(SizeRow {
             gib: *gib,
             seconds: secs(s).as_secs_f64(),
             per_gib: secs(s).as_secs_f64() / stored,
-            copy_per_gib: copy / stored,
+            copy_per_gib: copy,
             rss_over_idle: peak.saturating_sub(rss(&idle[i])),
             overhead: overheads[i],
             user_per_gib: cpu.user / stored,
@@ -296,6 +303,9 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
     if !skipped.is_empty() {
         println!("skipped for lack of disk: {skipped:?} GiB");
     }
+    if buffered {
+        println!("the filesystem refused O_DIRECT: the copy's writes went through the page cache");
+    }
     for r in &rows {
         checks.memory(
             &format!("size: {} GiB, peak RSS over idle", r.gib),
@@ -319,7 +329,7 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
             ),
         ],
     );
-    json!({"rows": json_rows, "skipped_gib": skipped})
+    json!({"rows": json_rows, "skipped_gib": skipped, "copy_direct": !buffered})
 }
 
 /// One size of the size curve: the snapshot's median run, and the synced

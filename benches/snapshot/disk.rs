@@ -54,9 +54,18 @@ struct Piece {
     last: bool,
 }
 
+/// What [`copy`] did.
+pub struct Copied {
+    pub took: Duration,
+    pub bytes: u64,
+    /// Whether the filesystem took `O_DIRECT` (a refusal, `EINVAL`, leaves
+    /// every write buffered, as the local store's would be).
+    pub direct: bool,
+}
+
 /// Copies every file directly in `src` into `dest` (made anew) and makes
-/// the copies durable; the time it took.
-pub fn copy(src: &Path, dest: &Path) -> Duration {
+/// the copies durable.
+pub fn copy(src: &Path, dest: &Path) -> Copied {
     let mut files: Vec<PathBuf> = std::fs::read_dir(src)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -70,6 +79,7 @@ pub fn copy(src: &Path, dest: &Path) -> Duration {
     for _ in 0..3 {
         free_tx.send(Chunk::new()).unwrap();
     }
+    let mut direct_taken = true;
     let t = Instant::now();
     std::thread::scope(|s| {
         let files = &files;
@@ -104,12 +114,15 @@ pub fn copy(src: &Path, dest: &Path) -> Duration {
             let name = files[piece.file].file_name().unwrap();
             let (direct, buffered) = open.get_or_insert_with(|| {
                 let path = dest.join(name);
-                let direct = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(&path)
-                    .unwrap();
+                let mut options = OpenOptions::new();
+                options.write(true).create_new(true);
+                let direct = match options.clone().custom_flags(libc::O_DIRECT).open(&path) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        direct_taken = false;
+                        options.open(&path).unwrap()
+                    }
+                    opened => opened.unwrap(),
+                };
                 let buffered = OpenOptions::new().write(true).open(&path).unwrap();
                 (direct, buffered)
             });
@@ -129,5 +142,9 @@ pub fn copy(src: &Path, dest: &Path) -> Duration {
         }
     });
     File::open(dest).unwrap().sync_all().unwrap();
-    t.elapsed()
+    Copied {
+        took: t.elapsed(),
+        bytes: files.iter().map(|f| f.metadata().unwrap().len()).sum(),
+        direct: direct_taken,
+    }
 }

@@ -26,8 +26,8 @@
 //! - `ROCKSNAP_BENCH_CURVE_RUNS`: runs per point of the partitions and
 //!   size curves (default 5);
 //! - `ROCKSNAP_BENCH_IN_FLIGHT`: parts in flight of every local snapshot
-//!   child (default the pipeline's), to probe the setting by hand (the
-//!   memory targets still hold the default's bound);
+//!   child (default the pipeline's), to probe the setting by hand; the
+//!   memory bound and the fixed overhead's parts follow it;
 //! - `ROCKSNAP_BENCH_LOG`: a `tracing` filter for the child processes'
 //!   logs on stderr (e.g. `rocksnap=debug`);
 //! - `ROCKSNAP_BENCH_SKIP_4X=1`: skip the memory run on a 4× dataset (one
@@ -88,7 +88,7 @@ fn main() {
     let curves = std::env::var("ROCKSNAP_BENCH_CURVES").unwrap_or_else(|_| "all".into());
     let wants = |name: &str| curves == "all" || curves.split(',').any(|c| c.trim() == name);
     let config = PipelineConfig::default();
-    let bound = (config.part_size * (config.max_parts_in_flight + 1)) as u64;
+    let bound = (config.part_size * (parts_in_flight() + 1)) as u64;
     let mut checks = Checks::default();
     let started = Instant::now();
 
@@ -128,7 +128,8 @@ fn main() {
         rate_mib,
     );
     println!(
-        "\nfixed overhead (the 5 MiB-part snapshot less its 45 MiB of parts, largest of {:.1?}): {:.0} MiB",
+        "\nfixed overhead (the 5 MiB-part snapshot less its {} MiB of parts, largest of {:.1?}): {:.0} MiB",
+        5 * (parts_in_flight() + 1),
         overheads.iter().map(|&o| mib(o)).collect::<Vec<_>>(),
         mib(overhead)
     );
@@ -449,7 +450,7 @@ fn encrypted_local(t: &mut Table, db: &Path, root: &Path, sealed: &[(&str, &str)
 /// those parts can hold (5 MiB × (parts in flight + 1)); one figure for
 /// each of `runs` runs, at least [`OVERHEAD_RUNS`].
 pub fn fixed_overheads(db: &Path, root: &Path, idle: &Value, runs: usize) -> Vec<u64> {
-    let parts = (5 * (PipelineConfig::default().max_parts_in_flight as u64 + 1)) << 20;
+    let parts = (5 * (parts_in_flight() as u64 + 1)) << 20;
     let repo = root.join("repo");
     (0..runs.max(OVERHEAD_RUNS))
         .map(|_| {
@@ -470,9 +471,10 @@ pub const OVERHEAD_RUNS: usize = 3;
 /// kept up with its reads never filled every part (its peak then falls a
 /// part or two short, and the overhead it implies to zero), so only the
 /// runs that did fill them measure it, and the largest is one of those.
-/// Both sides are the largest of as many runs, since the largest of five
-/// runs tends to be above the largest of three of the same process (by
-/// 1–2 MiB here, threads and allocator arenas coming and going).
+/// The overhead is the largest of at least as many runs as the row, since
+/// the largest of five runs tends to be above the largest of three of the
+/// same process (by 1–2 MiB here, threads and allocator arenas coming and
+/// going).
 pub fn fixed_overhead(db: &Path, root: &Path, idle: &Value, runs: usize) -> u64 {
     fixed_overheads(db, root, idle, runs)
         .into_iter()
@@ -783,6 +785,15 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Parts in flight of every local snapshot child: the pipeline's default,
+/// or `ROCKSNAP_BENCH_IN_FLIGHT`.
+pub fn parts_in_flight() -> usize {
+    env_or(
+        "ROCKSNAP_BENCH_IN_FLIGHT",
+        PipelineConfig::default().max_parts_in_flight,
+    )
 }
 
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
