@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use ractor::{ActorRef, Message};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::direct::AlignedBuffer;
 use crate::metrics as m;
-use crate::transfer::AlignedBuffer;
 
 /// Opens once a snapshot's lease is written (or is known not to be). The
 /// snapshot's parts travel before: a multipart upload's parts are no
@@ -587,7 +587,7 @@ mod tests {
         let first = budget.part(8192).await;
         let busy = budget.part(8192).await;
         let (a, b) = (first.as_slice().as_ptr(), busy.as_slice().as_ptr());
-        assert_eq!(a.align_offset(crate::transfer::ALIGN), 0);
+        assert_eq!(a.align_offset(crate::direct::ALIGN), 0);
         drop((first, busy));
         assert_eq!(kept(&budget), 2, "kept while the download runs");
         assert_eq!(budget.in_use(), 0, "their permits back to the budget");

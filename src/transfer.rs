@@ -24,10 +24,7 @@ use crate::flow::MemoryBudget;
 use crate::ratelimit::RateLimit;
 use crate::retry::RetryPolicy;
 
-pub(crate) use crate::direct::AlignedBuffer;
 use crate::direct::NewFile;
-#[cfg(test)]
-pub(crate) use crate::direct::ALIGN;
 
 /// Bytes moved so far and bytes to move, for progress reports.
 #[derive(Debug, Default)]

@@ -32,7 +32,7 @@ pub fn partitions(root: &Path, out: &Path, bytes: u64, bound: u64, checks: &mut 
     let runs = curve_runs();
     let counts = [1u64, 4, 16, 64, 256];
     let dbs: Vec<_> = counts.iter().map(|&n| dataset(root, bytes, n)).collect();
-    settle(&dbs.iter().map(|d| d.as_path()).collect::<Vec<_>>());
+    settle();
     let repo = root.join("repo");
     let (mut local, mut remote) = (
         vec![Vec::new(); counts.len()],
@@ -157,13 +157,12 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
         }
         built.push((gib, dataset(root, gib * GIB, 1)));
     }
-    // Every dataset in the page cache at once (together 15 GiB by
-    // default: a snapshot no longer takes page cache for its copies), and
-    // each run visits every size in turn, as the partitions curve does: a
+    // Each run visits every size in turn, as the partitions curve does: a
     // noisy stretch of the machine then falls on every size alike, not on
     // whichever was being measured (run back to back, the same size
-    // differed by a quarter between two stretches of the same hour).
-    settle(&built.iter().map(|(_, db)| db.as_path()).collect::<Vec<_>>());
+    // differed by a quarter between two stretches of the same hour). Each
+    // measurement reads its dataset into the page cache just before.
+    settle();
     let idle: Vec<Value> = built
         .iter()
         .map(|(_, db)| run_child("idle", db, &root.join("unused"), &[]))
@@ -346,15 +345,13 @@ struct SizeRow {
 }
 
 /// Writes back everything dirty (with `ROCKSNAP_BENCH_DROP_CACHES`, then
-/// empties the page cache), then reads every file of each database once.
-pub fn settle(dbs: &[&Path]) {
+/// empties the page cache). What a measurement reads it warms itself
+/// ([`warm`]).
+pub fn settle() {
     crate::quiet_disk();
     if std::env::var_os("ROCKSNAP_BENCH_DROP_CACHES").is_some() {
         std::fs::write("/proc/sys/vm/drop_caches", "1")
             .expect("ROCKSNAP_BENCH_DROP_CACHES needs root");
-    }
-    for db in dbs {
-        warm(db);
     }
 }
 

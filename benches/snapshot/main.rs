@@ -93,10 +93,10 @@ fn main() {
     let started = Instant::now();
 
     let db = dataset(&root, bytes, partitions);
-    // Nothing dirty, its files read once (with ROCKSNAP_BENCH_DROP_CACHES,
-    // from an empty page cache: the run then starts with memory free, not
-    // with the cache of whatever ran before, whose reclaim costs CPU).
-    curves::settle(&[&db]);
+    // Nothing dirty (with ROCKSNAP_BENCH_DROP_CACHES, an empty page cache:
+    // the run then starts with memory free, not with the cache of whatever
+    // ran before, whose reclaim costs CPU).
+    curves::settle();
     let mut t = Table::default();
     let idle = run_child("idle", &db, &root.join("unused"), &[]);
     comparisons(&mut t, &db, &root, &idle, runs, partitions, rate_mib);
@@ -110,7 +110,7 @@ fn main() {
         .is_none()
         .then(|| {
             let big = dataset(&root, 4 * bytes, 1);
-            curves::settle(&[&big]);
+            curves::settle();
             let big_idle = run_child("idle", &big, &root.join("unused"), &[]);
             let big_overhead = fixed_overhead(&big, &root, &big_idle, 1);
             let repo = root.join("repo");
@@ -605,8 +605,10 @@ pub fn quiet_disk() {
 /// Runs one measurement in a child process of this benchmark; its JSON.
 pub fn run_child(mode: &str, db: &Path, repo: &Path, env: &[(&str, &str)]) -> Value {
     quiet_disk();
-    // Every child but a restore reads the database (a restore writes it).
-    if mode != "restore" && db.is_dir() {
+    // Every child but a restore (which writes the database) and an idle one
+    // (which only opens it, and whose page cache is not its memory) reads
+    // the database.
+    if !matches!(mode, "restore" | "idle") && db.is_dir() {
         curves::warm(db);
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
