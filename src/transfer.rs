@@ -18,6 +18,7 @@ use futures::future::try_join_all;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
+use tokio_util::task::TaskTracker;
 
 use crate::crypto::{FileKey, SEGMENT_SIZE, TAG_LEN};
 use crate::flow::MemoryBudget;
@@ -110,16 +111,27 @@ impl Downloader {
     }
 
     /// Fetches every download; returns each file's CRC32C, in order.
+    ///
+    /// Returns only once no work of theirs is left: the first failure
+    /// drops the other fetches, but a copy or a write already on a
+    /// blocking thread runs to its end, and would otherwise land in a
+    /// staging directory the caller is removing. Every blocking step is
+    /// spawned through one tracker, which is waited for.
     pub async fn fetch_all(&self, downloads: &[Download]) -> Result<Vec<u32>, DownloadError> {
         let _running = self.budget.download();
-        try_join_all(downloads.iter().map(|d| self.fetch(d))).await
+        let blocking = TaskTracker::new();
+        let result = try_join_all(downloads.iter().map(|d| self.fetch(d, &blocking))).await;
+        blocking.close();
+        blocking.wait().await;
+        result
     }
 
-    /// Fetches one object into `dest` (created, never overwritten) and returns its CRC32C.
-    async fn fetch(&self, d: &Download) -> Result<u32, DownloadError> {
+    /// Fetches one object into `dest` (created, never overwritten) and
+    /// returns its CRC32C; its blocking steps run on `blocking`.
+    async fn fetch(&self, d: &Download, blocking: &TaskTracker) -> Result<u32, DownloadError> {
         if let Some(root) = &self.local_files {
             if d.sealed.is_none() && self.rate_limit.is_none() {
-                return self.copy_local(root, d).await;
+                return self.copy_local(root, d, blocking).await;
             }
         }
         let retry = self.retry;
@@ -130,7 +142,8 @@ impl Downloader {
         }
         let dest = d.dest.clone();
         let size = d.sealed.as_ref().map_or(d.size, |(_, plain)| *plain);
-        let file = tokio::task::spawn_blocking(move || NewFile::create_new(&dest, size))
+        let file = blocking
+            .spawn_blocking(move || NewFile::create_new(&dest, size))
             .await
             .expect("create task")
             .map_err(|e| DownloadError::Local {
@@ -230,29 +243,30 @@ impl Downloader {
                 let path = d.dest.clone();
                 let sealed = d.sealed.clone().zip(segments);
                 let key = d.key.to_string();
-                let crc = tokio::task::spawn_blocking(move || {
-                    let crc = (crc32c::crc32c(part.as_slice()), part.as_slice().len());
-                    let write = |data: &[u8], at: u64| {
-                        let _alone = writing.lock().expect("not poisoned");
-                        file.write_all_at(data, at)
-                            .map_err(|e| DownloadError::Local { path, source: e })
-                    };
-                    match sealed {
-                        None => write(part.as_slice(), start)?,
-                        Some(((seal, _), segments)) => {
-                            let first = start / STORED_SEGMENT;
-                            let plain = seal
-                                .open_segments(&key, first, segments, part.as_mut_slice())
-                                .map_err(DownloadError::Sealed)?;
-                            write(&part.as_slice()[..plain], first * SEGMENT_SIZE as u64)?;
+                let crc = blocking
+                    .spawn_blocking(move || {
+                        let crc = (crc32c::crc32c(part.as_slice()), part.as_slice().len());
+                        let write = |data: &[u8], at: u64| {
+                            let _alone = writing.lock().expect("not poisoned");
+                            file.write_all_at(data, at)
+                                .map_err(|e| DownloadError::Local { path, source: e })
+                        };
+                        match sealed {
+                            None => write(part.as_slice(), start)?,
+                            Some(((seal, _), segments)) => {
+                                let first = start / STORED_SEGMENT;
+                                let plain = seal
+                                    .open_segments(&key, first, segments, part.as_mut_slice())
+                                    .map_err(DownloadError::Sealed)?;
+                                write(&part.as_slice()[..plain], first * SEGMENT_SIZE as u64)?;
+                            }
                         }
-                    }
-                    // The part (its memory) goes back once written.
-                    drop(part);
-                    Ok::<_, DownloadError>(crc)
-                })
-                .await
-                .expect("write task")?;
+                        // The part (its memory) goes back once written.
+                        drop(part);
+                        Ok::<_, DownloadError>(crc)
+                    })
+                    .await
+                    .expect("write task")?;
                 self.progress
                     .bytes
                     .fetch_add(crc.1 as u64, Ordering::Relaxed);
@@ -261,7 +275,8 @@ impl Downloader {
         }))
         .await?;
         let path = d.dest.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking
+            .spawn_blocking(move || {
             tracing::trace!(path = %path.display(), direct = file.direct_bytes(), "file written");
             file.sync_all()
                 .map_err(|e| DownloadError::Local { path, source: e })
@@ -308,14 +323,20 @@ impl Downloader {
     }
 
     /// The fast path of [`Downloader::fetch`] for a plain local store.
-    async fn copy_local(&self, root: &std::path::Path, d: &Download) -> Result<u32, DownloadError> {
+    async fn copy_local(
+        &self,
+        root: &std::path::Path,
+        d: &Download,
+        blocking: &TaskTracker,
+    ) -> Result<u32, DownloadError> {
         // One permit per file: its read-back buffer is one part.
         let _permit = self.budget.permit().await;
         // Keys are built from checked plain names, '/'-separated.
         let src = root.join(d.key.as_ref());
         let (dest, key, size, part) = (d.dest.clone(), d.key.to_string(), d.size, self.part_size);
         let progress = self.progress.clone();
-        tokio::task::spawn_blocking(move || copy_and_sum(&src, &dest, &key, size, part, &progress))
+        blocking
+            .spawn_blocking(move || copy_and_sum(&src, &dest, &key, size, part, &progress))
             .await
             .expect("copy task")
     }
