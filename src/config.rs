@@ -33,7 +33,9 @@ pub struct PipelineConfig {
     pub part_size: usize,
     /// Parts being stored at once (requests on the wire), across all files;
     /// one more is read while they travel: the memory bound is
-    /// `part_size × (max_parts_in_flight + 1)`.
+    /// `part_size × (max_parts_in_flight + 1)`. A pipeline holds that much
+    /// from its start: its part buffers are made (and their pages touched)
+    /// before the first snapshot, so that no snapshot waits on fresh memory.
     pub max_parts_in_flight: usize,
     /// Files queued at the chunker.
     pub chunker_queue: usize,

@@ -198,7 +198,11 @@ pub fn size(root: &Path, out: &Path, bound: u64, checks: &mut Checks) -> Value {
     let mut buffered = false;
     for run in 0..runs {
         eprintln!("size curve: run {} of {runs}", run + 1);
-        for (i, (_, db)) in built.iter().enumerate() {
+        // Each run starts one size further on, so that no size always
+        // follows the same one (the largest, whose repository and copy were
+        // just deleted) or always opens a run.
+        for i in (0..built.len()).map(|k| (k + run) % built.len()) {
+            let db = &built[i].1;
             let copy = || {
                 warm(db);
                 crate::quiet_disk();

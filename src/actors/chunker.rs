@@ -3,7 +3,10 @@
 //! One [`BytesMut`] serves every part: a part is read into it, split off and
 //! frozen into [`bytes::Bytes`] (no copy), and sent on. Once the uploader
 //! drops the part, its allocation goes back to a [`BufferPool`] and serves a
-//! later part. Before reading a part the chunker takes an uploader credit, so
+//! later part. The pool starts with one buffer per credit, made and
+//! touched when the chunker starts ([`BufferPool::prepare`]), so that a
+//! snapshot's first parts are not read into fresh memory while the disk
+//! waits for them. Before reading a part the chunker takes an uploader credit, so
 //! with every credit held by a part in flight it waits instead of reading
 //! ahead: memory stays below part size × credits (parts in flight + 1)
 //! however large the snapshot is. The file's CRC32C is computed while reading, so every byte is
@@ -58,6 +61,11 @@ pub(crate) struct Chunker;
 
 pub(crate) struct ChunkerArgs {
     pub stats: Arc<PipelineStats>,
+    /// Buffers made before the first part: one per uploader credit, each
+    /// with room for a whole part (sealed, if the pipeline encrypts) and
+    /// the filler that aligns it.
+    pub buffers: usize,
+    pub buffer_capacity: usize,
 }
 
 pub(crate) struct ChunkerState {
@@ -78,9 +86,11 @@ impl Actor for Chunker {
         _myself: ActorRef<Self::Msg>,
         args: ChunkerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let pool = BufferPool::default();
+        pool.prepare(args.buffers, args.buffer_capacity).await;
         Ok(ChunkerState {
             stats: args.stats,
-            pool: BufferPool::default(),
+            pool,
             buffer: Some(BytesMut::new()),
         })
     }

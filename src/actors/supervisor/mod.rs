@@ -232,7 +232,7 @@ impl Actor for Supervisor {
             stages: Stages {
                 exporter: spawn_exporter(&myself, &config, &args.partitions).await?,
                 chunker: BoundedMailbox::new(
-                    spawn_chunker(&myself, &args.stats).await?,
+                    spawn_chunker(&myself, &config, &args.stats, &budget).await?,
                     chunker_credits.clone(),
                 ),
                 uploader: BoundedMailbox::new(

@@ -133,7 +133,7 @@ impl SupervisorState {
             Stage::Chunker => {
                 self.stages.chunker.actor().stop(None);
                 self.stages.chunker = BoundedMailbox::new(
-                    spawn_chunker(myself, &self.stats).await?,
+                    spawn_chunker(myself, &self.config, &self.stats, &self.budget).await?,
                     self.chunker_credits.clone(),
                 );
             }
@@ -187,10 +187,16 @@ pub(super) async fn spawn_exporter(
 
 pub(super) async fn spawn_chunker(
     myself: &ActorRef<SupervisorMsg>,
+    config: &PipelineConfig,
     stats: &Arc<PipelineStats>,
+    budget: &MemoryBudget,
 ) -> Result<ActorRef<ChunkerMsg>, ActorProcessingErr> {
+    let part = crate::crypto::stored_len(config.part_size as u64, config.encryption.is_some());
     let args = ChunkerArgs {
         stats: stats.clone(),
+        // One per credit a part can hold.
+        buffers: budget.parts(),
+        buffer_capacity: part as usize + crate::direct::ALIGN,
     };
     Ok(Actor::spawn_linked(None, Chunker, args, myself.get_cell())
         .await?
