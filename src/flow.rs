@@ -497,6 +497,12 @@ impl BufferPool {
         }
     }
 
+    /// Buffers waiting.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.free.lock().expect("not poisoned").len()
+    }
+
     fn give(&self, mut buffer: BytesMut) {
         buffer.clear();
         let mut free = self.free.lock().expect("not poisoned");
