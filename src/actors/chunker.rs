@@ -4,9 +4,10 @@
 //! frozen into [`bytes::Bytes`] (no copy), and sent on. Once the uploader
 //! drops the part, its allocation goes back to a [`BufferPool`] and serves a
 //! later part. The pool starts with one buffer per credit, made and
-//! touched when the chunker starts ([`BufferPool::prepare`]), so that a
+//! touched when the pipeline starts ([`BufferPool::prepare`]), so that a
 //! snapshot's first parts are not read into fresh memory while the disk
-//! waits for them. Before reading a part the chunker takes an uploader credit, so
+//! waits for them; it is the supervisor's, and outlives a restarted
+//! chunker. Before reading a part the chunker takes an uploader credit, so
 //! with every credit held by a part in flight it waits instead of reading
 //! ahead: memory stays below part size × credits (parts in flight + 1)
 //! however large the snapshot is. The file's CRC32C is computed while reading, so every byte is
@@ -61,11 +62,10 @@ pub(crate) struct Chunker;
 
 pub(crate) struct ChunkerArgs {
     pub stats: Arc<PipelineStats>,
-    /// Buffers made before the first part: one per uploader credit, each
-    /// with room for a whole part (sealed, if the pipeline encrypts) and
-    /// the filler that aligns it.
-    pub buffers: usize,
-    pub buffer_capacity: usize,
+    /// The supervisor's, made once with a buffer per credit: a chunker
+    /// restarted after a panic reads into the same buffers, which the
+    /// parts still in flight give back as they are stored.
+    pub pool: BufferPool,
 }
 
 pub(crate) struct ChunkerState {
@@ -86,11 +86,9 @@ impl Actor for Chunker {
         _myself: ActorRef<Self::Msg>,
         args: ChunkerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let pool = BufferPool::default();
-        pool.prepare(args.buffers, args.buffer_capacity).await;
         Ok(ChunkerState {
             stats: args.stats,
-            pool,
+            pool: args.pool,
             buffer: Some(BytesMut::new()),
         })
     }

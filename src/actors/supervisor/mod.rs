@@ -37,7 +37,7 @@ use crate::actors::coordinator::{
 };
 use crate::actors::publisher::{Publisher, PublisherArgs, PublisherMsg};
 use crate::config::{PartitionSpec, PipelineConfig};
-use crate::flow::{BoundedMailbox, Credits, MemoryBudget, PipelineStats};
+use crate::flow::{BoundedMailbox, BufferPool, Credits, MemoryBudget, PipelineStats};
 use crate::format::PartitionId;
 use crate::metrics as m;
 use crate::partition::PartitionStore;
@@ -155,6 +155,9 @@ pub struct SupervisorState {
     /// `config.max_parts_in_flight` requests; every uploader the supervisor
     /// starts shares it.
     budget: MemoryBudget,
+    /// The chunker's part buffers, one per credit of `budget`, made when
+    /// the supervisor starts and kept across chunker restarts.
+    pool: BufferPool,
     stages: Stages,
     publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
     running: HashMap<PartitionId, Running>,
@@ -228,11 +231,17 @@ impl Actor for Supervisor {
             .clone()
             .unwrap_or_else(|| MemoryBudget::for_requests(config.max_parts_in_flight));
         let uploader_credits = Credits::from_budget("upload", &budget);
+        // Room for a whole part (sealed, if the pipeline encrypts) and the
+        // filler that aligns it, one per credit a part can hold.
+        let pool = BufferPool::default();
+        let part = crate::crypto::stored_len(config.part_size as u64, config.encryption.is_some());
+        pool.prepare(budget.parts(), part as usize + crate::direct::ALIGN)
+            .await;
         Ok(SupervisorState {
             stages: Stages {
                 exporter: spawn_exporter(&myself, &config, &args.partitions).await?,
                 chunker: BoundedMailbox::new(
-                    spawn_chunker(&myself, &config, &args.stats, &budget).await?,
+                    spawn_chunker(&myself, &args.stats, &pool).await?,
                     chunker_credits.clone(),
                 ),
                 uploader: BoundedMailbox::new(
@@ -249,6 +258,7 @@ impl Actor for Supervisor {
             chunker_credits,
             uploader_credits,
             budget,
+            pool,
             publishers: HashMap::new(),
             running: HashMap::new(),
             cancel: CancellationToken::new(),

@@ -12,7 +12,7 @@ use crate::actors::coordinator::SnapshotError;
 use crate::actors::exporter::{Exporter, ExporterArgs, ExporterMsg};
 use crate::actors::uploader::{Uploader, UploaderArgs, UploaderMsg};
 use crate::config::PipelineConfig;
-use crate::flow::{BoundedMailbox, MemoryBudget, PipelineStats};
+use crate::flow::{BoundedMailbox, BufferPool, MemoryBudget, PipelineStats};
 use crate::metrics as m;
 use crate::partition::PartitionStore;
 use crate::repository::Repository;
@@ -133,7 +133,7 @@ impl SupervisorState {
             Stage::Chunker => {
                 self.stages.chunker.actor().stop(None);
                 self.stages.chunker = BoundedMailbox::new(
-                    spawn_chunker(myself, &self.config, &self.stats, &self.budget).await?,
+                    spawn_chunker(myself, &self.stats, &self.pool).await?,
                     self.chunker_credits.clone(),
                 );
             }
@@ -187,16 +187,12 @@ pub(super) async fn spawn_exporter(
 
 pub(super) async fn spawn_chunker(
     myself: &ActorRef<SupervisorMsg>,
-    config: &PipelineConfig,
     stats: &Arc<PipelineStats>,
-    budget: &MemoryBudget,
+    pool: &BufferPool,
 ) -> Result<ActorRef<ChunkerMsg>, ActorProcessingErr> {
-    let part = crate::crypto::stored_len(config.part_size as u64, config.encryption.is_some());
     let args = ChunkerArgs {
         stats: stats.clone(),
-        // One per credit a part can hold.
-        buffers: budget.parts(),
-        buffer_capacity: part as usize + crate::direct::ALIGN,
+        pool: pool.clone(),
     };
     Ok(Actor::spawn_linked(None, Chunker, args, myself.get_cell())
         .await?
