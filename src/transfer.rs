@@ -18,7 +18,7 @@ use futures::future::try_join_all;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::crypto::{FileKey, SEGMENT_SIZE, TAG_LEN};
 use crate::flow::MemoryBudget;
@@ -44,6 +44,25 @@ impl TransferProgress {
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
+}
+
+/// A stored segment of an encrypted object: its plaintext and its tag.
+const STORED_SEGMENT: u64 = (SEGMENT_SIZE + TAG_LEN) as u64;
+
+/// The file one download writes, shared by its ranges' tasks.
+#[derive(Debug)]
+struct Target {
+    download: Download,
+    file: Arc<NewFile>,
+    /// Held by the range being written: one write at a time per file, as
+    /// concurrent writers of one file only wait on (and spin for) its
+    /// inode's lock; other files' go on. The checksum and the opening of
+    /// sealed segments run outside it.
+    writing: std::sync::Mutex<()>,
+    /// Stored bytes per range.
+    step: u64,
+    /// Segments in all, for a sealed object.
+    segments: Option<u64>,
 }
 
 /// Fetches objects into local files.
@@ -134,7 +153,6 @@ impl Downloader {
                 return self.copy_local(root, d, blocking).await;
             }
         }
-        let retry = self.retry;
         // No request of its own for the size: every ranged response says
         // the object's size. An empty file has no ranges, so it is asked.
         if d.size == 0 {
@@ -152,7 +170,6 @@ impl Downloader {
             })?;
         let file = Arc::new(file);
         // Sealed objects are fetched in whole stored segments.
-        const STORED_SEGMENT: u64 = (SEGMENT_SIZE + TAG_LEN) as u64;
         let step = match &d.sealed {
             Some(_) => (self.part_size / SEGMENT_SIZE as u64).max(1) * STORED_SEGMENT,
             None => self.part_size,
@@ -165,112 +182,33 @@ impl Downloader {
             .sealed
             .as_ref()
             .map(|(_, plain)| plain.div_ceil(SEGMENT_SIZE as u64).max(1));
-        // One write at a time per file: concurrent writers of one file only
-        // wait on (and spin for) its inode's lock; other files' go on. The
-        // checksum and the opening of sealed segments run outside it.
-        let writing = Arc::new(std::sync::Mutex::new(()));
-        let crcs = try_join_all(ranges.iter().map(|&(start, end)| {
-            let file = file.clone();
-            let writing = writing.clone();
-            async move {
-                // Memory first, held until the range is written; the
-                // request only while it is on the wire. Never the other way
-                // round: uploads sharing the budget take theirs in this
-                // order, and each would wait for what the other holds.
-                let part = self.budget.part(step as usize).await;
-                let on_the_wire = self
-                    .budget
-                    .requests()
-                    .acquire()
-                    .await
-                    .expect("never closed");
-                if let Some(limit) = &self.rate_limit {
-                    limit.acquire(end - start).await;
-                }
-                let want = end - start;
-                // Each attempt reads the range anew, into the same part.
-                let part = tokio::sync::Mutex::new(part);
-                let fetched = retry
-                    .run("ranged get", || async {
-                        let mut buf = part.lock().await;
-                        buf.clear();
-                        let options = GetOptions::new().with_range(Some(start..end));
-                        let got = self.store.get_opts(&d.key, options).await?;
-                        let size = got.meta.size;
-                        let mut body = got.into_stream();
-                        let mut received = 0;
-                        while let Some(chunk) = body.next().await {
-                            let chunk = chunk?;
-                            received += chunk.len() as u64;
-                            // More than asked: no more is read, and the
-                            // size check below says so.
-                            if received > want || !buf.push(&chunk) {
-                                break;
-                            }
-                        }
-                        Ok((size, received))
-                    })
-                    .await;
-                drop(on_the_wire);
-                let mut part = part.into_inner();
-                let (stored_size, received) = match fetched {
-                    Ok(fetched) => fetched,
-                    // Missing, or shorter than the range: say which, the
-                    // part (of no more use) back first.
-                    Err(e) => {
-                        drop(part);
-                        self.check_size(d).await?;
-                        return Err(DownloadError::Store {
-                            key: d.key.to_string(),
-                            source: e,
-                        });
-                    }
-                };
-                if stored_size != d.size {
-                    return Err(DownloadError::Size {
-                        key: d.key.to_string(),
-                        expected: d.size,
-                        actual: stored_size,
-                    });
-                }
-                if received != want {
-                    return Err(DownloadError::Size {
-                        key: d.key.to_string(),
-                        expected: d.size,
-                        actual: start + received,
-                    });
-                }
-                let path = d.dest.clone();
-                let sealed = d.sealed.clone().zip(segments);
-                let key = d.key.to_string();
-                let crc = blocking
-                    .spawn_blocking(move || {
-                        let crc = (crc32c::crc32c(part.as_slice()), part.as_slice().len());
-                        let write = |data: &[u8], at: u64| {
-                            let _alone = writing.lock().expect("not poisoned");
-                            file.write_all_at(data, at)
-                                .map_err(|e| DownloadError::Local { path, source: e })
-                        };
-                        match sealed {
-                            None => write(part.as_slice(), start)?,
-                            Some(((seal, _), segments)) => {
-                                let first = start / STORED_SEGMENT;
-                                let plain = seal
-                                    .open_segments(&key, first, segments, part.as_mut_slice())
-                                    .map_err(DownloadError::Sealed)?;
-                                write(&part.as_slice()[..plain], first * SEGMENT_SIZE as u64)?;
-                            }
-                        }
-                        // The part (its memory) goes back once written.
-                        drop(part);
-                        Ok::<_, DownloadError>(crc)
-                    })
-                    .await
-                    .expect("write task")?;
-                self.progress
-                    .bytes
-                    .fetch_add(crc.1 as u64, Ordering::Relaxed);
-                Ok::<_, DownloadError>(crc)
+        let target = Arc::new(Target {
+            download: d.clone(),
+            file: file.clone(),
+            writing: std::sync::Mutex::new(()),
+            step,
+            segments,
+        });
+        // Each range is a task of its own, so that the copies of their
+        // bodies spread over the runtime's threads instead of all falling
+        // to the one polling this future. The tasks are this call's: the
+        // first failure drops (aborts) the others, and the tracker is
+        // waited for before `fetch_all` returns.
+        let tasks: Vec<_> =
+            ranges
+                .iter()
+                .map(|&(start, end)| {
+                    let (this, target, tracker) = (self.clone(), target.clone(), blocking.clone());
+                    AbortOnDropHandle::new(blocking.spawn(async move {
+                        this.fetch_range(&target, start, end, &tracker).await
+                    }))
+                })
+                .collect();
+        let crcs = try_join_all(tasks.into_iter().map(|task| async move {
+            match task.await {
+                Ok(crc) => crc,
+                // Never aborted while awaited: only a panic ends it early.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }))
         .await?;
@@ -286,6 +224,123 @@ impl Downloader {
         Ok(crcs
             .into_iter()
             .fold(0, |acc, (crc, len)| crc32c::crc32c_combine(acc, crc, len)))
+    }
+
+    /// Fetches stored bytes `start..end` of `target`'s object, checks what
+    /// came, and writes them (opened, if sealed) at their place; the
+    /// range's CRC32C and length. Its blocking steps run on `blocking`.
+    async fn fetch_range(
+        &self,
+        target: &Arc<Target>,
+        start: u64,
+        end: u64,
+        blocking: &TaskTracker,
+    ) -> Result<(u32, usize), DownloadError> {
+        let d = &target.download;
+        let step = target.step;
+        // Memory first, held until the range is written; the request only
+        // while it is on the wire. Never the other way round: uploads
+        // sharing the budget take theirs in this order, and each would
+        // wait for what the other holds.
+        let part = self.budget.part(step as usize).await;
+        let on_the_wire = self
+            .budget
+            .requests()
+            .acquire()
+            .await
+            .expect("never closed");
+        if let Some(limit) = &self.rate_limit {
+            limit.acquire(end - start).await;
+        }
+        let want = end - start;
+        // Each attempt reads the range anew, into the same part.
+        let part = tokio::sync::Mutex::new(part);
+        let fetched = self
+            .retry
+            .run("ranged get", || async {
+                let mut buf = part.lock().await;
+                buf.clear();
+                let options = GetOptions::new().with_range(Some(start..end));
+                let got = self.store.get_opts(&d.key, options).await?;
+                let size = got.meta.size;
+                let mut body = got.into_stream();
+                let mut received = 0;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    received += chunk.len() as u64;
+                    // More than asked: no more is read, and the size check
+                    // below says so.
+                    if received > want || !buf.push(&chunk) {
+                        break;
+                    }
+                }
+                Ok((size, received))
+            })
+            .await;
+        drop(on_the_wire);
+        let mut part = part.into_inner();
+        let (stored_size, received) = match fetched {
+            Ok(fetched) => fetched,
+            // Missing, or shorter than the range: say which, the part (of
+            // no more use) back first.
+            Err(e) => {
+                drop(part);
+                self.check_size(d).await?;
+                return Err(DownloadError::Store {
+                    key: d.key.to_string(),
+                    source: e,
+                });
+            }
+        };
+        if stored_size != d.size {
+            return Err(DownloadError::Size {
+                key: d.key.to_string(),
+                expected: d.size,
+                actual: stored_size,
+            });
+        }
+        if received != want {
+            return Err(DownloadError::Size {
+                key: d.key.to_string(),
+                expected: d.size,
+                actual: start + received,
+            });
+        }
+        let target = target.clone();
+        let crc = blocking
+            .spawn_blocking(move || {
+                let crc = (crc32c::crc32c(part.as_slice()), part.as_slice().len());
+                let d = &target.download;
+                let write = |data: &[u8], at: u64| {
+                    let _alone = target.writing.lock().expect("not poisoned");
+                    target
+                        .file
+                        .write_all_at(data, at)
+                        .map_err(|e| DownloadError::Local {
+                            path: d.dest.clone(),
+                            source: e,
+                        })
+                };
+                match d.sealed.as_ref().zip(target.segments) {
+                    None => write(part.as_slice(), start)?,
+                    Some(((seal, _), segments)) => {
+                        let first = start / STORED_SEGMENT;
+                        let plain = seal
+                            .open_segments(d.key.as_ref(), first, segments, part.as_mut_slice())
+                            .map_err(DownloadError::Sealed)?;
+                        write(&part.as_slice()[..plain], first * SEGMENT_SIZE as u64)?;
+                    }
+                }
+                // The part (its memory) goes back once written.
+                drop(part);
+                Ok::<_, DownloadError>(crc)
+            })
+            .await
+            .expect("write task")?;
+        self.progress
+            .bytes
+            .fetch_add(crc.1 as u64, Ordering::Relaxed);
+        Ok(crc)
     }
 }
 

@@ -207,8 +207,10 @@ pub async fn snapshot_into_model(
 /// A snapshot of every partition into the remote-like store, and the
 /// model's lower bound for it.
 async fn remote_snapshot(db: &Path) -> Value {
-    let store: Arc<dyn ObjectStore> = Arc::new(model::RemoteModel::with_arena(arena_for(db, 1)));
+    let model = Arc::new(model::RemoteModel::with_arena(arena_for(db, 1)));
+    let store: Arc<dyn ObjectStore> = model.clone();
     let partitions = PartitionStore::open_existing(db).unwrap();
+    model.warm();
     let (seconds, bytes, bound) =
         snapshot_into_model(&store, "repo", partitions, PipelineConfig::default()).await;
     json!({"seconds": seconds, "bytes": bytes, "lower_bound": bound})
@@ -221,23 +223,41 @@ async fn remote(db: &Path) -> Value {
     // rocksnap's plain snapshot and its sealed one, and the references'
     // two copies when they run: each receives its parts into the arena.
     let copies = if baselines { 4 } else { 2 };
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(model::RemoteModel::with_arena(arena_for(db, copies)));
+    let model = Arc::new(model::RemoteModel::with_arena(arena_for(db, copies)));
+    let store: Arc<dyn ObjectStore> = model.clone();
     let repository = Repository::with_store(store.clone(), ObjPath::from("repo"));
     let partitions = PartitionStore::open_existing(db).unwrap();
-    let cpu = Cpu::this_process();
-    let (rocksnap_s, bytes, lower_bound) =
-        snapshot_into_model(&store, "repo", partitions.clone(), config.clone()).await;
-    let rocksnap_cpu = Cpu::this_process().since(cpu);
-    // The same, encrypted, into another repository of the same model.
     let keyring = keyring().expect("the remote child is given a keyring");
     let sealed_repository = Repository::with_store(store.clone(), ObjPath::from("sealed"));
     let sealed_config = PipelineConfig {
         encryption: Some(keyring.clone()),
         ..config.clone()
     };
-    let (rocksnap_encrypted, _) =
-        snapshot_all(partitions.clone(), sealed_repository.clone(), sealed_config).await;
+    // Plain and sealed alternate which goes first from run to run (the
+    // parent says), so that neither always meets a process the other has
+    // warmed.
+    let sealed_first = std::env::var_os("ROCKSNAP_BENCH_SEALED_FIRST").is_some();
+    let sealed_snapshot = || {
+        model.warm();
+        snapshot_all(
+            partitions.clone(),
+            sealed_repository.clone(),
+            sealed_config.clone(),
+        )
+    };
+    let mut rocksnap_encrypted = None;
+    if sealed_first {
+        rocksnap_encrypted = Some(sealed_snapshot().await.0);
+    }
+    model.warm();
+    let cpu = Cpu::this_process();
+    let (rocksnap_s, bytes, lower_bound) =
+        snapshot_into_model(&store, "repo", partitions.clone(), config.clone()).await;
+    let rocksnap_cpu = Cpu::this_process().since(cpu);
+    let rocksnap_encrypted = match rocksnap_encrypted {
+        Some(s) => s,
+        None => sealed_snapshot().await.0,
+    };
 
     // The model's lower bound for restore's ranges and connections.
     let sizes = stored_files(store.as_ref(), "repo").await;
@@ -249,27 +269,38 @@ async fn remote(db: &Path) -> Value {
         2,
     );
 
-    // Restore from the model.
+    // Restore from the model, plain and sealed in the same order.
+    let sealed_restore = || async {
+        model.warm();
+        let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+        let t = Instant::now();
+        restore_all(
+            &sealed_repository,
+            &restored.path().join("db"),
+            &RestoreOptions {
+                keyring: Some(keyring.clone()),
+                ..RestoreOptions::default()
+            },
+        )
+        .await;
+        t.elapsed().as_secs_f64()
+    };
+    let mut restore_encrypted = None;
+    if sealed_first {
+        restore_encrypted = Some(sealed_restore().await);
+    }
     let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+    model.warm();
     let cpu = Cpu::this_process();
     let t = Instant::now();
     restore_all(&repository, &restored.path().join("db"), &restore_opts).await;
     let restore_s = t.elapsed().as_secs_f64();
     let restore_cpu = Cpu::this_process().since(cpu);
     drop(restored);
-    let sealed_restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
-    let t = Instant::now();
-    restore_all(
-        &sealed_repository,
-        &sealed_restored.path().join("db"),
-        &RestoreOptions {
-            keyring: Some(keyring.clone()),
-            ..RestoreOptions::default()
-        },
-    )
-    .await;
-    let restore_encrypted = t.elapsed().as_secs_f64();
-    drop(sealed_restored);
+    let restore_encrypted = match restore_encrypted {
+        Some(s) => s,
+        None => sealed_restore().await,
+    };
     let mut v = json!({
         "seconds": rocksnap_s, "bytes": bytes, "rocksnap": rocksnap_s,
         "rocksnap_cpu": rocksnap_cpu.json(), "lower_bound": lower_bound,
@@ -278,7 +309,7 @@ async fn remote(db: &Path) -> Value {
         "restore_lower_bound": restore_lower_bound,
     });
     if baselines {
-        let b = baselines_on(&store, db, &partitions).await;
+        let b = baselines_on(&model, db, &partitions).await;
         for (k, x) in b.as_object().unwrap() {
             v[k] = x.clone();
         }
@@ -288,10 +319,11 @@ async fn remote(db: &Path) -> Value {
 
 /// The slow references: one file at a time, as a simple tool would.
 async fn baselines_on(
-    store: &Arc<dyn ObjectStore>,
+    model: &Arc<model::RemoteModel>,
     db: &Path,
     partitions: &PartitionStore,
 ) -> Value {
+    let store: Arc<dyn ObjectStore> = model.clone();
     // The same exported files.
     let staging = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
     let mut files: Vec<(PathBuf, u64)> = Vec::new();
@@ -308,6 +340,7 @@ async fn baselines_on(
         }
     }
     // Sequential: one file at a time, 5 MiB parts awaited one by one.
+    model.warm();
     let t = Instant::now();
     for (i, (path, size)) in files.iter().enumerate() {
         let data = std::fs::read(path).unwrap();
@@ -327,6 +360,7 @@ async fn baselines_on(
     }
     let sequential = t.elapsed().as_secs_f64();
     // object_store's BufWriter per file, its default concurrency.
+    model.warm();
     let t = Instant::now();
     for (i, (path, _)) in files.iter().enumerate() {
         let mut file = tokio::fs::File::open(path).await.unwrap();
@@ -337,6 +371,7 @@ async fn baselines_on(
     let bufwriter = t.elapsed().as_secs_f64();
     // A sequential download of the same files.
     let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+    model.warm();
     let t = Instant::now();
     for (i, _) in files.iter().enumerate() {
         let bytes = store

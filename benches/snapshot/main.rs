@@ -312,6 +312,9 @@ fn comparisons(
         if run == 0 {
             env.push(("ROCKSNAP_BENCH_BASELINES", "1"));
         }
+        if !baseline_first {
+            env.push(("ROCKSNAP_BENCH_SEALED_FIRST", "1"));
+        }
         let m = run_child("remote", db, &repo, &env);
         // (group, row, the child's key for its seconds, and for its CPU time).
         const REMOTE_ROWS: [(&str, &str, &str, Option<&str>); 9] = [
