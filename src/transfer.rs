@@ -134,8 +134,10 @@ impl Downloader {
     /// Returns only once no work of theirs is left: the first failure
     /// drops the other fetches, but a copy or a write already on a
     /// blocking thread runs to its end, and would otherwise land in a
-    /// staging directory the caller is removing. Every blocking step is
-    /// spawned through one tracker, which is waited for.
+    /// staging directory the caller is removing. Every task it spawns
+    /// (each range's, and each blocking step) goes through one tracker,
+    /// which is waited for; a range's task is aborted when its fetch is
+    /// dropped.
     pub async fn fetch_all(&self, downloads: &[Download]) -> Result<Vec<u32>, DownloadError> {
         let _running = self.budget.download();
         let blocking = TaskTracker::new();
@@ -146,7 +148,7 @@ impl Downloader {
     }
 
     /// Fetches one object into `dest` (created, never overwritten) and
-    /// returns its CRC32C; its blocking steps run on `blocking`.
+    /// returns its CRC32C; its tasks run on `blocking`.
     async fn fetch(&self, d: &Download, blocking: &TaskTracker) -> Result<u32, DownloadError> {
         if let Some(root) = &self.local_files {
             if d.sealed.is_none() && self.rate_limit.is_none() {

@@ -856,3 +856,45 @@ async fn uploads_and_downloads_sharing_one_budget_both_finish() {
     assert_eq!(budget.in_use(), 0, "parts left held");
     shared.stop(None);
 }
+
+/// A restore that fails leaves nothing of its downloads running: each
+/// range is a task of its own, and the range whose GET is still on the
+/// wire when another fails is dropped before the restore returns, with
+/// the memory it held. The first range's GET is held at a gate; every
+/// later read fails; once the restore has given up, no part of the
+/// budget is held, though that GET was never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_leaves_no_range_running_and_no_part_held() {
+    use common::faulty::{Fault, Op, When};
+    let fx = Fixture::new(&[1]);
+    fx.write(1, 10, 300, 1024);
+    let supervisor = fx.supervisor(fx.config()).await;
+    snapshot(&supervisor, 1, None).await.unwrap();
+    supervisor.stop(None);
+
+    let (faults, repo) = fx.faulty_repository();
+    let gate = faults.hold(Op::Get, When::Nth(3)); // after the pointer and the metadata
+    faults.inject(Op::Get, When::FromNth(4), Fault::Fail);
+    let budget = rocksnap::MemoryBudget::new(4);
+    let opts = RestoreOptions {
+        budget: Some(budget.clone()),
+        ..opts(&fx)
+    };
+    let db = fx.dir.path().join("restored");
+    let restoring = {
+        let (repo, db, opts) = (repo.clone(), db.clone(), opts.clone());
+        tokio::spawn(async move {
+            restore(&repo, &db, PartitionId(1), RestoreTarget::Latest, &opts).await
+        })
+    };
+    common::wait_until("a range's GET is held on the wire", || gate.waiting() == 1).await;
+    let err = tokio::time::timeout(std::time::Duration::from_secs(60), restoring)
+        .await
+        .expect("the failed restore waits for the range held on the wire")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert_eq!(budget.in_use(), 0, "a range still holds its part: {err}");
+    assert!(!db.exists(), "the failed restore left {}", db.display());
+    gate.open();
+}
