@@ -29,6 +29,19 @@ fn opts(fx: &Fixture) -> RestoreOptions {
     }
 }
 
+/// Restores the latest snapshot of partition 1 from `repo` into `db` on a
+/// task of its own, so that the test can act while it runs.
+fn spawn_restore(
+    repo: &rocksnap::Repository,
+    db: &Path,
+    opts: &RestoreOptions,
+) -> tokio::task::JoinHandle<Result<rocksnap::restore::RestoreOutcome, RestoreError>> {
+    let (repo, db, opts) = (repo.clone(), db.to_path_buf(), opts.clone());
+    tokio::spawn(
+        async move { restore(&repo, &db, PartitionId(1), RestoreTarget::Latest, &opts).await },
+    )
+}
+
 /// A database whose partition 1 holds data of its own, to be replaced (or not).
 fn target_db(fx: &Fixture) -> (std::path::PathBuf, Dump) {
     let path = fx.dir.path().join("target-db");
@@ -827,12 +840,7 @@ async fn uploads_and_downloads_sharing_one_budget_both_finish() {
         ..opts(&fx)
     };
     let db = fx.dir.path().join("restored");
-    let restoring = {
-        let (repo, db, opts) = (repo.clone(), db.clone(), opts.clone());
-        tokio::spawn(async move {
-            restore(&repo, &db, PartitionId(1), RestoreTarget::Latest, &opts).await
-        })
-    };
+    let restoring = spawn_restore(&repo, &db, &opts);
     common::wait_until("the restore's first range is on the wire", || {
         gate.waiting() == 1
     })
@@ -881,12 +889,7 @@ async fn a_failed_restore_leaves_no_range_running_and_no_part_held() {
         ..opts(&fx)
     };
     let db = fx.dir.path().join("restored");
-    let restoring = {
-        let (repo, db, opts) = (repo.clone(), db.clone(), opts.clone());
-        tokio::spawn(async move {
-            restore(&repo, &db, PartitionId(1), RestoreTarget::Latest, &opts).await
-        })
-    };
+    let restoring = spawn_restore(&repo, &db, &opts);
     common::wait_until("a range's GET is held on the wire", || gate.waiting() == 1).await;
     let err = tokio::time::timeout(std::time::Duration::from_secs(60), restoring)
         .await
