@@ -16,16 +16,22 @@
 //! metadata no pointer names, which collection removes too.
 //!
 //! While it runs, a rekey is a writer like a snapshot: each new snapshot's
-//! lease is written before anything of it is stored and renewed as the
-//! rekey goes on, so a collection never takes what it wrote however long
-//! its copies take. Should a lease expire anyway (the rekey stalled), the
+//! lease is written before anything of it is stored and renewed beside the
+//! rekey's own requests (not between them: one server-side copy of a large
+//! object can outlast a lease), so a collection never takes what it wrote
+//! however long its copies take. Should a lease expire anyway (the store
+//! refused its renewals), the
 //! collection that takes its objects fences `latest.json` first, which
 //! moves the pointer's version: the rekey's compare-and-swap then fails,
 //! and the pointer never names a snapshot whose objects are gone.
 
+use std::sync::Mutex;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DEFAULT_LEASE_TTL;
 use crate::crypto::{FileKey, Keyring};
@@ -72,6 +78,22 @@ pub enum RekeyError {
     },
 }
 
+/// How a rekey runs.
+#[derive(Debug, Clone)]
+pub struct RekeyOptions {
+    /// Time to live of the leases of the snapshots it writes; each is
+    /// renewed every third of it while the rekey runs.
+    pub lease_ttl: Duration,
+}
+
+impl Default for RekeyOptions {
+    fn default() -> Self {
+        RekeyOptions {
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
 /// Wraps the data keys of every snapshot `latest.json` retains under the
 /// keyring's current key (see the module's documentation).
 pub async fn rekey(
@@ -79,11 +101,31 @@ pub async fn rekey(
     partition: PartitionId,
     keyring: &Keyring,
 ) -> Result<RekeyReport, RekeyError> {
-    let mut leases = Leases {
+    rekey_with(repo, partition, keyring, &RekeyOptions::default()).await
+}
+
+/// [`rekey`], with `opts`.
+pub async fn rekey_with(
+    repo: &Repository,
+    partition: PartitionId,
+    keyring: &Keyring,
+    opts: &RekeyOptions,
+) -> Result<RekeyReport, RekeyError> {
+    let leases = Leases {
         repo,
-        held: Vec::new(),
+        ttl: opts.lease_ttl,
+        held: Mutex::new(Vec::new()),
     };
-    let result = rekey_under(repo, partition, keyring, &mut leases).await;
+    // The leases are renewed beside the work, until it is done; a renewal
+    // under way when it ends finishes before any lease is deleted, so that
+    // it cannot bring one back afterwards.
+    let done = CancellationToken::new();
+    let work = async {
+        let result = rekey_under(repo, partition, keyring, &leases).await;
+        done.cancel();
+        result
+    };
+    let (result, ()) = tokio::join!(work, leases.keep(&done));
     // Published or given up: nothing of the rekey is left but what the
     // pointer names (and, on failure, objects collection removes).
     leases.give_back().await;
@@ -94,7 +136,7 @@ async fn rekey_under(
     repo: &Repository,
     partition: PartitionId,
     keyring: &Keyring,
-    leases: &mut Leases<'_>,
+    leases: &Leases<'_>,
 ) -> Result<RekeyReport, RekeyError> {
     let current = repo
         .read_pointer(partition)
@@ -142,7 +184,6 @@ async fn rekey_under(
                 // V1: the file lives in its snapshot's folder.
                 let name = f.file_name().expect("checked when parsed");
                 let to = repo.layout().file(partition, &folder, name);
-                leases.renew_if_due().await?;
                 repo.store()
                     .copy(&key, &to)
                     .await
@@ -150,7 +191,6 @@ async fn rekey_under(
                 report.copied_objects += 1;
             }
         }
-        leases.renew_if_due().await?;
         repo.put_metadata(&new).await?;
         report.rekeyed.push((meta.snapshot_id, new.snapshot_id));
         replaced.push((kept, new.retained_entry()));
@@ -191,40 +231,71 @@ async fn rekey_under(
 /// The leases of the snapshots a rekey writes.
 struct Leases<'a> {
     repo: &'a Repository,
-    held: Vec<Lease>,
+    ttl: Duration,
+    /// Taken by the work, renewed by [`Leases::keep`] beside it; never held
+    /// across a request.
+    held: Mutex<Vec<Lease>>,
 }
 
 impl Leases<'_> {
     /// Writes the lease of `id`, before anything of it is stored.
-    async fn take(&mut self, partition: PartitionId, id: SnapshotId) -> Result<(), RepoError> {
-        let lease = Lease::new(partition, id, "rekey".into(), DEFAULT_LEASE_TTL);
+    async fn take(&self, partition: PartitionId, id: SnapshotId) -> Result<(), RepoError> {
+        let lease = Lease::new(partition, id, "rekey".into(), self.ttl);
         self.repo.put_lease(&lease).await?;
-        self.held.push(lease);
+        self.held.lock().expect("not poisoned").push(lease);
         Ok(())
     }
 
-    /// Renews every lease a third of whose time to live has passed. A lease
-    /// renewed too late no longer protected its objects for a while; the
-    /// fence a collector writes before taking them fails the rekey's swap.
-    async fn renew_if_due(&mut self) -> Result<(), RepoError> {
-        for lease in self.held.iter_mut() {
-            if !lease.renewal_due(DEFAULT_LEASE_TTL) {
-                continue;
+    /// Renews every lease a third of whose time to live has passed, until
+    /// `done`, whatever the work is waiting for. A renewal the store
+    /// refuses is tried again at the next turn; a lease that expires
+    /// meanwhile no longer protects its objects, and the fence a collector
+    /// writes before taking them fails the rekey's swap.
+    async fn keep(&self, done: &CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => return,
+                _ = tokio::time::sleep(self.ttl / 6) => {}
             }
-            let renewed = lease.renewed(DEFAULT_LEASE_TTL);
-            self.repo.put_lease(&renewed).await?;
-            *lease = renewed;
+            let due: Vec<Lease> = self
+                .held
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .filter(|l| l.renewal_due(self.ttl))
+                .map(|l| l.renewed(self.ttl))
+                .collect();
+            for renewed in due {
+                match self.repo.put_lease(&renewed).await {
+                    Ok(()) => {
+                        let mut held = self.held.lock().expect("not poisoned");
+                        if let Some(l) = held
+                            .iter_mut()
+                            .find(|l| l.snapshot_id == renewed.snapshot_id)
+                        {
+                            *l = renewed;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = %renewed.partition_id, error = %e, "cannot renew a rekey's lease; trying again");
+                    }
+                }
+            }
         }
-        Ok(())
     }
 
     /// When the earliest lease held started.
     fn earliest_start(&self) -> Option<DateTime<Utc>> {
-        self.held.iter().map(|l| l.started_at).min()
+        self.held
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|l| l.started_at)
+            .min()
     }
 
     async fn give_back(self) {
-        for lease in self.held {
+        for lease in self.held.into_inner().expect("not poisoned") {
             if let Err(e) = self
                 .repo
                 .delete_lease(lease.partition_id, lease.snapshot_id)

@@ -717,6 +717,78 @@ async fn a_collection_beside_a_rekey_takes_nothing_it_wrote() {
     }
 }
 
+/// A rekey keeps its leases alive while one request of its own outlasts
+/// them: a V1 server-side copy is held at a gate for longer than the
+/// lease's time to live (2 s here). The lease is renewed while the copy
+/// waits (its expiry moves a whole time to live past the first one's, so
+/// without renewals it would have lapsed), a collection with no grace at
+/// all then takes nothing the rekey wrote, and the rekey completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_keeps_its_lease_through_a_copy_that_outlasts_it() {
+    use common::faulty::{Op, When};
+    let fx = Fixture::new(&[1]);
+    let (supervisor, old_text, _) = two_sealed(&fx, FormatVersion::V1).await;
+    supervisor.stop(None);
+    let objects_before = common::files_below(&fx.repo_dir.join("1"));
+
+    let (store, repo) = fx.faulty_repository();
+    let gate = store.hold(Op::Copy, When::Nth(1));
+    let new_line = Keyring::generate_line("new");
+    let both = Arc::new(Keyring::parse(&format!("{new_line}\n{old_text}")).unwrap());
+    let ttl = std::time::Duration::from_secs(2);
+    let rekey = {
+        let both = both.clone();
+        let opts = rocksnap::rekey::RekeyOptions { lease_ttl: ttl };
+        tokio::spawn(async move {
+            rocksnap::rekey::rekey_with(&repo, PartitionId(1), &both, &opts).await
+        })
+    };
+    common::wait_until("the rekey's first copy is held", || gate.waiting() == 1).await;
+    let expiry = || async {
+        let leases = fx.repository.read_leases(PartitionId(1)).await.unwrap();
+        assert_eq!(leases.len(), 1, "one rekeyed snapshot, one lease");
+        leases[0].1.as_ref().unwrap().expires_at
+    };
+    let first = expiry().await;
+    common::wait_until_async("the lease is renewed past its first expiry", || async {
+        expiry().await >= first + ttl
+    })
+    .await;
+    assert_eq!(gate.waiting(), 1, "the copy was let through");
+
+    let written: Vec<_> = common::files_below(&fx.repo_dir.join("1"))
+        .into_iter()
+        .filter(|f| !objects_before.contains(f) && !f.starts_with("leases"))
+        .collect();
+    let report = rocksnap::gc::collect(
+        &fx.repository,
+        PartitionId(1),
+        &common::collection(std::time::Duration::ZERO, None),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.leased > 0,
+        "nothing of the rekey was leased: {report:?}"
+    );
+    let spared = common::files_below(&fx.repo_dir.join("1"));
+    assert!(
+        written.iter().all(|f| spared.contains(f)),
+        "the collection took what the rekey wrote: {written:?}"
+    );
+    gate.open();
+    let rekeyed = rekey.await.unwrap().unwrap();
+    assert!(!rekeyed.rekeyed.is_empty());
+    let only_new = Arc::new(Keyring::parse(&new_line).unwrap());
+    kept_restore_with(&fx, &fx.latest(1), &only_new, "long copy").await;
+    assert!(fx
+        .repository
+        .read_leases(PartitionId(1))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// A rekey that fails half-way (V1: the store refuses its second
 /// server-side copy) or is killed half-way (V2: its task dropped while its
 /// second rekeyed metadata is on the way) has moved nothing: the pointer is
