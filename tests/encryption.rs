@@ -658,6 +658,45 @@ async fn a_rekey_racing_a_new_snapshot_loses_without_harm() {
     kept_restore_with(&fx, &pointer, &old, "racing").await;
 }
 
+/// After a rekey: every snapshot the pointer retains restores with the new
+/// key (`new_line`) alone, and nothing of the rekey is left but what it
+/// published.
+async fn rekeyed_alone(fx: &Fixture, new_line: &str, what: &str) {
+    let only_new = Arc::new(Keyring::parse(new_line).unwrap());
+    kept_restore_with(fx, &fx.latest(1), &only_new, what).await;
+    assert!(
+        fx.repository
+            .read_leases(PartitionId(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{what}: the rekey left a lease"
+    );
+}
+
+/// Collects partition 1 with no grace at all while a rekey is held
+/// half-way, and checks that the collection found the rekey's lease and
+/// took nothing the rekey wrote (the objects not in `objects_before`).
+async fn collect_beside_the_rekey(fx: &Fixture, objects_before: &[String], what: &str) {
+    let written: Vec<_> = common::files_below(&fx.repo_dir.join("1"))
+        .into_iter()
+        .filter(|f| !objects_before.contains(f) && !f.starts_with("leases"))
+        .collect();
+    let report = rocksnap::gc::collect(
+        &fx.repository,
+        PartitionId(1),
+        &common::collection(std::time::Duration::ZERO, None),
+    )
+    .await
+    .unwrap();
+    assert!(report.leased > 0, "{what}: nothing of the rekey was leased");
+    let spared = common::files_below(&fx.repo_dir.join("1"));
+    assert!(
+        !written.is_empty() && written.iter().all(|f| spared.contains(f)),
+        "{what}: the collection took what the rekey wrote: {written:?}"
+    );
+}
+
 /// A rekey is a writer like a snapshot: a collection that runs while it is
 /// half-way (held at its second rekeyed metadata in V2, at its second
 /// server-side copy in V1; collected with no grace at all) never takes what
@@ -681,45 +720,18 @@ async fn a_collection_beside_a_rekey_takes_nothing_it_wrote() {
             tokio::spawn(async move { rocksnap::rekey::rekey(&repo, PartitionId(1), &both).await })
         };
         common::wait_until("the rekey is half-way", || gate.waiting() == 1).await;
-        let written: Vec<_> = common::files_below(&fx.repo_dir.join("1"))
-            .into_iter()
-            .filter(|f| !objects_before.contains(f) && !f.starts_with("leases"))
-            .collect();
-        let report = rocksnap::gc::collect(
-            &fx.repository,
-            PartitionId(1),
-            &common::collection(std::time::Duration::ZERO, None),
-        )
-        .await
-        .unwrap();
-        assert!(
-            report.leased > 0,
-            "{format:?}: nothing of the rekey was leased"
-        );
-        let spared = common::files_below(&fx.repo_dir.join("1"));
-        assert!(
-            !written.is_empty() && written.iter().all(|f| spared.contains(f)),
-            "{format:?}: the collection took what the rekey wrote: {written:?}"
-        );
+        collect_beside_the_rekey(&fx, &objects_before, &format!("{format:?}")).await;
         gate.open();
         let rekeyed = rekey.await.unwrap().unwrap();
         assert!(!rekeyed.rekeyed.is_empty());
 
-        let only_new = Arc::new(Keyring::parse(&new_line).unwrap());
-        kept_restore_with(&fx, &fx.latest(1), &only_new, &format!("{format:?}")).await;
-        // Once it is done, nothing of it is left but what it published.
-        assert!(fx
-            .repository
-            .read_leases(PartitionId(1))
-            .await
-            .unwrap()
-            .is_empty());
+        rekeyed_alone(&fx, &new_line, &format!("{format:?}")).await;
     }
 }
 
 /// A rekey keeps its leases alive while one request of its own outlasts
-/// them: a V1 server-side copy is held at a gate for longer than the
-/// lease's time to live (2 s here). The lease is renewed while the copy
+/// them: its second V1 server-side copy is held at a gate for longer than
+/// the lease's time to live (2 s here). The lease is renewed while the copy
 /// waits (its expiry moves a whole time to live past the first one's, so
 /// without renewals it would have lapsed), a collection with no grace at
 /// all then takes nothing the rekey wrote, and the rekey completes.
@@ -732,7 +744,7 @@ async fn a_rekey_keeps_its_lease_through_a_copy_that_outlasts_it() {
     let objects_before = common::files_below(&fx.repo_dir.join("1"));
 
     let (store, repo) = fx.faulty_repository();
-    let gate = store.hold(Op::Copy, When::Nth(1));
+    let gate = store.hold(Op::Copy, When::Nth(2));
     let new_line = Keyring::generate_line("new");
     let both = Arc::new(Keyring::parse(&format!("{new_line}\n{old_text}")).unwrap());
     let ttl = std::time::Duration::from_secs(2);
@@ -743,11 +755,15 @@ async fn a_rekey_keeps_its_lease_through_a_copy_that_outlasts_it() {
             rocksnap::rekey::rekey_with(&repo, PartitionId(1), &both, &opts).await
         })
     };
-    common::wait_until("the rekey's first copy is held", || gate.waiting() == 1).await;
+    common::wait_until("the rekey's second copy is held", || gate.waiting() == 1).await;
+    // The earliest expiry of the rekey's leases.
     let expiry = || async {
         let leases = fx.repository.read_leases(PartitionId(1)).await.unwrap();
-        assert_eq!(leases.len(), 1, "one rekeyed snapshot, one lease");
-        leases[0].1.as_ref().unwrap().expires_at
+        leases
+            .iter()
+            .map(|(_, l)| l.as_ref().unwrap().expires_at)
+            .min()
+            .expect("the rekey holds a lease")
     };
     let first = expiry().await;
     common::wait_until_async("the lease is renewed past its first expiry", || async {
@@ -756,37 +772,11 @@ async fn a_rekey_keeps_its_lease_through_a_copy_that_outlasts_it() {
     .await;
     assert_eq!(gate.waiting(), 1, "the copy was let through");
 
-    let written: Vec<_> = common::files_below(&fx.repo_dir.join("1"))
-        .into_iter()
-        .filter(|f| !objects_before.contains(f) && !f.starts_with("leases"))
-        .collect();
-    let report = rocksnap::gc::collect(
-        &fx.repository,
-        PartitionId(1),
-        &common::collection(std::time::Duration::ZERO, None),
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.leased > 0,
-        "nothing of the rekey was leased: {report:?}"
-    );
-    let spared = common::files_below(&fx.repo_dir.join("1"));
-    assert!(
-        written.iter().all(|f| spared.contains(f)),
-        "the collection took what the rekey wrote: {written:?}"
-    );
+    collect_beside_the_rekey(&fx, &objects_before, "long copy").await;
     gate.open();
     let rekeyed = rekey.await.unwrap().unwrap();
     assert!(!rekeyed.rekeyed.is_empty());
-    let only_new = Arc::new(Keyring::parse(&new_line).unwrap());
-    kept_restore_with(&fx, &fx.latest(1), &only_new, "long copy").await;
-    assert!(fx
-        .repository
-        .read_leases(PartitionId(1))
-        .await
-        .unwrap()
-        .is_empty());
+    rekeyed_alone(&fx, &new_line, "long copy").await;
 }
 
 /// A rekey that fails half-way (V1: the store refuses its second
