@@ -731,7 +731,7 @@ async fn a_collection_beside_a_rekey_takes_nothing_it_wrote() {
 
 /// A rekey keeps its leases alive while one request of its own outlasts
 /// them: its second V1 server-side copy is held at a gate for longer than
-/// the lease's time to live (2 s here). The lease is renewed while the copy
+/// the lease's time to live (3 s here). The lease is renewed while the copy
 /// waits (its expiry moves a whole time to live past the first one's, so
 /// without renewals it would have lapsed), a collection with no grace at
 /// all then takes nothing the rekey wrote, and the rekey completes.
@@ -747,7 +747,7 @@ async fn a_rekey_keeps_its_lease_through_a_copy_that_outlasts_it() {
     let gate = store.hold(Op::Copy, When::Nth(2));
     let new_line = Keyring::generate_line("new");
     let both = Arc::new(Keyring::parse(&format!("{new_line}\n{old_text}")).unwrap());
-    let ttl = std::time::Duration::from_secs(2);
+    let ttl = std::time::Duration::from_secs(3);
     let rekey = {
         let both = both.clone();
         let opts = rocksnap::rekey::RekeyOptions { lease_ttl: ttl };
