@@ -81,8 +81,9 @@ pub enum RekeyError {
 /// How a rekey runs.
 #[derive(Debug, Clone)]
 pub struct RekeyOptions {
-    /// Time to live of the leases of the snapshots it writes; each is
-    /// renewed every third of it while the rekey runs.
+    /// Time to live of the leases of the snapshots it writes (from a
+    /// second to a day); each is renewed every third of it while the rekey
+    /// runs.
     pub lease_ttl: Duration,
 }
 
@@ -113,7 +114,12 @@ pub async fn rekey_with(
 ) -> Result<RekeyReport, RekeyError> {
     let leases = Leases {
         repo,
-        ttl: opts.lease_ttl,
+        // Checked every sixth of it: not a loop of requests against the
+        // store for a lease of no time at all, and not a wait longer than
+        // any lease should live.
+        ttl: opts
+            .lease_ttl
+            .clamp(Duration::from_secs(1), Duration::from_secs(24 * 60 * 60)),
         held: Mutex::new(Vec::new()),
     };
     // The leases are renewed beside the work, until it is done; a renewal

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::panic::AssertUnwindSafe;
+
 use futures::future::try_join_all;
+use futures::FutureExt;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
@@ -141,10 +144,16 @@ impl Downloader {
     pub async fn fetch_all(&self, downloads: &[Download]) -> Result<Vec<u32>, DownloadError> {
         let _running = self.budget.download();
         let blocking = TaskTracker::new();
-        let result = try_join_all(downloads.iter().map(|d| self.fetch(d, &blocking))).await;
+        // A panic in a range is held until the rest is done too, so that it
+        // does not unwind past the wait either.
+        let result = AssertUnwindSafe(try_join_all(
+            downloads.iter().map(|d| self.fetch(d, &blocking)),
+        ))
+        .catch_unwind()
+        .await;
         blocking.close();
         blocking.wait().await;
-        result
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// Fetches one object into `dest` (created, never overwritten) and
@@ -209,8 +218,12 @@ impl Downloader {
         let crcs = try_join_all(tasks.into_iter().map(|task| async move {
             match task.await {
                 Ok(crc) => crc,
-                // Never aborted while awaited: only a panic ends it early.
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Never aborted while awaited: only the runtime's
+                    // shutdown cancels it.
+                    Err(e) => panic!("a range's task ended early: {e}"),
+                },
             }
         }))
         .await?;

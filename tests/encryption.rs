@@ -767,7 +767,12 @@ async fn a_rekey_keeps_its_lease_through_a_copy_that_outlasts_it() {
     };
     let first = expiry().await;
     common::wait_until_async("the lease is renewed past its first expiry", || async {
-        expiry().await >= first + ttl
+        let expires = expiry().await;
+        assert!(
+            expires > chrono::Utc::now(),
+            "the lease lapsed at {expires}"
+        );
+        expires >= first + ttl
     })
     .await;
     assert_eq!(gate.waiting(), 1, "the copy was let through");

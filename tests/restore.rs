@@ -869,8 +869,8 @@ async fn uploads_and_downloads_sharing_one_budget_both_finish() {
 /// range is a task of its own, and the range whose GET is still on the
 /// wire when another fails is dropped before the restore returns, with
 /// the memory it held. The first range's GET is held at a gate; every
-/// later read fails; once the restore has given up, no part of the
-/// budget is held, though that GET was never answered.
+/// later read fails; once the restore has given up, that GET is no longer
+/// waiting anywhere and no part of the budget is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restore_leaves_no_range_running_and_no_part_held() {
     use common::faulty::{Fault, Op, When};
@@ -898,6 +898,7 @@ async fn a_failed_restore_leaves_no_range_running_and_no_part_held() {
         .unwrap_err();
     assert!(err.to_string().contains("injected"), "{err}");
     assert_eq!(budget.in_use(), 0, "a range still holds its part: {err}");
+    assert_eq!(gate.waiting(), 0, "the held GET outlived the restore");
     assert!(!db.exists(), "the failed restore left {}", db.display());
     gate.open();
 }

@@ -78,7 +78,7 @@ impl Gate {
         self.open.send_replace(true);
     }
 
-    /// Requests currently held at the gate.
+    /// Requests currently held at the gate (not those dropped there).
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
     }
@@ -88,9 +88,17 @@ impl Gate {
         if *rx.borrow() {
             return;
         }
+        // Counted while it waits, and no longer once it is let through or
+        // dropped (its caller gave up on it).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         let _ = rx.wait_for(|open| *open).await.map(|_| ());
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
