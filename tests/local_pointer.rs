@@ -83,3 +83,36 @@ async fn a_held_lock_times_out_with_a_clear_error() {
     assert!(err.to_string().contains("stayed locked"), "{err}");
     assert!(!fx.repo_dir.join("1").join("latest.json").exists());
 }
+
+/// What a writer killed between a pointer's (or a lease's) write and its
+/// rename leaves beside the locks, a temporary file nothing names, goes
+/// with the next collection once it is an hour old; a younger one may be
+/// a live writer's, and a lock file is not scratch: both stay.
+#[tokio::test]
+async fn a_collection_sweeps_what_killed_writers_left_beside_the_locks() {
+    let fx = Fixture::new(&[1]);
+    let locks = fx.repo_dir.join(".locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let left = locks.join(".tmpKILLED");
+    let file = std::fs::File::create(&left).unwrap();
+    file.set_modified(two_hours_ago).unwrap();
+    let lock = locks.join("1%2Flatest.json");
+    std::fs::File::create(&lock)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let live = locks.join(".tmpLIVE");
+    std::fs::File::create(&live).unwrap();
+
+    rocksnap::gc::collect(
+        &fx.repository,
+        PartitionId(1),
+        &common::collection(std::time::Duration::ZERO, None),
+    )
+    .await
+    .unwrap();
+    assert!(!left.exists(), "the killed writer's file stayed");
+    assert!(live.exists(), "a live writer's file was removed");
+    assert!(lock.exists(), "a lock file was removed");
+}

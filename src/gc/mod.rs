@@ -131,6 +131,13 @@ pub async fn collect(
     partition: PartitionId,
     opts: &GcOptions,
 ) -> Result<GcReport, GcError> {
+    // A local repository's scratch, beside its locks: what writers killed
+    // between a write and its rename left, which no listing shows.
+    match repo.sweep_scratch().await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "temporary files of killed writers removed"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep the repository's scratch"),
+    }
     for _ in 0..MAX_ROUNDS {
         if let Some(report) = collect_once(repo, partition, opts).await? {
             return Ok(report);

@@ -137,6 +137,49 @@ fn replace_whole(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Resu
     tmp.persist(path).map(drop).map_err(|e| e.error)
 }
 
+/// Temporary files in `.locks` older than this are a killed writer's: a
+/// live one renames its file into place within the write that made it.
+pub(super) const STALE_SCRATCH: Duration = Duration::from_secs(60 * 60);
+
+/// Removes the temporary files that writers killed between a write and its
+/// rename left in `root`'s `.locks` (a pointer's or a lease's bytes, never
+/// named by anything); the number removed. A file younger than
+/// [`STALE_SCRATCH`] may still be a live writer's, and stays.
+pub(super) async fn sweep_scratch(root: &FsPath) -> std::io::Result<usize> {
+    let dir = root.join(".locks");
+    tokio::task::spawn_blocking(move || {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            // Lock files are named after their key; only the temporary
+            // files `tempfile` makes start with `.tmp`.
+            if !entry.file_name().to_string_lossy().starts_with(".tmp") {
+                continue;
+            }
+            let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            if now.duration_since(modified).unwrap_or_default() < STALE_SCRATCH {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    })
+    .await
+    .expect("the sweep does not panic")
+}
+
 /// Writes a lease under `root` for a writer on this machine: its bytes are
 /// fsynced before the rename that makes it visible, so a lease is there
 /// whole or not at all; its folder is made, and later removed, without an

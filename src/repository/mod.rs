@@ -115,6 +115,21 @@ impl Repository {
         self.local_root.as_deref().filter(|_| self.plain_local)
     }
 
+    /// Removes what writers killed half-way through a pointer's or a
+    /// lease's write left beside a local repository's locks (temporary
+    /// files an hour old); nothing elsewhere. The number removed.
+    pub async fn sweep_scratch(&self) -> Result<usize, RepoError> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        local::sweep_scratch(root)
+            .await
+            .map_err(|source| RepoError::Lock {
+                key: ".locks".into(),
+                source,
+            })
+    }
+
     /// The store behind the repository.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
