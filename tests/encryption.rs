@@ -571,13 +571,7 @@ async fn rekey_rewraps_data_keys_and_retires_the_old_key() {
         assert!(again.rekeyed.is_empty() && again.unchanged == kept);
 
         // Collected: the old snapshots go, the objects the new ones use stay.
-        rocksnap::gc::collect(
-            &fx.repository,
-            PartitionId(1),
-            &common::collection(std::time::Duration::ZERO, None),
-        )
-        .await
-        .unwrap();
+        common::collect_with_no_grace(&fx.repository, PartitionId(1)).await;
         if format == FormatVersion::V2 {
             assert!(!shared_before.is_empty());
             assert_eq!(
@@ -641,13 +635,7 @@ async fn a_rekey_racing_a_new_snapshot_loses_without_harm() {
     // What the rekey wrote is garbage; collection takes it, and every
     // retained snapshot restores as before.
     let folders_before = fx.repository.list_snapshots(PartitionId(1)).await.unwrap();
-    rocksnap::gc::collect(
-        &fx.repository,
-        PartitionId(1),
-        &common::collection(std::time::Duration::ZERO, None),
-    )
-    .await
-    .unwrap();
+    common::collect_with_no_grace(&fx.repository, PartitionId(1)).await;
     let folders_after = fx.repository.list_snapshots(PartitionId(1)).await.unwrap();
     let kept: Vec<_> = pointer.kept().iter().map(|k| k.snapshot_id).collect();
     assert!(
@@ -682,13 +670,7 @@ async fn collect_beside_the_rekey(fx: &Fixture, objects_before: &[String], what:
         .into_iter()
         .filter(|f| !objects_before.contains(f) && !f.starts_with("leases"))
         .collect();
-    let report = rocksnap::gc::collect(
-        &fx.repository,
-        PartitionId(1),
-        &common::collection(std::time::Duration::ZERO, None),
-    )
-    .await
-    .unwrap();
+    let report = common::collect_with_no_grace(&fx.repository, PartitionId(1)).await;
     assert!(report.leased > 0, "{what}: nothing of the rekey was leased");
     let spared = common::files_below(&fx.repo_dir.join("1"));
     assert!(

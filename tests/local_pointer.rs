@@ -105,13 +105,7 @@ async fn a_collection_sweeps_what_killed_writers_left_beside_the_locks() {
     let live = locks.join(".tmpLIVE");
     std::fs::File::create(&live).unwrap();
 
-    rocksnap::gc::collect(
-        &fx.repository,
-        PartitionId(1),
-        &common::collection(std::time::Duration::ZERO, None),
-    )
-    .await
-    .unwrap();
+    common::collect_with_no_grace(&fx.repository, PartitionId(1)).await;
     assert!(!left.exists(), "the killed writer's file stayed");
     assert!(live.exists(), "a live writer's file was removed");
     assert!(lock.exists(), "a lock file was removed");

@@ -143,6 +143,21 @@ pub fn value(lsn: u64, i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Collects `partition` of `repo` with no grace at all: only what a lease
+/// or the pointer protects stays.
+pub async fn collect_with_no_grace(
+    repo: &rocksnap::Repository,
+    partition: rocksnap::PartitionId,
+) -> rocksnap::gc::GcReport {
+    rocksnap::gc::collect(
+        repo,
+        partition,
+        &collection(std::time::Duration::ZERO, None),
+    )
+    .await
+    .unwrap()
+}
+
 /// A collection as the fixture's cluster runs it: this grace period and,
 /// when asked, a retention of the newest `keep` snapshots.
 pub fn collection(grace: std::time::Duration, keep: Option<usize>) -> rocksnap::gc::GcOptions {
