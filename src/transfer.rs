@@ -10,11 +10,10 @@
 //! checked against what the metadata says, and each file's checksum once
 //! it is whole.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use std::panic::AssertUnwindSafe;
 
 use futures::future::try_join_all;
 use futures::FutureExt;
@@ -56,7 +55,7 @@ const STORED_SEGMENT: u64 = (SEGMENT_SIZE + TAG_LEN) as u64;
 #[derive(Debug)]
 struct Target {
     download: Download,
-    file: Arc<NewFile>,
+    file: NewFile,
     /// Held by the range being written: one write at a time per file, as
     /// concurrent writers of one file only wait on (and spin for) its
     /// inode's lock; other files' go on. The checksum and the opening of
@@ -179,23 +178,18 @@ impl Downloader {
                 path: d.dest.clone(),
                 source: e,
             })?;
-        let file = Arc::new(file);
         // Sealed objects are fetched in whole stored segments.
         let step = match &d.sealed {
             Some(_) => (self.part_size / SEGMENT_SIZE as u64).max(1) * STORED_SEGMENT,
             None => self.part_size,
         };
-        let ranges: Vec<(u64, u64)> = (0..d.size)
-            .step_by(step as usize)
-            .map(|start| (start, (start + step).min(d.size)))
-            .collect();
         let segments = d
             .sealed
             .as_ref()
             .map(|(_, plain)| plain.div_ceil(SEGMENT_SIZE as u64).max(1));
         let target = Arc::new(Target {
             download: d.clone(),
-            file: file.clone(),
+            file,
             writing: std::sync::Mutex::new(()),
             step,
             segments,
@@ -206,9 +200,10 @@ impl Downloader {
         // first failure drops (aborts) the others, and the tracker is
         // waited for before `fetch_all` returns.
         let tasks: Vec<_> =
-            ranges
-                .iter()
-                .map(|&(start, end)| {
+            (0..d.size)
+                .step_by(step as usize)
+                .map(|start| {
+                    let end = (start + step).min(d.size);
                     let (this, target, tracker) = (self.clone(), target.clone(), blocking.clone());
                     AbortOnDropHandle::new(blocking.spawn(async move {
                         this.fetch_range(&target, start, end, &tracker).await
@@ -230,8 +225,8 @@ impl Downloader {
         let path = d.dest.clone();
         blocking
             .spawn_blocking(move || {
-            tracing::trace!(path = %path.display(), direct = file.direct_bytes(), "file written");
-            file.sync_all()
+            tracing::trace!(path = %path.display(), direct = target.file.direct_bytes(), "file written");
+            target.file.sync_all()
                 .map_err(|e| DownloadError::Local { path, source: e })
         })
         .await

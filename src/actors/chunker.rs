@@ -264,10 +264,23 @@ impl ChunkerState {
 /// vector it would be copied into a new one, and every small file would
 /// leave one more buffer behind.)
 fn next_buffer(rest: BytesMut, pool: &BufferPool, room: usize) -> BytesMut {
-    if rest.capacity() >= room + crate::direct::ALIGN {
+    if holds_a_part(&rest, room) {
         return rest;
     }
     pool.take(room).unwrap_or(rest)
+}
+
+/// Whether `buf` has room for a whole part of `room` stored bytes and the
+/// filler before it.
+fn holds_a_part(buf: &BytesMut, room: usize) -> bool {
+    buf.capacity() >= room + crate::direct::ALIGN
+}
+
+/// The capacity the pipeline makes its part buffers with: a whole stored
+/// part (sealed, a part grows by a tag per segment) and the filler that
+/// starts a plain one on a page.
+pub(crate) fn buffer_capacity(part_size: usize, sealed: bool) -> usize {
+    crate::crypto::stored_len(part_size as u64, sealed) as usize + crate::direct::ALIGN
 }
 
 /// What is left of the buffer once a part is split off, if a whole part
@@ -277,7 +290,7 @@ fn next_buffer(rest: BytesMut, pool: &BufferPool, room: usize) -> BytesMut {
 /// the pool (it goes when the rest does), and the chunker would take fresh
 /// memory for a later part, one buffer more than there are credits.
 fn keep_rest(rest: BytesMut, room: usize) -> BytesMut {
-    if rest.capacity() >= room + crate::direct::ALIGN {
+    if holds_a_part(&rest, room) {
         rest
     } else {
         BytesMut::new()

@@ -118,16 +118,11 @@ impl Repository {
     /// Removes what writers killed half-way through a pointer's or a
     /// lease's write left beside a local repository's locks (temporary
     /// files an hour old); nothing elsewhere. The number removed.
-    pub async fn sweep_scratch(&self) -> Result<usize, RepoError> {
-        let Some(root) = &self.local_root else {
-            return Ok(0);
-        };
-        local::sweep_scratch(root)
-            .await
-            .map_err(|source| RepoError::Lock {
-                key: ".locks".into(),
-                source,
-            })
+    pub(crate) async fn sweep_scratch(&self) -> std::io::Result<usize> {
+        match &self.local_root {
+            Some(root) => local::sweep_scratch(root).await,
+            None => Ok(0),
+        }
     }
 
     /// The store behind the repository.

@@ -231,12 +231,11 @@ impl Actor for Supervisor {
             .clone()
             .unwrap_or_else(|| MemoryBudget::for_requests(config.max_parts_in_flight));
         let uploader_credits = Credits::from_budget("upload", &budget);
-        // Room for a whole part (sealed, if the pipeline encrypts) and the
-        // filler that aligns it, one per credit a part can hold.
+        // One buffer per credit a part can hold.
         let pool = BufferPool::default();
-        let part = crate::crypto::stored_len(config.part_size as u64, config.encryption.is_some());
-        pool.prepare(budget.parts(), part as usize + crate::direct::ALIGN)
-            .await;
+        let capacity =
+            crate::actors::chunker::buffer_capacity(config.part_size, config.encryption.is_some());
+        pool.prepare(budget.parts(), capacity).await;
         Ok(SupervisorState {
             stages: Stages {
                 exporter: spawn_exporter(&myself, &config, &args.partitions).await?,
