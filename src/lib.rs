@@ -43,7 +43,7 @@ pub use actors::exporter::ExportError;
 pub use actors::publisher::PublishError;
 pub use actors::supervisor::{
     Internal, ShutdownReport, StartError, Supervisor, SupervisorArgs, SupervisorMsg,
-    SupervisorState, MAX_RESTARTS, RELEASE_WAIT, RESTART_WINDOW,
+    SupervisorState, MAX_RESTARTS, RESTART_WINDOW,
 };
 pub use actors::uploader::UploadError;
 pub use config::{
