@@ -411,7 +411,6 @@ async fn a_full_repository_disk_fails_the_snapshot_and_leaves_nothing() {
     };
     let supervisor = fx.supervisor_on(config, repo.clone(), Arc::default()).await;
     let first = snapshot(&supervisor, 1, None).await.unwrap();
-    common::leases_given_back(&repo, 1).await;
     let before = common::files_below(&disk.0);
 
     fx.write(1, 20, 4000, 1024); // ~4 MiB: more than the disk holds

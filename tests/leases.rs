@@ -16,7 +16,7 @@ use rocksnap::format::Lease;
 use rocksnap::format::{FormatVersion, Lsn, PartitionId, SnapshotId};
 use rocksnap::gc::{collect, GcOptions};
 use rocksnap::restore::{verify, RestoreOptions};
-use rocksnap::{PipelineConfig, Repository, Supervisor};
+use rocksnap::{PipelineConfig, Repository};
 
 /// A partition with one multipart file, and a repository whose
 /// metadata.json write (the first single put) waits at a gate: the
@@ -81,67 +81,11 @@ async fn an_upload_in_progress_survives_collection_with_no_grace() {
     assert_eq!(report.in_progress[0], outcome.snapshot_id);
     assert_eq!(fx.latest(1).snapshot_id, outcome.snapshot_id);
     verify_latest(&fx).await;
-    Supervisor::shutdown(&supervisor, Duration::from_secs(60)).await;
     assert!(
         files_below(&fx.repo_dir.join("1").join("leases")).is_empty(),
         "the lease outlived its snapshot"
     );
     supervisor.stop(None);
-}
-
-/// A published snapshot answers before it gives its lease back (the
-/// pointer names its objects by then), and both ways a supervisor ends, a
-/// shutdown and a stop, wait for that deletion: a node that stops right
-/// after a snapshot leaves no lease to hold collections off.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supervisor_ends_only_once_its_published_snapshots_gave_back_their_leases() {
-    for by_shutdown in [true, false] {
-        let fx = Fixture::new(&[1]);
-        fx.write(1, 10, 64, 1024);
-        let (store, repo) = fx.faulty_repository();
-        // A first snapshot deletes nothing but its lease.
-        let gate = store.hold(Op::Delete, When::Nth(1));
-        let supervisor = fx.supervisor_on(config(&fx), repo, Arc::default()).await;
-        let outcome = snapshot(&supervisor, 1, None).await.unwrap();
-        assert_eq!(fx.latest(1).snapshot_id, outcome.snapshot_id);
-        wait_until("the lease's deletion is held", || gate.waiting() == 1).await;
-        let leases = fx.repository.read_leases(PartitionId(1)).await.unwrap();
-        assert_eq!(leases.len(), 1, "{leases:?}");
-        assert_eq!(leases[0].0, outcome.snapshot_id);
-
-        let ending = {
-            let supervisor = supervisor.clone();
-            tokio::spawn(async move {
-                if by_shutdown {
-                    let report = Supervisor::shutdown(&supervisor, Duration::from_secs(60)).await;
-                    let report = report.expect("answered");
-                    assert_eq!((report.in_flight, report.cancelled), (0, 0));
-                } else {
-                    supervisor.stop_and_wait(None, None).await.unwrap();
-                }
-            })
-        };
-        // Not ended while the deletion is held (it would be at once
-        // otherwise); ended once it lands.
-        let mut ending = std::pin::pin!(ending);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), &mut ending)
-                .await
-                .is_err(),
-            "shutdown {by_shutdown}: ended with a lease still being given back"
-        );
-        gate.open();
-        ending.await.unwrap();
-        assert!(
-            fx.repository
-                .read_leases(PartitionId(1))
-                .await
-                .unwrap()
-                .is_empty(),
-            "shutdown {by_shutdown}: the lease outlived the supervisor"
-        );
-        supervisor.stop(None);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,7 +286,6 @@ async fn no_object_before_its_lease_and_none_without_one() {
     gate.open();
     let published = request.await.unwrap().unwrap();
     verify_latest(&fx).await;
-    common::leases_given_back(&fx.repository, 1).await;
     let before = objects(&fx);
 
     // Every write of the next snapshot's lease fails.

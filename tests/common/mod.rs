@@ -172,20 +172,6 @@ pub fn collection(grace: std::time::Duration, keep: Option<usize>) -> rocksnap::
     }
 }
 
-/// Waits until a partition's published snapshots have given back their
-/// leases, which they do just after they answer: a listing taken before
-/// may show one.
-pub async fn leases_given_back(repository: &Repository, partition: u64) {
-    wait_until_async("the published snapshots gave back their leases", || async {
-        repository
-            .read_leases(PartitionId(partition))
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await
-}
-
 /// Waits until `condition` holds, checking it every few milliseconds, and
 /// fails the test if it does not within a minute: the test waits on the
 /// condition, not on a guess of how long it takes.

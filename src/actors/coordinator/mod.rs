@@ -22,7 +22,6 @@ use object_store::path::Path;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 mod lease;
 mod outcome;
@@ -67,9 +66,6 @@ pub(crate) struct CoordinatorArgs {
     pub report: Report,
     /// The pipeline's counters, for progress.
     pub stats: Arc<PipelineStats>,
-    /// Published snapshots that still give back their lease, which they
-    /// do after they answer: the supervisor's shutdown and stop wait for it.
-    pub releases: TaskTracker,
 }
 
 /// Receives no messages: it runs its snapshot when it starts, then stops.
@@ -98,20 +94,7 @@ impl Actor for Coordinator {
         let args = state.take().expect("started once");
         let (job, report) = Job::new(args);
         let result = job.run().await;
-        // A failed snapshot gives its lease back before it answers, so
-        // that a collection its caller starts next may take what it left.
-        // A published one answers first: the pointer names its objects,
-        // and the lease protects nothing any more. Its deletion is one
-        // request the caller need not wait for; the supervisor's shutdown
-        // and stop wait for it (the token, taken before the answer).
-        if result.is_ok() {
-            let _releasing = job.releases.token();
-            report(result);
-            job.give_back_lease().await;
-        } else {
-            job.give_back_lease().await;
-            report(result);
-        }
+        report(result);
         myself.stop(None);
         Ok(())
     }
@@ -130,8 +113,6 @@ struct Job {
     stats: Arc<PipelineStats>,
     /// Told whether the lease was written; its gates go with every file.
     lease_gate: LeaseGate,
-    /// See [`CoordinatorArgs::releases`].
-    releases: TaskTracker,
 }
 
 /// What to do with one exported file.
@@ -198,7 +179,6 @@ impl Job {
             snapshot_id,
             stats: args.stats,
             lease_gate: LeaseGate::new(),
-            releases: args.releases,
         };
         (job, args.report)
     }
@@ -208,8 +188,8 @@ impl Job {
     }
 
     /// Exports, then runs the rest under the snapshot's lease: written
-    /// while the export runs, renewed while the steps run (the caller gives
-    /// it back). The parts travel while the lease is still on its way;
+    /// while the export runs, renewed while the steps run, given back once
+    /// they are done. The parts travel while the lease is still on its way;
     /// the snapshot's objects wait for it (see [`crate::flow::LeaseWritten`]).
     async fn run(&self) -> Result<SnapshotOutcome, SnapshotError> {
         let started = Instant::now();
@@ -251,6 +231,7 @@ impl Job {
                 }
             }
         };
+        self.give_back_lease().await;
         result
     }
 

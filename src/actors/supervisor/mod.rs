@@ -27,7 +27,6 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 mod stages;
 
@@ -48,9 +47,6 @@ use crate::repository::Repository;
 pub const MAX_RESTARTS: usize = 5;
 /// The window [`MAX_RESTARTS`] is counted in.
 pub const RESTART_WINDOW: Duration = Duration::from_secs(10);
-/// How long a stop waits for published snapshots to give back their leases
-/// (one request each) before it ends their coordinators.
-pub const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// The messages a host sends to the supervisor.
 pub enum SupervisorMsg {
@@ -61,8 +57,7 @@ pub enum SupervisorMsg {
     ),
     /// Take no more requests; let the snapshots in flight finish within the
     /// deadline, then cancel the rest (their uploads are aborted, nothing is
-    /// published). Answered once none is left and the published ones have
-    /// given back their leases (or the deadline has passed).
+    /// published). Answered once none is left.
     Shutdown(Duration, RpcReplyPort<ShutdownReport>),
     /// The supervisor's own bookkeeping; a host never sends it.
     Internal(Internal),
@@ -143,8 +138,6 @@ struct Running {
 /// A shutdown waiting for the snapshots in flight.
 struct Closing {
     reply: RpcReplyPort<ShutdownReport>,
-    /// Past this, the answer no longer waits for leases being given back.
-    deadline: Instant,
     in_flight: usize,
     cancelled: usize,
 }
@@ -168,9 +161,6 @@ pub struct SupervisorState {
     stages: Stages,
     publishers: HashMap<PartitionId, ActorRef<PublisherMsg>>,
     running: HashMap<PartitionId, Running>,
-    /// Published snapshots whose coordinators still give back their lease
-    /// (they answer first); a shutdown and a stop wait for them.
-    releases: TaskTracker,
     /// Cancels every snapshot when the supervisor stops.
     cancel: CancellationToken,
     closing: Option<Closing>,
@@ -191,10 +181,7 @@ impl Supervisor {
     }
 
     /// Stops taking requests and waits for the snapshots in flight, cancelling
-    /// those still running after `deadline`. It also waits, until `deadline`,
-    /// for published snapshots to give back their leases, which they do just
-    /// after they answer (a stop waits for them too, up to [`RELEASE_WAIT`];
-    /// a lease left behind expires by itself).
+    /// those still running after `deadline`.
     pub async fn shutdown(
         supervisor: &ActorRef<SupervisorMsg>,
         deadline: Duration,
@@ -273,7 +260,6 @@ impl Actor for Supervisor {
             pool,
             publishers: HashMap::new(),
             running: HashMap::new(),
-            releases: TaskTracker::new(),
             cancel: CancellationToken::new(),
             closing: None,
             accepting: true,
@@ -292,18 +278,6 @@ impl Actor for Supervisor {
                 .reply
                 .send(Err(SnapshotError::Stopped("supervisor".into())));
         }
-        // Ending the children now would leave the published snapshots'
-        // leases to expire by themselves, holding off collections until then.
-        state.releases.close();
-        if tokio::time::timeout(RELEASE_WAIT, state.releases.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = state.releases.len(),
-                "stopping while snapshots give back their leases; they expire by themselves"
-            );
-        }
         Ok(())
     }
 
@@ -316,15 +290,13 @@ impl Actor for Supervisor {
         match msg {
             SupervisorMsg::Snapshot(request, reply) => state.start(&myself, request, reply).await?,
             SupervisorMsg::Internal(Internal(InternalMsg::Finished(partition, result))) => {
-                state.finished(partition, *result).await;
+                state.finished(partition, *result);
             }
             SupervisorMsg::Shutdown(deadline, reply) => {
                 state.accepting = false;
-                state.releases.close();
                 let in_flight = state.running.len();
                 state.closing = Some(Closing {
                     reply,
-                    deadline: Instant::now() + deadline,
                     in_flight,
                     cancelled: 0,
                 });
@@ -334,7 +306,7 @@ impl Actor for Supervisor {
                         SupervisorMsg::Internal(Internal(InternalMsg::Deadline))
                     });
                 }
-                state.answer_shutdown_if_done().await;
+                state.answer_shutdown_if_done();
             }
             SupervisorMsg::Internal(Internal(InternalMsg::Deadline)) => {
                 let Some(closing) = &mut state.closing else {
@@ -435,7 +407,6 @@ impl SupervisorState {
                 let _ = report_to.cast(SupervisorMsg::Internal(Internal(msg)));
             }),
             stats: self.stats.clone(),
-            releases: self.releases.clone(),
         };
         match Actor::spawn_linked(None, Coordinator, args, myself.get_cell()).await {
             Ok((coordinator, _)) => {
@@ -457,11 +428,7 @@ impl SupervisorState {
         Ok(())
     }
 
-    async fn finished(
-        &mut self,
-        partition: PartitionId,
-        result: Result<SnapshotOutcome, SnapshotError>,
-    ) {
+    fn finished(&mut self, partition: PartitionId, result: Result<SnapshotOutcome, SnapshotError>) {
         let Some(running) = self.running.remove(&partition) else {
             return;
         };
@@ -483,28 +450,14 @@ impl SupervisorState {
             }
         }
         let _ = running.reply.send(result);
-        self.answer_shutdown_if_done().await;
+        self.answer_shutdown_if_done();
     }
 
-    /// Answers a shutdown once no snapshot runs, and no lease is still
-    /// being given back (until the deadline: past it, a lease left behind
-    /// expires by itself). The wait is a store request or two, which the
-    /// mailbox can spare once nothing more is taken.
-    async fn answer_shutdown_if_done(&mut self) {
+    fn answer_shutdown_if_done(&mut self) {
         if !self.running.is_empty() {
             return;
         }
         if let Some(closing) = self.closing.take() {
-            let deadline = tokio::time::Instant::from_std(closing.deadline);
-            if tokio::time::timeout_at(deadline, self.releases.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    left = self.releases.len(),
-                    "shutdown deadline reached while snapshots gave back their leases; they expire by themselves"
-                );
-            }
             let _ = closing.reply.send(ShutdownReport {
                 in_flight: closing.in_flight,
                 cancelled: closing.cancelled,

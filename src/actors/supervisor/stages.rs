@@ -55,7 +55,7 @@ impl SupervisorState {
             let result = Err(SnapshotError::Stopped(format!(
                 "the snapshot's coordinator failed: {error}"
             )));
-            self.finished(partition, result).await;
+            self.finished(partition, result);
             return Ok(());
         }
         if self.publishers.values().any(|p| p.get_id() == id) {
