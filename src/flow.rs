@@ -151,13 +151,18 @@ impl MemoryBudget {
     pub(crate) async fn part(&self, capacity: usize) -> BufferedPart {
         let permit = self.next_permit().await;
         let kept = self.idle.take(capacity);
-        let mut buffer = match kept {
-            Some(buffer) => buffer,
+        let (mut buffer, permit) = match kept {
+            Some(buffer) => (buffer, permit),
             // Made (and its pages touched) off the runtime's threads, whose
-            // other requests' timers would wait for it.
-            None => tokio::task::spawn_blocking(move || AlignedBuffer::with_capacity(capacity))
-                .await
-                .expect("allocation task"),
+            // other requests' timers would wait for it. The permit goes
+            // along: if the caller gives up meanwhile, the allocation still
+            // runs to its end, and the memory it holds counts against the
+            // budget until it is freed with the permit.
+            None => tokio::task::spawn_blocking(move || {
+                (AlignedBuffer::with_capacity(capacity), permit)
+            })
+            .await
+            .expect("allocation task"),
         };
         buffer.clear();
         BufferedPart {
@@ -682,6 +687,40 @@ mod tests {
         // A part returned with no download running is not kept.
         drop(budget.part(8192).await);
         assert_eq!((kept(&budget), budget.in_use()), (0, 0));
+    }
+
+    /// A part given up while its buffer is being made keeps its permit
+    /// until that buffer is freed: the budget never stands for less memory
+    /// than is held. The one blocking thread is held busy, so the
+    /// allocation waits in its queue when the part is given up.
+    #[test]
+    fn a_part_given_up_during_its_allocation_holds_its_permit_until_freed() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let budget = MemoryBudget::new(1);
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            let part = tokio::spawn({
+                let budget = budget.clone();
+                async move { budget.part(8192).await }
+            });
+            // On a current-thread runtime the part runs up to its wait
+            // for the allocation, queued behind the busy thread.
+            tokio::task::yield_now().await;
+            assert_eq!(budget.in_use(), 1);
+            part.abort();
+            assert!(part.await.unwrap_err().is_cancelled());
+            assert_eq!(budget.in_use(), 1, "given up before its buffer was made");
+            release.send(()).unwrap();
+            busy.await.unwrap().unwrap();
+            // The blocking queue is first in, first out: once this ran, so
+            // did the allocation, and its buffer and permit are gone.
+            tokio::task::spawn_blocking(|| ()).await.unwrap();
+            assert_eq!(budget.in_use(), 0);
+        });
     }
 
     #[tokio::test]
