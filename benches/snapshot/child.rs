@@ -237,27 +237,25 @@ async fn remote(db: &Path) -> Value {
     // parent says), so that neither always meets a process the other has
     // warmed.
     let sealed_first = std::env::var_os("ROCKSNAP_BENCH_SEALED_FIRST").is_some();
-    let sealed_snapshot = || {
+    let plain_snapshot = async {
+        model.warm();
+        let cpu = Cpu::this_process();
+        let (seconds, bytes, bound) =
+            snapshot_into_model(&store, "repo", partitions.clone(), config.clone()).await;
+        (seconds, bytes, bound, Cpu::this_process().since(cpu))
+    };
+    let sealed_snapshot = async {
         model.warm();
         snapshot_all(
             partitions.clone(),
             sealed_repository.clone(),
             sealed_config.clone(),
         )
+        .await
+        .0
     };
-    let mut rocksnap_encrypted = None;
-    if sealed_first {
-        rocksnap_encrypted = Some(sealed_snapshot().await.0);
-    }
-    model.warm();
-    let cpu = Cpu::this_process();
-    let (rocksnap_s, bytes, lower_bound) =
-        snapshot_into_model(&store, "repo", partitions.clone(), config.clone()).await;
-    let rocksnap_cpu = Cpu::this_process().since(cpu);
-    let rocksnap_encrypted = match rocksnap_encrypted {
-        Some(s) => s,
-        None => sealed_snapshot().await.0,
-    };
+    let ((rocksnap_s, bytes, lower_bound, rocksnap_cpu), rocksnap_encrypted) =
+        in_order(sealed_first, plain_snapshot, sealed_snapshot).await;
 
     // The model's lower bound for restore's ranges and connections.
     let sizes = stored_files(store.as_ref(), "repo").await;
@@ -270,7 +268,15 @@ async fn remote(db: &Path) -> Value {
     );
 
     // Restore from the model, plain and sealed in the same order.
-    let sealed_restore = || async {
+    let plain_restore = async {
+        let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
+        model.warm();
+        let cpu = Cpu::this_process();
+        let t = Instant::now();
+        restore_all(&repository, &restored.path().join("db"), &restore_opts).await;
+        (t.elapsed().as_secs_f64(), Cpu::this_process().since(cpu))
+    };
+    let sealed_restore = async {
         model.warm();
         let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
         let t = Instant::now();
@@ -285,22 +291,8 @@ async fn remote(db: &Path) -> Value {
         .await;
         t.elapsed().as_secs_f64()
     };
-    let mut restore_encrypted = None;
-    if sealed_first {
-        restore_encrypted = Some(sealed_restore().await);
-    }
-    let restored = tempfile::tempdir_in(db.parent().unwrap()).unwrap();
-    model.warm();
-    let cpu = Cpu::this_process();
-    let t = Instant::now();
-    restore_all(&repository, &restored.path().join("db"), &restore_opts).await;
-    let restore_s = t.elapsed().as_secs_f64();
-    let restore_cpu = Cpu::this_process().since(cpu);
-    drop(restored);
-    let restore_encrypted = match restore_encrypted {
-        Some(s) => s,
-        None => sealed_restore().await,
-    };
+    let ((restore_s, restore_cpu), restore_encrypted) =
+        in_order(sealed_first, plain_restore, sealed_restore).await;
     let mut v = json!({
         "seconds": rocksnap_s, "bytes": bytes, "rocksnap": rocksnap_s,
         "rocksnap_cpu": rocksnap_cpu.json(), "lower_bound": lower_bound,
@@ -315,6 +307,23 @@ async fn remote(db: &Path) -> Value {
         }
     }
     v
+}
+
+/// Runs the plain and the sealed measurement (futures, which do nothing
+/// until awaited), the sealed one first if `sealed_first`; their outputs,
+/// the plain one's first.
+async fn in_order<P, S>(
+    sealed_first: bool,
+    plain: impl std::future::Future<Output = P>,
+    sealed: impl std::future::Future<Output = S>,
+) -> (P, S) {
+    if sealed_first {
+        let s = sealed.await;
+        (plain.await, s)
+    } else {
+        let p = plain.await;
+        (p, sealed.await)
+    }
 }
 
 /// The slow references: one file at a time, as a simple tool would.

@@ -49,7 +49,7 @@ pub(super) async fn swap(
 ) -> Result<UpdateVersion, RepoError> {
     let lock = lock(root, key).await?;
     let path = root.join(key.as_ref());
-    let tmp_dir = root.join(".locks");
+    let tmp_dir = locks_dir(root);
     let expected = expected.map(|v| v.e_tag.clone());
     let key_s = key.to_string();
     tokio::task::spawn_blocking(move || {
@@ -78,7 +78,7 @@ pub(super) async fn swap(
 
 /// Takes the key's lock file, waiting at most [`LOCK_TIMEOUT`].
 async fn lock(root: &FsPath, key: &Path) -> Result<std::fs::File, RepoError> {
-    let lock_path = root.join(".locks").join(key.as_ref().replace('/', "%2F"));
+    let lock_path = locks_dir(root).join(key.as_ref().replace('/', "%2F"));
     let lock_err = |source| RepoError::Lock {
         key: key.to_string(),
         source,
@@ -131,22 +131,34 @@ fn write_durably(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Resu
 /// `tmp_dir` (on the same filesystem), fsynced, then renamed over it, so a
 /// reader or a power cut finds the old content or the new, never a part.
 fn replace_whole(path: &FsPath, tmp_dir: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(SCRATCH_PREFIX)
+        .tempfile_in(tmp_dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map(drop).map_err(|e| e.error)
 }
 
+/// The folder of a local repository's lock files, and of the temporary
+/// files its replacements are written to (on the same filesystem).
+fn locks_dir(root: &FsPath) -> PathBuf {
+    root.join(".locks")
+}
+
+/// How the temporary files [`replace_whole`] writes beside the locks begin,
+/// so that a sweep tells them from lock files (named after their key).
+const SCRATCH_PREFIX: &str = ".tmp";
+
 /// Temporary files in `.locks` older than this are a killed writer's: a
 /// live one renames its file into place within the write that made it.
-pub(super) const STALE_SCRATCH: Duration = Duration::from_secs(60 * 60);
+const STALE_SCRATCH: Duration = Duration::from_secs(60 * 60);
 
 /// Removes the temporary files that writers killed between a write and its
 /// rename left in `root`'s `.locks` (a pointer's or a lease's bytes, never
 /// named by anything); the number removed. A file younger than
 /// [`STALE_SCRATCH`] may still be a live writer's, and stays.
 pub(super) async fn sweep_scratch(root: &FsPath) -> std::io::Result<usize> {
-    let dir = root.join(".locks");
+    let dir = locks_dir(root);
     tokio::task::spawn_blocking(move || {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -157,9 +169,11 @@ pub(super) async fn sweep_scratch(root: &FsPath) -> std::io::Result<usize> {
         let mut removed = 0;
         for entry in entries {
             let entry = entry?;
-            // Lock files are named after their key; only the temporary
-            // files `tempfile` makes start with `.tmp`.
-            if !entry.file_name().to_string_lossy().starts_with(".tmp") {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SCRATCH_PREFIX)
+            {
                 continue;
             }
             let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
@@ -194,7 +208,7 @@ pub(super) async fn sweep_scratch(root: &FsPath) -> std::io::Result<usize> {
 /// removes it), the cost that grows with the partitions a node has.
 pub(super) async fn put_lease(root: &FsPath, key: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
     let path = root.join(key.as_ref());
-    let tmp_dir = root.join(".locks");
+    let tmp_dir = locks_dir(root);
     tokio::task::spawn_blocking(move || {
         let leases = path.parent().expect("a key has a folder");
         // The partition's folder holds what the snapshot will store: made
